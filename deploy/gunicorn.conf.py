@@ -1,0 +1,78 @@
+"""gunicorn configuration for rmserve (`rmserve serve` and the container use this file).
+
+Each worker process loads its own copy of the models *after* fork (no preload), so every
+ONNX Runtime session and batcher thread belongs to the process that uses it. Threads in a
+worker mostly wait on the batcher, so gthread workers with many threads are cheap.
+"""
+
+import logging
+import os
+import shutil
+import signal
+import tempfile
+from pathlib import Path
+
+from service.config import Settings
+
+settings = Settings.from_env()
+
+wsgi_app = "service.app:create_app()"
+bind = [f"{settings.host}:{settings.port}"]
+worker_class = "gthread"
+workers = settings.workers
+threads = settings.threads
+preload_app = False
+# After SIGTERM, workers stop accepting and finish accepted requests for this long.
+graceful_timeout = round(settings.graceful_timeout_s)
+# A worker silent this long is restarted; scoring never blocks the worker's main loop.
+timeout = 120
+keepalive = 75  # longer than the idle timeouts of common client pools and load balancers
+loglevel = settings.log_level
+accesslog = "-"
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
+errorlog = "-"
+# No runtime control socket: nothing uses it, and the container's root filesystem is read-only.
+control_socket_disable = True
+
+# Prometheus multiprocess mode: every worker writes its samples to files in one directory,
+# which must be empty when the server starts and is cleared of dead workers' live gauges.
+# prometheus_client picks its storage when first imported, so the variable is set here, in
+# the master, before any import of it; workers inherit it.
+metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="rmserve-metrics-"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+os.environ["RMSERVE_METRICS_DIR"] = str(metrics_dir)
+
+
+def on_starting(server):
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+
+
+def post_worker_init(worker):
+    """Send rmserve's log lines where gunicorn's go; on SIGTERM, flip /readyz to 503 first."""
+    service_log = logging.getLogger("service")
+    service_log.handlers = logging.getLogger("gunicorn.error").handlers
+    service_log.setLevel(settings.log_level.upper())
+    service_log.propagate = False
+
+    app_state = worker.wsgi.extensions["rmserve"]
+    gunicorn_handler = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        app_state.draining = True
+        gunicorn_handler(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def worker_exit(server, worker):
+    """Accepted requests are done (gunicorn waited for them); stop the batcher threads."""
+    app_state = worker.wsgi.extensions["rmserve"] if hasattr(worker, "wsgi") else None
+    if app_state is not None:
+        app_state.drain(timeout=settings.graceful_timeout_s)
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,110 @@
+"""The one frozen settings object. Only this module reads the environment (`RMSERVE_*`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "RMSERVE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the server; each field is `RMSERVE_<NAME>` in the environment."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    model_repository: Path = Path("models/repository")
+    models: tuple[str, ...] = ()  # which model names to load; empty = all in the repository
+    default_model: str | None = None  # served when a request names none; default: first loaded
+    pinned_versions: tuple[str, ...] = ()  # "name=version" pins; otherwise the highest version
+    api_keys: tuple[str, ...] = ()  # empty = no authentication
+    api_keys_file: Path | None = None  # one key per line; merged with api_keys
+    workers: int = 1  # gunicorn worker processes, each with its own model copy
+    threads: int = 16  # request threads per worker (they mostly wait on the batcher)
+    inference_threads: int = 0  # ONNX Runtime intra-op threads per worker; 0 = cores / workers
+    max_batch_tokens: int = 8192  # padded-token budget of one inference call
+    max_padding_ratio: float = 1.25  # a sub-batch's padded tokens may exceed its real tokens by this factor
+    max_queue_tokens: int = 262144  # tokens waiting per model before requests get 429
+    max_items: int = 512  # items per request
+    max_text_chars: int = 65536  # characters per prompt, response or message
+    max_body_bytes: int = 8 * 1024 * 1024  # request body size
+    request_timeout_s: float = 60.0  # default deadline; X-Timeout-Ms may shorten or lengthen it up to max_timeout_s
+    max_timeout_s: float = 300.0
+    graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
+    log_level: str = "info"
+    metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by gunicorn.conf.py)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `RMSERVE_*` variables, then explicit overrides (CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            raw = environ.get(PREFIX + setting.name.upper())
+            if raw is not None and raw != "":
+                values[setting.name] = _parse(setting, raw)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        for name in ("port", "workers", "threads", "max_batch_tokens", "max_queue_tokens", "max_items"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
+        if self.max_padding_ratio < 1.0:
+            raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
+        if self.max_queue_tokens < self.max_batch_tokens:
+            raise ValueError(f"{PREFIX}MAX_QUEUE_TOKENS must be >= {PREFIX}MAX_BATCH_TOKENS")
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes).validated()
+
+    def all_api_keys(self) -> frozenset[str]:
+        """Keys from the setting and from the keys file (read at start-up)."""
+        keys = set(self.api_keys)
+        if self.api_keys_file is not None:
+            lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
+            keys.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+        return frozenset(keys)
+
+    def pinned_version(self, name: str) -> int | None:
+        for pin in self.pinned_versions:
+            pinned_name, _, version = pin.partition("=")
+            if pinned_name == name:
+                return int(version)
+        return None
+
+    def intra_op_threads(self) -> int:
+        return self.inference_threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+    def as_environ(self) -> dict[str, str]:
+        """These settings as `RMSERVE_*` variables (hands CLI flags to gunicorn workers)."""
+        environ = {}
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if value is None:
+                continue
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            environ[PREFIX + setting.name.upper()] = text
+        return environ
+
+
+def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(setting.type)
+    try:
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind.startswith("Path"):
+            return Path(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as error:
+        raise ValueError(f"{PREFIX}{setting.name.upper()}={raw!r}: {error}") from None
+    return raw

@@ -1,0 +1,106 @@
+"""Every error kind the service can answer with, each carrying its HTTP status, in one place."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from service import metrics
+
+
+class ServiceError(Exception):
+    """An error a client sees as `{"error": {"code", "message", "field"}}` with `status`."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, field: str | None = None, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.headers = headers or {}
+
+
+class MalformedJSON(ServiceError):
+    status, code = 400, "malformed_json"
+
+
+class Unauthorized(ServiceError):
+    status, code = 401, "unauthorized"
+
+    def __init__(self, message: str):
+        super().__init__(message, headers={"WWW-Authenticate": 'Bearer realm="rmserve"'})
+
+
+class ModelNotFound(ServiceError):
+    status, code = 404, "model_not_found"
+
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown model {name!r}; loaded: {', '.join(known) or 'none'}", field="model")
+
+
+class PayloadTooLarge(ServiceError):
+    status, code = 413, "payload_too_large"
+
+
+class InvalidField(ServiceError):
+    """A field is present but wrong; `field` names it the way the client wrote it (`items[3].response`)."""
+
+    status, code = 422, "invalid_field"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message, field=field)
+
+
+class EmptyInput(ServiceError):
+    status, code = 422, "empty_input"
+
+
+class QueueFull(ServiceError):
+    status, code = 429, "queue_full"
+
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class InferenceFailed(ServiceError):
+    status, code = 500, "inference_failed"
+
+
+class NotReady(ServiceError):
+    status, code = 503, "not_ready"
+
+    def __init__(self, message: str, retry_after_s: int = 1):
+        super().__init__(message, headers={"Retry-After": str(retry_after_s)})
+
+
+class DeadlineExceeded(ServiceError):
+    status, code = 504, "deadline_exceeded"
+
+
+def error_response(error: ServiceError) -> Response:
+    metrics.FAILURES.labels(error.code).inc()
+    response = jsonify({"error": {"code": error.code, "message": error.message, "field": error.field}})
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def _http_exception_response(error: HTTPException) -> Response:
+    """Werkzeug's own errors (unknown route, wrong method, body too large) in our error shape."""
+    code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
+        error.code or 500, "http_error"
+    )
+    metrics.FAILURES.labels(code).inc()
+    response = jsonify({"error": {"code": code, "message": error.description, "field": None}})
+    response.status_code = error.code or 500
+    valid_methods = getattr(error, "valid_methods", None)
+    if valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def register(app: Flask) -> None:
+    """Turn every exception into the one error body."""
+    app.register_error_handler(ServiceError, error_response)
+    app.register_error_handler(HTTPException, _http_exception_response)

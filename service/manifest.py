@@ -1,0 +1,73 @@
+"""`manifest.json`: what a model version is, how to feed it, and how good it was (SPEC §2)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+from service.formatting import InputFormat
+from service.tokenizer import SpecialTokens
+
+MANIFEST_FILE = "manifest.json"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class Normalization(_Frozen):
+    """Mean and std of raw scores on training responses; served scores are (raw - mean) / std."""
+
+    mean: float = 0.0
+    std: float = Field(1.0, gt=0.0)
+
+
+class Evaluation(_Frozen):
+    """Held-out pairwise accuracy, next to the trivial baselines on the same pairs."""
+
+    pairwise_accuracy: float | None = None
+    n: int = 0
+    data: str | None = None
+    baselines: dict[str, float] = Field(default_factory=dict)
+
+
+class Manifest(_Frozen):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    version: PositiveInt
+    created: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    architecture: dict[str, Any]
+    max_length: PositiveInt
+    truncation: Literal["prompt_left"] = "prompt_left"
+    input_format: dict[str, Any] = Field(default_factory=lambda: InputFormat().to_manifest())
+    tokens: SpecialTokens
+    normalization: Normalization = Normalization()
+    quantization: str | None = None
+    evaluation: Evaluation = Evaluation()
+    parity: dict[str, Any] | None = None
+
+    @classmethod
+    def read(cls, version_dir: Path) -> Manifest:
+        return cls.model_validate(json.loads((version_dir / MANIFEST_FILE).read_text(encoding="utf-8")))
+
+    def write(self, version_dir: Path) -> None:
+        text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+        (version_dir / MANIFEST_FILE).write_text(text, encoding="utf-8")
+
+    @property
+    def format(self) -> InputFormat:
+        return InputFormat.from_manifest(self.input_format)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

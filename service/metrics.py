@@ -1,0 +1,69 @@
+"""Every Prometheus metric, declared once. Correct under several gunicorn workers.
+
+With `PROMETHEUS_MULTIPROC_DIR` set (gunicorn.conf.py does it), each worker writes its
+values to files there and `/metrics` aggregates them; gauges declare how to combine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+TOKEN_BUCKETS = (64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+RATIO_BUCKETS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
+SCORE_BUCKETS = (-4.0, -3.0, -2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0)
+
+REQUESTS = Counter("rmserve_requests_total", "HTTP requests by endpoint and status.", ["endpoint", "status"])
+REQUEST_SECONDS = Histogram(
+    "rmserve_request_duration_seconds", "HTTP request latency.", ["endpoint"], buckets=LATENCY_BUCKETS
+)
+QUEUE_ITEMS = Gauge("rmserve_queue_items", "Items waiting to be scored.", ["model"], multiprocess_mode="livesum")
+QUEUE_TOKENS = Gauge("rmserve_queue_tokens", "Tokens waiting to be scored.", ["model"], multiprocess_mode="livesum")
+QUEUE_WAIT_SECONDS = Histogram(
+    "rmserve_queue_wait_seconds", "Time an item waits before its batch runs.", ["model"], buckets=LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram("rmserve_batch_size", "Items per inference call.", ["model"], buckets=BATCH_SIZE_BUCKETS)
+BATCH_PADDED_TOKENS = Histogram(
+    "rmserve_batch_padded_tokens", "Padded tokens (rows x width) per inference call.", ["model"], buckets=TOKEN_BUCKETS
+)
+PADDING_EFFICIENCY = Histogram(
+    "rmserve_padding_efficiency", "Real tokens / padded tokens per inference call.", ["model"], buckets=RATIO_BUCKETS
+)
+INFERENCE_SECONDS = Histogram(
+    "rmserve_inference_seconds", "ONNX Runtime time per inference call.", ["model"], buckets=LATENCY_BUCKETS
+)
+ITEMS_SCORED = Counter("rmserve_items_scored_total", "Items scored.", ["model"])
+TOKENS_SCORED = Counter("rmserve_tokens_scored_total", "Real (unpadded) tokens scored.", ["model"])
+SCORES = Histogram("rmserve_score", "Distribution of normalized scores served.", ["model"], buckets=SCORE_BUCKETS)
+TRUNCATIONS = Counter("rmserve_truncations_total", "Items cut to the model's max_length.", ["model"])
+FAILURES = Counter("rmserve_failures_total", "Failed requests, by reason (the error code).", ["reason"])
+ITEMS_FAILED = Counter(
+    "rmserve_items_failed_total", "Accepted items never scored, by reason.", ["model", "reason"]
+)
+MODEL_INFO = Gauge(
+    "rmserve_model_info", "Loaded model versions (value 1).", ["model", "version", "sha256"], multiprocess_mode="max"
+)
+READY = Gauge(
+    "rmserve_ready", "1 when models are loaded and warmed, 0 while starting or draining.", multiprocess_mode="livemin"
+)
+
+
+def exposition(multiprocess_dir: Path | None) -> tuple[bytes, str]:
+    """The text `/metrics` serves: this process alone, or every worker in multiprocess mode."""
+    if multiprocess_dir is None:
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))
+    return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,80 @@
+"""`rmserve score FILE`: score a JSONL file through the same models and batcher as the server."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import nullcontext
+from pathlib import Path
+from typing import IO
+
+from tqdm import tqdm
+
+from service.config import Settings
+from service.errors import ServiceError
+from service.inputs import item_pairs
+from service.registry import ModelRegistry, ServedModel
+from service.schemas import Item, parse
+
+# Offline scoring has no client waiting: a chunk may take as long as it needs.
+OFFLINE_DEADLINE_S = 24 * 3600.0
+
+
+def read_items(path: Path) -> Iterator[tuple[int, Item]]:
+    """(line number, item) for every non-blank line; a bad line stops with its number."""
+    with path.open(encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, parse(Item, json.loads(line))
+            except json.JSONDecodeError as error:
+                raise SystemExit(f"{path}:{number}: not valid JSON: {error}") from None
+            except ServiceError as error:
+                raise SystemExit(f"{path}:{number}: {error.field}: {error.message}") from None
+
+
+def chunks(items: Iterator[tuple[int, Item]], size: int) -> Iterator[list[tuple[int, Item]]]:
+    chunk: list[tuple[int, Item]] = []
+    for numbered in items:
+        chunk.append(numbered)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def score_chunk(model: ServedModel, chunk: list[tuple[int, Item]], settings: Settings) -> list[dict[str, object]]:
+    # The per-request item limit is an HTTP guard; a file chunk may be any size.
+    pairs = item_pairs([item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk)))
+    scored = model.score(pairs.prompts, pairs.responses, time.monotonic() + OFFLINE_DEADLINE_S)
+    return [
+        {"line": number, "score": score, "raw_score": raw, "truncated": truncated, "tokens": tokens}
+        for (number, _), score, raw, truncated, tokens in zip(
+            chunk, scored.scores.tolist(), scored.raw_scores.tolist(), scored.truncated, scored.tokens, strict=True
+        )
+    ]
+
+
+def score_file(settings: Settings, input_path: Path, output_path: Path | None, model_name: str | None,
+               chunk_size: int) -> int:
+    """Score every line of `input_path`; write one JSON result per line, in input order."""
+    registry = ModelRegistry.load(settings).start()
+    model = registry.get(model_name)
+    total = sum(1 for line in input_path.open(encoding="utf-8") if line.strip())
+    sink: IO[str]
+    with (output_path.open("w", encoding="utf-8") if output_path else nullcontext(sys.stdout)) as sink:
+        progress = tqdm(total=total, unit="item", desc=f"scoring with {model.name}", file=sys.stderr)
+        try:
+            for chunk in chunks(read_items(input_path), chunk_size):
+                for result in score_chunk(model, chunk, settings):
+                    sink.write(json.dumps(result) + "\n")
+                progress.update(len(chunk))
+        finally:
+            progress.close()
+            registry.stop()
+    print(f"scored {total} items with {model.name} v{model.version.manifest.version}", file=sys.stderr)
+    return 0

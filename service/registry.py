@@ -1,0 +1,115 @@
+"""The models a process serves, each with its batcher: text pairs in, scores out.
+
+The HTTP handlers and `rmserve score` both go through `ServedModel.score`, so offline and
+online scores come from the same tokenizer, batcher and ONNX session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+
+import numpy as np
+
+from service import metrics
+from service.batcher import Batcher
+from service.config import Settings
+from service.errors import DeadlineExceeded, ModelNotFound
+from service.repository import ModelVersion, load_model, model_names
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Per-item results of one scoring call, in request order."""
+
+    raw_scores: np.ndarray  # [items]
+    scores: np.ndarray  # [items], normalized
+    truncated: list[bool]
+    tokens: list[int]
+
+
+class ServedModel:
+    """A loaded model version plus the batcher thread that owns its session."""
+
+    def __init__(self, version: ModelVersion, settings: Settings):
+        self.version = version
+        self.batcher = Batcher(
+            model=version.name,
+            score_fn=version.scorer,
+            pad_id=version.manifest.tokens.pad_id,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_queue_tokens=settings.max_queue_tokens,
+            max_padding_ratio=settings.max_padding_ratio,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.version.name
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], deadline: float) -> Scored:
+        """Tokenize, queue, wait until `deadline` (monotonic seconds), and normalize."""
+        encodings = self.version.encoder.encode(prompts, responses)
+        futures = self.batcher.submit([encoding.input_ids for encoding in encodings], deadline)
+        raw_scores = np.array(wait_all(futures, deadline), dtype=np.float64)
+        scores = self.version.normalize(raw_scores)
+        truncated = [encoding.truncated for encoding in encodings]
+        for score in scores:
+            metrics.SCORES.labels(self.name).observe(score)
+        metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
+        return Scored(raw_scores, scores, truncated, [len(encoding.input_ids) for encoding in encodings])
+
+
+def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:
+    """Results in order; at the deadline, cancel what is left so it is never scored."""
+    try:
+        return [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
+    except FutureTimeout:
+        for future in futures:
+            future.cancel()
+        raise DeadlineExceeded("the request's deadline passed before all its items were scored") from None
+
+
+class ModelRegistry:
+    """Loads the configured models from the repository and starts their batchers."""
+
+    def __init__(self, models: dict[str, ServedModel], default: str):
+        self.models = models
+        self.default = default
+
+    @classmethod
+    def load(cls, settings: Settings) -> ModelRegistry:
+        names = list(settings.models) or model_names(settings.model_repository)
+        threads = settings.intra_op_threads()
+        models = {}
+        for name in names:
+            version = load_model(settings.model_repository, name, threads, settings.pinned_version(name))
+            models[name] = ServedModel(version, settings)
+            manifest = version.manifest
+            metrics.MODEL_INFO.labels(name, str(manifest.version), manifest.sha256).set(1)
+        if not models:
+            raise ValueError(f"no models to serve in {settings.model_repository}")
+        default = settings.default_model or names[0]
+        if default not in models:
+            raise ValueError(f"RMSERVE_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}")
+        return cls(models, default)
+
+    def start(self) -> ModelRegistry:
+        for model in self.models.values():
+            model.batcher.start()
+        return self
+
+    def stop(self, timeout: float | None = None) -> None:
+        for model in self.models.values():
+            model.batcher.stop(timeout)
+
+    def get(self, name: str | None) -> ServedModel:
+        model = self.models.get(name or self.default)
+        if model is None:
+            raise ModelNotFound(str(name), sorted(self.models))
+        return model

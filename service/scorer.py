@@ -1,0 +1,43 @@
+"""ONNX Runtime inference: padded token batches in, one raw reward per row out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token sequences into `input_ids` and `attention_mask`, both int64 [batch, seq]."""
+    width = max(len(sequence) for sequence in sequences)
+    input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = sequence
+        attention_mask[row, : len(sequence)] = 1
+    return input_ids, attention_mask
+
+
+class OnnxScorer:
+    """Owns one InferenceSession; create it in the process that uses it (after fork)."""
+
+    def __init__(self, model_path: Path, intra_op_threads: int, inter_op_threads: int = 1):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = inter_op_threads
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+        input_names = {node.name for node in self.session.get_inputs()}
+        if not {"input_ids", "attention_mask"} <= input_names:
+            raise ValueError(f"{model_path}: graph inputs are {sorted(input_names)}, need input_ids and attention_mask")
+        self.output_name = self.session.get_outputs()[0].name
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        """[batch, seq] int64 x2 -> [batch] float64 raw rewards."""
+        (raw,) = self.session.run(
+            [self.output_name], {"input_ids": input_ids, "attention_mask": attention_mask}
+        )
+        return np.asarray(raw, dtype=np.float64).reshape(len(input_ids), -1)[:, 0]

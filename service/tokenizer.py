@@ -1,0 +1,81 @@
+"""Token sequences for (prompt, response) pairs: `[bos] prompt-tail [sep] response [eos]`.
+
+Prompt and response are tokenized separately and joined at the token level, so truncation
+can keep what matters: the whole response as far as possible and the *end* of the prompt
+(the turns right before the response). Whether anything was cut is reported per item.
+Training and serving both encode through this class.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+# Share of the token budget kept for the prompt when a long response would crowd it out.
+PROMPT_FLOOR = 0.25
+
+
+@dataclass(frozen=True)
+class SpecialTokens:
+    """Ids placed around the segments; `None` leaves that position out."""
+
+    pad_id: int
+    bos_id: int | None
+    sep_id: int | None
+    eos_id: int | None
+
+    @property
+    def count(self) -> int:
+        return sum(token is not None for token in (self.bos_id, self.sep_id, self.eos_id))
+
+
+@dataclass(frozen=True)
+class Encoding:
+    input_ids: list[int]
+    truncated: bool
+
+
+class PairEncoder:
+    """Tokenizes prompt/response pairs into model inputs no longer than `max_length`."""
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, special: SpecialTokens):
+        if max_length <= special.count + 1:
+            raise ValueError(f"max_length {max_length} leaves no room for text")
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.special = special
+
+    @classmethod
+    def from_file(cls, path: Path, max_length: int, special: SpecialTokens) -> PairEncoder:
+        return cls(Tokenizer.from_file(str(path)), max_length, special)
+
+    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
+        """Encode pairs; tokenizers' batch call runs in parallel outside the GIL."""
+        prompt_ids = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
+        response_ids = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
+        return [self._join(p.ids, r.ids) for p, r in zip(prompt_ids, response_ids, strict=True)]
+
+    def _join(self, prompt: list[int], response: list[int]) -> Encoding:
+        budget = self.max_length - self.special.count
+        prompt_floor = min(len(prompt), int(budget * PROMPT_FLOOR))
+        response_kept = response[: budget - prompt_floor]
+        prompt_kept = prompt[max(0, len(prompt) - (budget - len(response_kept))) :]
+        truncated = len(prompt_kept) < len(prompt) or len(response_kept) < len(response)
+        special = self.special
+        ids = (
+            _optional(special.bos_id)
+            + prompt_kept
+            + _optional(special.sep_id)
+            + response_kept
+            + _optional(special.eos_id)
+        )
+        return Encoding(input_ids=ids, truncated=truncated)
+
+
+def _optional(token_id: int | None) -> list[int]:
+    return [] if token_id is None else [token_id]

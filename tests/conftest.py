@@ -1,0 +1,59 @@
+"""Fixtures every test file shares: a tiny model repository, settings, and apps built on them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service.app import create_app
+from service.config import Settings
+from service.registry import ModelRegistry
+from tests.tiny_model import write_version
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_REPOSITORY = ROOT / "models" / "repository"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding one tiny model, `tiny` version 1."""
+    root = tmp_path_factory.mktemp("repository")
+    write_version(root / "tiny" / "1")
+    return root
+
+
+@pytest.fixture
+def settings(tiny_repository: Path) -> Settings:
+    return Settings.from_env({}, model_repository=tiny_repository)
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator[Callable[..., Flask]]:
+    """Build apps with setting overrides; their batcher threads stop after the test."""
+    registries: list[ModelRegistry] = []
+
+    def build(**overrides: Any) -> Flask:
+        app_settings = settings.replace(**overrides)
+        registry = ModelRegistry.load(app_settings).start()
+        registries.append(registry)
+        return create_app(app_settings, registry)
+
+    yield build
+    for registry in registries:
+        registry.stop(timeout=5)
+
+
+@pytest.fixture
+def app(make_app: Callable[..., Flask]) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
