@@ -62,7 +62,7 @@ def score_fields(model: ServedModel, scored: Scored) -> dict[str, Any]:
 @api.post("/v1/score")
 def score() -> Any:
     body = parse(ScoreRequest, read_json())
-    model = state().require_registry().get(body.model)
+    model = state().registry.get(body.model)
     pairs = score_request_pairs(body, model.version.format, state().settings)
     scored = score_pairs(model, pairs)
     return jsonify(ScoreResponse(**score_fields(model, scored)).model_dump())
@@ -71,7 +71,7 @@ def score() -> Any:
 @api.post("/v1/rank")
 def rank() -> Any:
     body = parse(RankRequest, read_json())
-    model = state().require_registry().get(body.model)
+    model = state().registry.get(body.model)
     pairs = group_pairs(body.prompt, body.responses, model.version.format, state().settings)
     scored = score_pairs(model, pairs)
     raw = scored.raw_scores  # [k]

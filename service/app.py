@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import hmac
 import logging
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from flask import Flask, Response, current_app, g, request
 
 from service import errors, metrics
 from service.config import Settings
-from service.errors import NotReady, Unauthorized
+from service.errors import Unauthorized
 from service.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
@@ -25,45 +24,22 @@ REQUEST_ID_HEADER = "X-Request-ID"
 
 @dataclass
 class AppState:
-    """What the request handlers share: settings, the models once loaded, and the lifecycle."""
+    """What the request handlers share: settings, the loaded models, and whether we are draining."""
 
     settings: Settings
     api_keys: frozenset[str]
-    registry: ModelRegistry | None = None
-    load_failure: str | None = None
+    registry: ModelRegistry
     draining: bool = False
-    loaded: threading.Event = field(default_factory=threading.Event)
-
-    def require_registry(self) -> ModelRegistry:
-        if self.draining:
-            raise NotReady("server is draining; retry on another replica")
-        if self.registry is None:
-            raise NotReady(self.load_failure or "models are still loading")
-        return self.registry
 
     @property
     def ready(self) -> bool:
-        return self.registry is not None and not self.draining
-
-    def load(self) -> None:
-        """Load and warm the models (in a background thread, so /healthz answers meanwhile)."""
-        try:
-            self.registry = ModelRegistry.load(self.settings).start()
-        except Exception as error:
-            self.load_failure = f"cannot serve: {error}"
-            log.critical(self.load_failure)
-        else:
-            metrics.READY.set(1)
-            log.info("ready: serving %s (default %s)", ", ".join(self.registry.models), self.registry.default)
-        finally:
-            self.loaded.set()
+        return not self.draining
 
     def drain(self, timeout: float) -> None:
-        """Stop taking requests and finish the queued ones (SIGTERM)."""
+        """Stop the batchers once accepted work is done (gunicorn's worker_exit, after SIGTERM)."""
         self.draining = True
         metrics.READY.set(0)
-        if self.registry is not None:
-            self.registry.stop(timeout)
+        self.registry.stop(timeout)
 
 
 def state() -> AppState:
@@ -71,19 +47,21 @@ def state() -> AppState:
 
 
 def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> Flask:
-    """Build the app; with no `registry`, models load from the repository in the background."""
+    """Build the app; with no `registry`, load and warm the repository's models first.
+
+    Under gunicorn this runs in each worker before it accepts a connection, so no worker
+    ever answers while its models are still loading, and a model that cannot load stops
+    the server at start-up with the reason in the log.
+    """
     settings = settings or Settings.from_env()
+    if registry is None:
+        registry = ModelRegistry.load(settings).start()
+        log.info("serving %s (default %s)", ", ".join(registry.models), registry.default)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app_state = AppState(settings=settings, api_keys=settings.all_api_keys(), registry=registry)
-    app.extensions["rmserve"] = app_state
-    metrics.READY.set(0)
-    if registry is None:
-        threading.Thread(target=app_state.load, name="model-loader", daemon=True).start()
-    else:
-        app_state.loaded.set()
-        metrics.READY.set(1)
+    app.extensions["rmserve"] = AppState(settings=settings, api_keys=settings.all_api_keys(), registry=registry)
+    metrics.READY.set(1)
 
     app.before_request(_start_request)
     app.before_request(_authenticate)
@@ -91,9 +69,11 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     errors.register(app)
 
     from service.api import api
+    from service.compat import compat
     from service.operations import operations
 
     app.register_blueprint(api)
+    app.register_blueprint(compat)
     app.register_blueprint(operations)
     return app
 

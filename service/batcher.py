@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from service import metrics
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, QueueFull
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
 from service.scorer import pad_batch
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,15 @@ class Batcher:
         return self._queued_tokens
 
     def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[float]]:
-        """Queue a request's items as a whole, or refuse it whole (QueueFull / NotReady)."""
+        """Queue a request's items as a whole, or refuse it whole (PayloadTooLarge / QueueFull / NotReady)."""
         now = self.clock()
         entries = [Entry(list(ids), deadline, now) for ids in sequences]
         tokens = sum(entry.tokens for entry in entries)
+        if tokens > self.max_queue_tokens:
+            raise PayloadTooLarge(
+                f"request needs {tokens} tokens but the queue holds at most {self.max_queue_tokens} "
+                "(RMSERVE_MAX_QUEUE_TOKENS); split the request"
+            )
         with self._condition:
             if self._stopping:
                 raise NotReady("server is draining; retry on another replica")

@@ -22,15 +22,11 @@ def healthz() -> Any:
 
 @operations.get("/readyz")
 def readyz() -> Any:
-    """200 once models are loaded and warmed; 503 while starting, after a failed load, or while draining."""
+    """200 with models loaded and warmed; 503 while draining (a loading worker answers nothing yet)."""
     app_state = state()
     if app_state.ready:
-        return jsonify({"status": "ready", "models": sorted(app_state.registry.models)})  # type: ignore[union-attr]
-    if app_state.draining:
-        reason = "draining"
-    else:
-        reason = app_state.load_failure or "loading"
-    response = jsonify({"status": "not_ready", "reason": reason})
+        return jsonify({"status": "ready", "models": sorted(app_state.registry.models)})
+    response = jsonify({"status": "not_ready", "reason": "draining"})
     response.status_code = 503
     response.headers["Retry-After"] = "1"
     return response
@@ -44,7 +40,7 @@ def prometheus_metrics() -> Response:
 
 @operations.get("/v1/models")
 def list_models() -> Any:
-    registry = state().require_registry()
+    registry = state().registry
     cards = []
     for name, served in registry.models.items():
         manifest = served.version.manifest

@@ -40,4 +40,7 @@ class OnnxScorer:
         (raw,) = self.session.run(
             [self.output_name], {"input_ids": input_ids, "attention_mask": attention_mask}
         )
-        return np.asarray(raw, dtype=np.float64).reshape(len(input_ids), -1)[:, 0]
+        raw = np.asarray(raw, dtype=np.float64)
+        if raw.shape not in ((len(input_ids),), (len(input_ids), 1)):
+            raise ValueError(f"model output {self.output_name!r} has shape {raw.shape}; expected [batch] or [batch, 1]")
+        return raw.reshape(len(input_ids))

@@ -1,0 +1,268 @@
+"""Every endpoint and every error status of SPEC §3, through Flask's test client."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from service.app import create_app
+from service.config import Settings
+from service.repository import InvalidModel
+from tests.tiny_model import expected_raw_scores
+
+BREAD = {
+    "prompt": "How do I bake bread?",
+    "responses": ["Mix flour, water, yeast and salt, knead, let it rise, bake at 230C.", "no"],
+}
+
+
+def error_of(response) -> dict:
+    body = response.get_json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "field"}
+    return body["error"]
+
+
+def test_group_form_returns_one_normalized_score_per_response(client: FlaskClient, tiny_repository: Path) -> None:
+    response = client.post("/v1/score", json=BREAD)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["model"] == "tiny" and body["version"] == 1
+    assert len(body["scores"]) == len(body["raw_scores"]) == len(body["truncated"]) == len(body["tokens"]) == 2
+    raw = np.array(body["raw_scores"])
+    np.testing.assert_allclose(body["scores"], (raw - 0.5) / 2.0)  # the manifest's normalization
+    assert body["truncated"] == [False, False]
+    assert body["tokens"][0] > body["tokens"][1]
+
+
+def test_scores_match_the_model_computed_by_hand(app: Flask, client: FlaskClient, tiny_repository: Path) -> None:
+    body = client.post("/v1/score", json=BREAD).get_json()
+    model = app.extensions["rmserve"].registry.get(None).version
+    prompt = model.format.prompt_text(BREAD["prompt"])
+    encodings = model.encoder.encode([prompt] * 2, BREAD["responses"])
+    expected = expected_raw_scores(tiny_repository / "tiny" / "1", [e.input_ids for e in encodings])
+    np.testing.assert_allclose(body["raw_scores"], expected, rtol=1e-5)
+
+
+def test_items_form_accepts_pairs_and_conversations(client: FlaskClient) -> None:
+    items = [
+        {"prompt": "How do I bake bread?", "response": "Knead and bake."},
+        {"messages": [{"role": "user", "content": "How do I bake bread?"},
+                      {"role": "assistant", "content": "Knead and bake."}]},
+    ]
+    body = client.post("/v1/score", json={"items": items}).get_json()
+    # A plain prompt is one user turn, so both forms are the same text to the model.
+    assert body["raw_scores"][0] == pytest.approx(body["raw_scores"][1])
+
+
+def test_batched_and_single_requests_score_the_same(client: FlaskClient) -> None:
+    together = client.post("/v1/score", json=BREAD).get_json()["raw_scores"]
+    alone = [
+        client.post("/v1/score", json={"prompt": BREAD["prompt"], "responses": [text]}).get_json()["raw_scores"][0]
+        for text in BREAD["responses"]
+    ]
+    np.testing.assert_allclose(together, alone, rtol=1e-6)
+
+
+def test_truncation_is_reported_per_item(client: FlaskClient) -> None:
+    body = client.post("/v1/score", json={"prompt": "hi", "responses": ["short", "long " * 200]}).get_json()
+    assert body["truncated"] == [False, True]
+    assert body["tokens"][1] == 64  # the tiny model's max_length
+
+
+def test_request_id_is_echoed_or_generated(client: FlaskClient) -> None:
+    response = client.post("/v1/score", json=BREAD, headers={"X-Request-ID": "trainer-step-7"})
+    assert response.headers["X-Request-ID"] == "trainer-step-7"
+    assert response.get_json()["request_id"] == "trainer-step-7"
+    generated = client.post("/v1/score", json=BREAD)
+    assert len(generated.headers["X-Request-ID"]) >= 16
+    assert client.post("/v1/score", data=b"{").headers["X-Request-ID"]  # errors carry it too
+
+
+def test_models_lists_the_loaded_version(client: FlaskClient) -> None:
+    (card,) = client.get("/v1/models").get_json()["data"]
+    assert card["name"] == "tiny" and card["version"] == 1 and card["default"] is True
+    assert len(card["sha256"]) == 64 and card["max_length"] == 64
+    assert card["normalization"] == {"mean": 0.5, "std": 2.0}
+
+
+def test_health_readiness_and_metrics(client: FlaskClient) -> None:
+    assert client.get("/healthz").status_code == 200
+    assert client.get("/readyz").get_json() == {"status": "ready", "models": ["tiny"]}
+    client.post("/v1/score", json=BREAD)
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'rmserve_requests_total{endpoint="/v1/score",status="200"}' in metrics
+    assert 'rmserve_items_scored_total{model="tiny"}' in metrics
+    assert 'rmserve_model_info{model="tiny"' in metrics
+
+
+def test_openapi_document_describes_every_route(app: Flask, client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.")
+    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    assert routes <= set(document["paths"])
+    score = document["paths"]["/v1/score"]["post"]
+    assert score["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ScoreRequest"
+    assert {"400", "413", "422", "429", "504"} <= set(score["responses"])
+    for name in ("ScoreRequest", "ScoreResponse", "Item", "Message", "ErrorBody"):
+        assert name in document["components"]["schemas"]
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+def test_400_malformed_json(client: FlaskClient) -> None:
+    response = client.post("/v1/score", data=b'{"prompt": "x", "responses": [', content_type="application/json")
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "malformed_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"items": [{"prompt": "a", "response": "b"}, {"prompt": "a", "response": 3}]}, "items[1].response"),
+        ({"items": [{"prompt": "a"}]}, "items[0]"),
+        ({"prompt": "a", "respones": ["b"]}, "respones"),
+        ({"prompt": "a", "responses": "b"}, "responses"),
+        ({"items": [{"messages": [{"role": "user", "content": "hi"}]}]}, "items[0].messages[0].role"),
+        ({"items": [{"messages": [{"role": "robot", "content": "hi"}]}]}, "items[0].messages[0].role"),
+        (["not", "an", "object"], "body"),
+    ],
+)
+def test_422_names_the_wrong_field(client: FlaskClient, body: object, field: str) -> None:
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422
+    assert error_of(response)["field"] == field
+
+
+@pytest.mark.parametrize("body", [{"items": []}, {"prompt": "a", "responses": []}])
+def test_422_empty_list(client: FlaskClient, body: dict) -> None:
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422
+    assert error_of(response)["code"] == "empty_input"
+
+
+def test_422_text_over_the_limit_names_the_item(make_app) -> None:
+    client = make_app(max_text_chars=50).test_client()
+    items = [{"prompt": "a", "response": "ok"}, {"prompt": "a", "response": "x" * 51}]
+    response = client.post("/v1/score", json={"items": items})
+    assert response.status_code == 422
+    assert error_of(response)["field"] == "items[1].response"
+
+
+def test_401_when_keys_are_configured(make_app) -> None:
+    client = make_app(api_keys=("secret-1", "secret-2")).test_client()
+    missing = client.post("/v1/score", json=BREAD)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.post("/v1/score", json=BREAD, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert client.post("/v1/score", json=BREAD, headers={"Authorization": "Bearer secret-2"}).status_code == 200
+    assert client.get("/healthz").status_code == 200  # probes need no key
+    assert client.get("/readyz").status_code == 200
+
+
+def test_api_keys_file(make_app, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# trainers\nfrom-file\n")
+    client = make_app(api_keys_file=keys).test_client()
+    assert client.post("/v1/score", json=BREAD, headers={"Authorization": "Bearer from-file"}).status_code == 200
+    assert client.post("/v1/score", json=BREAD).status_code == 401
+
+
+def test_404_unknown_model_and_route(client: FlaskClient) -> None:
+    response = client.post("/v1/score", json={**BREAD, "model": "gpt-9"})
+    assert response.status_code == 404
+    assert error_of(response) == {
+        "code": "model_not_found", "message": "unknown model 'gpt-9'; loaded: tiny", "field": "model"}
+    assert error_of(client.get("/v2/nothing"))["code"] == "not_found"
+
+
+def test_413_body_too_large(make_app) -> None:
+    client = make_app(max_body_bytes=1000).test_client()
+    response = client.post("/v1/score", json={"prompt": "a", "responses": ["x" * 2000]})
+    assert response.status_code == 413
+    assert error_of(response)["code"] == "payload_too_large"
+
+
+def test_413_too_many_items(make_app) -> None:
+    client = make_app(max_items=2).test_client()
+    response = client.post("/v1/score", json={"prompt": "a", "responses": ["x", "y", "z"]})
+    assert response.status_code == 413
+    assert error_of(response)["field"] == "responses"
+
+
+def hold_batcher(app: Flask) -> threading.Event:
+    """Make the model block until the returned gate opens, so the queue can fill up."""
+    served = app.extensions["rmserve"].registry.get(None)
+    real_score = served.batcher.score_fn
+    gate, entered = threading.Event(), threading.Event()
+
+    def gated(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        entered.set()
+        gate.wait(10)
+        return real_score(input_ids, attention_mask)
+
+    served.batcher.score_fn = gated
+    threading.Thread(target=app.test_client().post, args=("/v1/score",), kwargs={"json": BREAD}, daemon=True).start()
+    assert entered.wait(5)
+    return gate
+
+
+def test_429_queue_full_with_retry_after_and_others_unharmed(make_app) -> None:
+    app = make_app(max_queue_tokens=100, max_batch_tokens=64)
+    gate = hold_batcher(app)  # ~75 tokens in flight
+    client = app.test_client()
+    response = client.post("/v1/score", json={"prompt": "a", "responses": ["word " * 10]})
+    assert response.status_code == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert error_of(response)["code"] == "queue_full"
+    gate.set()
+    assert client.post("/v1/score", json={"prompt": "a", "responses": ["ok"]}).status_code == 200
+
+
+def test_504_when_the_deadline_passes_before_scoring(make_app) -> None:
+    app = make_app()
+    gate = hold_batcher(app)
+    client = app.test_client()
+    started = time.monotonic()
+    response = client.post("/v1/score", json={"prompt": "a", "responses": ["b"]}, headers={"X-Timeout-Ms": "50"})
+    assert response.status_code == 504
+    assert error_of(response)["code"] == "deadline_exceeded"
+    assert time.monotonic() - started < 5
+    gate.set()
+
+
+def test_422_bad_timeout_header(client: FlaskClient) -> None:
+    response = client.post("/v1/score", json=BREAD, headers={"X-Timeout-Ms": "soon"})
+    assert response.status_code == 422
+    assert error_of(response)["field"] == "X-Timeout-Ms"
+
+
+def test_503_while_draining(app: Flask, client: FlaskClient) -> None:
+    app.extensions["rmserve"].drain(timeout=5)
+    assert client.get("/readyz").status_code == 503
+    assert client.get("/readyz").get_json()["reason"] == "draining"
+    response = client.post("/v1/score", json=BREAD)
+    assert response.status_code == 503 and error_of(response)["code"] == "not_ready"
+    assert client.get("/healthz").status_code == 200
+
+
+def test_an_unloadable_repository_fails_at_start_up_with_the_reason(tmp_path: Path) -> None:
+    with pytest.raises(InvalidModel, match="does not exist"):
+        create_app(Settings.from_env({}, model_repository=tmp_path / "missing"))
+
+
+def test_405_wrong_method_is_json(client: FlaskClient) -> None:
+    response = client.get("/v1/score")
+    assert response.status_code == 405
+    assert error_of(response)["code"] == "method_not_allowed"
+
+
+def test_failures_are_counted_by_reason(client: FlaskClient) -> None:
+    client.post("/v1/score", json={"items": []})
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'rmserve_failures_total{reason="empty_input"}' in metrics

@@ -1,0 +1,215 @@
+"""The batcher, driven by a fake score_fn that records every batch it is given."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.batcher import Batcher, cut_batch
+from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
+from service.registry import wait_all
+
+PAD = 0
+POISON = 666  # a token id the fake model chokes on
+
+
+class FakeModel:
+    """score = sum of token ids; records batches; can be held at a gate to let a queue build up."""
+
+    def __init__(self) -> None:
+        self.batches: list[np.ndarray] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(10), "test forgot to open the gate"
+        self.batches.append(input_ids.copy())
+        if (input_ids == POISON).any():
+            raise RuntimeError("poisoned batch")
+        return (input_ids * attention_mask).sum(axis=1).astype(np.float64)
+
+
+@pytest.fixture
+def model() -> FakeModel:
+    return FakeModel()
+
+
+@pytest.fixture
+def make_batcher(model: FakeModel) -> Iterator:
+    batchers: list[Batcher] = []
+
+    def build(**overrides: object) -> Batcher:
+        options = {"max_batch_tokens": 64, "max_queue_tokens": 1000, "max_padding_ratio": 1.5}
+        options.update(overrides)
+        batcher = Batcher("fake", model, PAD, **options).start()  # type: ignore[arg-type]
+        batchers.append(batcher)
+        return batcher
+
+    yield build
+    model.gate.set()
+    for batcher in batchers:
+        batcher.stop(timeout=5)
+
+
+def later(seconds: float = 10.0) -> float:
+    return time.monotonic() + seconds
+
+
+def hold(model: FakeModel, batcher: Batcher) -> None:
+    """Occupy the batcher thread with one item so that what follows queues up behind it."""
+    model.gate.clear()
+    model.entered.clear()
+    batcher.submit([[1]], batcher.clock() + 100)
+    assert model.entered.wait(5)
+
+
+def test_results_come_back_in_request_order(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher()
+    sequences = [[5] * 7, [1, 2], [3] * 12, [4]]
+    assert wait_all(batcher.submit(sequences, later()), later()) == [35, 3, 36, 4]
+
+
+def test_queued_items_are_batched_by_similar_length_under_the_budget(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher(max_batch_tokens=32, max_padding_ratio=1.5)
+    hold(model, batcher)
+    sequences = [[1] * 8, [1] * 30, [1] * 7, [1] * 8, [1] * 29, [1] * 6]
+    futures = batcher.submit(sequences, later())
+    model.gate.set()
+    assert wait_all(futures, later()) == [8, 30, 7, 8, 29, 6]
+    queued = model.batches[1:]
+    for batch in queued:
+        real = (batch != PAD).sum()
+        assert batch.size <= 32 or len(batch) == 1
+        assert batch.size <= 1.5 * real
+    assert sorted(len(batch) for batch in queued) == [1, 1, 4]  # the four short ones ride together
+
+
+def test_an_item_over_the_budget_is_scored_alone(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher(max_batch_tokens=16)
+    assert wait_all(batcher.submit([[2] * 40], later()), later()) == [80]
+    assert model.batches[-1].shape == (1, 40)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_expired_items_are_never_scored(make_batcher, model: FakeModel) -> None:
+    clock = FakeClock()
+    batcher = make_batcher(clock=clock)
+    hold(model, batcher)
+    expired = batcher.submit([[7, 7, 7]], clock.now + 1)
+    alive = batcher.submit([[9]], clock.now + 10)
+    clock.now += 5  # the first deadline passes while the batcher is busy
+    model.gate.set()
+    with pytest.raises(DeadlineExceeded):
+        expired[0].result(timeout=5)
+    assert alive[0].result(timeout=5) == 9
+    assert not any((batch == 7).any() for batch in model.batches)
+
+
+def test_cancelled_items_are_never_scored(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher()
+    hold(model, batcher)
+    (cancelled,) = batcher.submit([[7, 7]], later())
+    assert cancelled.cancel()
+    (alive,) = batcher.submit([[9]], later())
+    model.gate.set()
+    assert alive.result(timeout=5) == 9
+    assert not any((batch == 7).any() for batch in model.batches)
+    assert batcher.queued_tokens == 0
+
+
+def test_full_queue_refuses_the_whole_request_with_retry_after(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher(max_queue_tokens=10, max_batch_tokens=10)
+    hold(model, batcher)  # 1 token in flight
+    batcher.submit([[1] * 6], later())
+    with pytest.raises(QueueFull) as refused:
+        batcher.submit([[1] * 2, [1] * 2], later())
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    assert batcher.queued_tokens == 7  # nothing of the refused request was queued
+    model.gate.set()
+
+
+def test_a_request_larger_than_the_whole_queue_is_413_not_429(make_batcher) -> None:
+    batcher = make_batcher(max_queue_tokens=10, max_batch_tokens=10)
+    with pytest.raises(PayloadTooLarge):
+        batcher.submit([[1] * 11], later())
+
+
+def test_a_failing_item_fails_alone_and_its_batch_mates_are_scored(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher()
+    hold(model, batcher)
+    good = batcher.submit([[1, 1, 1], [2, 2, 2]], later())
+    bad = batcher.submit([[POISON, 1, 1]], later())
+    model.gate.set()
+    assert wait_all(good, later()) == [3, 6]
+    with pytest.raises(InferenceFailed):
+        bad[0].result(timeout=5)
+    assert batcher.queued_tokens == 0
+
+
+def test_a_non_finite_score_fails_that_item(make_batcher, model: FakeModel) -> None:
+    def nan_for_long(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return np.where(attention_mask.sum(axis=1) > 2, np.nan, 1.0)
+
+    batcher = Batcher("nan", nan_for_long, PAD, 64, 1000, 1.5).start()
+    futures = batcher.submit([[1], [1, 1, 1]], later())
+    assert futures[0].result(timeout=5) == 1.0
+    with pytest.raises(InferenceFailed, match="non-finite"):
+        futures[1].result(timeout=5)
+    batcher.stop(timeout=5)
+
+
+def test_stop_finishes_accepted_work_then_refuses_new(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher()
+    hold(model, batcher)
+    accepted = batcher.submit([[4, 4]], later())
+    stopper = threading.Thread(target=batcher.stop, kwargs={"timeout": 5})
+    stopper.start()
+    model.gate.set()
+    stopper.join(5)
+    assert accepted[0].result(timeout=0) == 8
+    with pytest.raises(NotReady):
+        batcher.submit([[1]], later())
+
+
+def test_wait_all_cancels_leftovers_at_the_deadline(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher()
+    hold(model, batcher)
+    futures = batcher.submit([[3, 3]], later())
+    with pytest.raises(DeadlineExceeded):
+        wait_all(futures, time.monotonic() + 0.01)
+    assert futures[0].cancelled()
+    model.gate.set()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(1, 300), min_size=1, max_size=60),
+    data=st.data(),
+    budget=st.integers(1, 2048),
+    ratio=st.floats(1.0, 3.0),
+)
+def test_cut_batch_respects_budget_and_padding(lengths: list[int], data, budget: int, ratio: float) -> None:
+    anchor = data.draw(st.integers(0, len(lengths) - 1))
+    chosen = cut_batch(lengths, anchor, budget, ratio)
+    assert anchor in chosen
+    assert len(set(chosen)) == len(chosen)
+    if len(chosen) > 1:
+        width = max(lengths[index] for index in chosen)
+        padded = width * len(chosen)
+        assert padded <= budget
+        assert padded <= ratio * sum(lengths[index] for index in chosen) + 1e-9

@@ -1,0 +1,58 @@
+"""The real thing: `rmserve serve` (gunicorn, gthread workers) on a free port, scored over HTTP."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import signal
+from pathlib import Path
+
+import requests
+
+from tests.helpers_server import running_server
+
+BREAD = {
+    "prompt": "How do I bake bread?",
+    "responses": ["Mix flour, water, yeast and salt, knead, let it rise, bake at 230C.", "no"],
+}
+
+
+def test_gunicorn_serves_scores_and_aggregates_metrics_over_workers(tiny_repository: Path, tmp_path: Path) -> None:
+    with running_server(tiny_repository, tmp_path / "server.log", env={"RMSERVE_WORKERS": "2"}) as server:
+        session = requests.Session()
+        for _ in range(6):
+            response = session.post(f"{server.base_url}/v1/score", json=BREAD, timeout=10)
+            assert response.status_code == 200, server.log()
+            assert len(response.json()["scores"]) == 2
+        metrics = requests.get(f"{server.base_url}/metrics", timeout=10).text
+        scored = [line for line in metrics.splitlines() if line.startswith('rmserve_items_scored_total{model="tiny"}')]
+        assert scored and float(scored[0].split()[-1]) == 12.0  # summed over both workers
+        assert requests.get(f"{server.base_url}/v1/models", timeout=10).json()["data"][0]["name"] == "tiny"
+
+
+def test_sigterm_finishes_accepted_requests_then_exits(tiny_repository: Path, tmp_path: Path) -> None:
+    body = json.dumps(BREAD).encode()
+    with running_server(tiny_repository, tmp_path / "server.log") as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        in_flight = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        in_flight.putrequest("POST", "/v1/score")
+        in_flight.putheader("Content-Type", "application/json")
+        in_flight.putheader("Content-Length", str(len(body)))
+        in_flight.endheaders(body[:10])  # the request is under way: headers and part of the body sent
+        # Connections are accepted in order, so once a later one is answered, ours was accepted.
+        assert requests.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
+        server.process.send_signal(signal.SIGTERM)
+        in_flight.send(body[10:])
+        response = in_flight.getresponse()
+        assert response.status == 200, server.log()
+        assert len(json.loads(response.read())["scores"]) == 2
+        assert server.process.wait(timeout=60) == 0, server.log()
+        assert requests_refused(server.base_url)
+
+
+def requests_refused(base_url: str) -> bool:
+    try:
+        requests.get(f"{base_url}/healthz", timeout=5)
+    except requests.ConnectionError:
+        return True
+    return False
