@@ -48,6 +48,11 @@ def on_starting(server):
     metrics_dir.mkdir(parents=True, exist_ok=True)
 
 
+def on_exit(server):
+    if settings.metrics_dir is None:  # our own temporary directory
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def post_worker_init(worker):
     """Send rmserve's log lines where gunicorn's go; on SIGTERM, flip /readyz to 503 first."""
     service_log = logging.getLogger("service")

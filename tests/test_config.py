@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,10 @@ def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> 
 def test_inference_threads_split_cores_between_workers() -> None:
     assert Settings.from_env({}, inference_threads=3).intra_op_threads() == 3
     assert Settings.from_env({}, workers=64).intra_op_threads() == 1
+
+
+def test_readme_documents_every_setting_with_its_default() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    for setting in fields(Settings):
+        variable = f"RMSERVE_{setting.name.upper()}"
+        assert f"| `{variable}` |" in readme, f"README's settings table lacks {variable}"
