@@ -61,7 +61,7 @@ def score_fields(model: ServedModel, scored: Scored) -> dict[str, Any]:
 
 @api.post("/v1/score")
 def score() -> Any:
-    body = parse(ScoreRequest, read_json())
+    body = parse(ScoreRequest, read_json()).root
     model = state().registry.get(body.model)
     pairs = score_request_pairs(body, model.version.format, state().settings)
     scored = score_pairs(model, pairs)

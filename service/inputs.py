@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from service.config import Settings
 from service.errors import EmptyInput, InvalidField, PayloadTooLarge
 from service.formatting import InputFormat
-from service.schemas import Item, ScoreRequest
+from service.schemas import ChatItem, GroupRequest, ItemsRequest, PairItem
 
 
 @dataclass(frozen=True)
@@ -46,19 +46,18 @@ def group_pairs(prompt: str, responses: Sequence[str], input_format: InputFormat
     return Pairs([prompt_text] * len(texts), texts)
 
 
-def item_pairs(items: Sequence[Item], input_format: InputFormat, settings: Settings) -> Pairs:
+def item_pairs(items: Sequence[PairItem | ChatItem], input_format: InputFormat, settings: Settings) -> Pairs:
     """The items form of /v1/score: prompt+response items and conversations, mixed freely."""
     check_count(len(items), "items", settings)
     prompts, responses = [], []
     for index, item in enumerate(items):
         field = f"items[{index}]"
-        if item.messages is not None:
+        if isinstance(item, ChatItem):
             for turn, message in enumerate(item.messages):
                 check_text(message.content, f"{field}.messages[{turn}].content", settings)
             messages = [message.model_dump() for message in item.messages]
             prompt, response = input_format.split_messages(messages, f"{field}.messages")
         else:
-            assert item.prompt is not None and item.response is not None  # the schema guarantees one form
             prompt = input_format.prompt_text(check_text(item.prompt, f"{field}.prompt", settings))
             response = check_text(item.response, f"{field}.response", settings).strip()
         prompts.append(prompt)
@@ -66,8 +65,40 @@ def item_pairs(items: Sequence[Item], input_format: InputFormat, settings: Setti
     return Pairs(prompts, responses)
 
 
-def score_request_pairs(body: ScoreRequest, input_format: InputFormat, settings: Settings) -> Pairs:
-    if body.items is not None:
+def score_request_pairs(body: ItemsRequest | GroupRequest, input_format: InputFormat, settings: Settings) -> Pairs:
+    if isinstance(body, ItemsRequest):
         return item_pairs(body.items, input_format, settings)
-    assert body.prompt is not None and body.responses is not None
     return group_pairs(body.prompt, body.responses, input_format, settings)
+
+
+def transcript_pairs(
+    texts: Sequence[str], field: str, input_format: InputFormat, settings: Settings, indexed: bool = True
+) -> Pairs:
+    """Full transcripts (prompt and response in one text), split at their last assistant marker.
+
+    `field` names the list (`query`, `input`); with `indexed`, errors name the entry (`query[2]`).
+    """
+    check_count(len(texts), field, settings)
+    prompts, responses = [], []
+    for index, text in enumerate(texts):
+        text_field = f"{field}[{index}]" if indexed else field
+        prompt, response = input_format.split_transcript(text, text_field)
+        prompts.append(check_text(prompt, text_field, settings))
+        responses.append(check_text(response, text_field, settings))
+    return Pairs(prompts, responses)
+
+
+def prefixed_pairs(
+    texts: Sequence[str], prompts: Sequence[str], field: str, input_format: InputFormat, settings: Settings
+) -> Pairs:
+    """Full texts that start with their given prompt: the response is the rest of the text."""
+    check_count(len(texts), field, settings)
+    if len(prompts) != len(texts):
+        raise InvalidField("prompts", f"has {len(prompts)} entries for {len(texts)} in {field}; send one per entry")
+    prompt_texts, responses = [], []
+    for index, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
+        if not text.startswith(prompt):
+            raise InvalidField(f"{field}[{index}]", f"does not start with prompts[{index}], so the response is unknown")
+        prompt_texts.append(input_format.prompt_text(check_text(prompt, f"prompts[{index}]", settings)))
+        responses.append(check_text(text[len(prompt) :], f"{field}[{index}]", settings).strip())
+    return Pairs(prompt_texts, responses)

@@ -51,6 +51,7 @@ class Manifest(_Frozen):
     quantization: str | None = None
     evaluation: Evaluation = Evaluation()
     parity: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None  # data, split, seed and dev results of the run that made it
 
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:

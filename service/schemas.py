@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, TypeAdapter, ValidationError
 
-from service.errors import InvalidField
+from service.errors import EmptyInput, InvalidField
 
 
 class Strict(BaseModel):
@@ -20,45 +21,61 @@ class Message(Strict):
     content: str
 
 
-class Item(Strict):
-    """One thing to score: a prompt and a response, or a conversation ending with the response."""
+class PairItem(Strict):
+    """A prompt and the response to score."""
 
-    prompt: str | None = None
-    response: str | None = None
-    messages: list[Message] | None = Field(None, description="a conversation whose last message is the assistant's")
-
-    @model_validator(mode="after")
-    def _one_form(self) -> Item:
-        if self.messages is not None:
-            if self.prompt is not None or self.response is not None:
-                raise ValueError("give either messages, or prompt and response, not both")
-        elif self.prompt is None or self.response is None:
-            raise ValueError("needs prompt and response (strings), or messages")
-        return self
+    prompt: str
+    response: str
 
 
-class ScoreRequest(Strict):
-    """Items form (`items`) or group form (`prompt` + `responses`)."""
+class ChatItem(Strict):
+    """A conversation whose last message is the assistant's response to score."""
+
+    messages: list[Message] = Field(min_length=1)
+
+
+def _item_form(value: Any) -> str:
+    has_messages = isinstance(value, ChatItem) or (isinstance(value, dict) and "messages" in value)
+    return "chat_form" if has_messages else "pair_form"
+
+
+Item = Annotated[
+    Annotated[PairItem, Tag("pair_form")] | Annotated[ChatItem, Tag("chat_form")], Discriminator(_item_form)
+]
+
+
+class ItemsRequest(Strict):
+    """Items form: any mix of prompt/response pairs and conversations."""
 
     model: str | None = None
-    items: list[Item] | None = None
-    prompt: str | None = None
-    responses: list[str] | None = None
-
-    @model_validator(mode="after")
-    def _one_form(self) -> ScoreRequest:
-        if self.items is not None:
-            if self.prompt is not None or self.responses is not None:
-                raise ValueError("give either items, or prompt and responses, not both")
-        elif self.prompt is None or self.responses is None:
-            raise ValueError("needs items, or prompt and responses")
-        return self
+    items: list[Item] = Field(min_length=1)
 
 
-class RankRequest(Strict):
+class GroupRequest(Strict):
+    """Group form: one prompt, several responses."""
+
     model: str | None = None
     prompt: str
-    responses: list[str]
+    responses: list[str] = Field(min_length=1)
+
+
+def _request_form(value: Any) -> str:
+    return "items_form" if isinstance(value, dict) and "items" in value else "group_form"
+
+
+class ScoreRequest(
+    RootModel[
+        Annotated[
+            Annotated[ItemsRequest, Tag("items_form")] | Annotated[GroupRequest, Tag("group_form")],
+            Discriminator(_request_form),
+        ]
+    ]
+):
+    """`/v1/score` takes the items form or the group form."""
+
+
+class RankRequest(GroupRequest):
+    """One prompt and the group of responses to rank."""
 
 
 class ScoreResponse(BaseModel):
@@ -103,31 +120,44 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-Parsed = TypeVar("Parsed", bound=BaseModel)
+Parsed = TypeVar("Parsed")
+
+
+@cache
+def _adapter(schema: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(schema)
 
 
 def parse(schema: type[Parsed], payload: Any) -> Parsed:
     """Validate a decoded JSON body; the first problem becomes InvalidField naming its path."""
     try:
-        return schema.model_validate(payload)
+        return _adapter(schema).validate_python(payload)
     except ValidationError as error:
-        problem = error.errors(include_url=False)[0]
+        # An unknown field (a typo) explains the missing one it was meant to be: report it first.
+        problems = sorted(error.errors(include_url=False), key=lambda problem: problem["type"] != "extra_forbidden")
+        problem = problems[0]
         location = field_path(problem["loc"])
         message = problem["msg"]
         if problem["type"] == "missing":
             message = "is required"
         elif problem["type"] == "extra_forbidden":
             message = "is not a known field"
+        elif problem["type"] == "too_short":
+            raise EmptyInput(f"{location} is empty: nothing to score", field=location) from None
         elif problem["type"] == "model_type":
             message = "must be a JSON object"
-        elif problem["type"] == "value_error":
-            message = str(problem["ctx"]["error"])
         raise InvalidField(location or "body", message) from None
 
 
+# Union member tags pydantic puts in error locations; clients never wrote them.
+FORM_TAGS = frozenset({"pair_form", "chat_form", "items_form", "group_form"})
+
+
 def field_path(location: tuple[str | int, ...]) -> str:
-    """('items', 3, 'response') -> 'items[3].response'."""
+    """('items_form', 'items', 3, 'pair_form', 'response') -> 'items[3].response'."""
     path = ""
     for part in location:
+        if part in FORM_TAGS:
+            continue
         path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
     return path

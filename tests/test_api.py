@@ -109,7 +109,7 @@ def test_openapi_document_describes_every_route(app: Flask, client: FlaskClient)
     score = document["paths"]["/v1/score"]["post"]
     assert score["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ScoreRequest"
     assert {"400", "413", "422", "429", "504"} <= set(score["responses"])
-    for name in ("ScoreRequest", "ScoreResponse", "Item", "Message", "ErrorBody"):
+    for name in ("ScoreRequest", "ScoreResponse", "PairItem", "ChatItem", "Message", "ErrorBody"):
         assert name in document["components"]["schemas"]
 
 
@@ -126,7 +126,7 @@ def test_400_malformed_json(client: FlaskClient) -> None:
     ("body", "field"),
     [
         ({"items": [{"prompt": "a", "response": "b"}, {"prompt": "a", "response": 3}]}, "items[1].response"),
-        ({"items": [{"prompt": "a"}]}, "items[0]"),
+        ({"items": [{"prompt": "a"}]}, "items[0].response"),
         ({"prompt": "a", "respones": ["b"]}, "respones"),
         ({"prompt": "a", "responses": "b"}, "responses"),
         ({"items": [{"messages": [{"role": "user", "content": "hi"}]}]}, "items[0].messages[0].role"),

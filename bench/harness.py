@@ -1,0 +1,225 @@
+"""`rmserve bench`: batching policies and the HTTP server, measured side by side in one run.
+
+Every comparison runs on the same workload, the same model and the same machine, with the
+policies interleaved over several rounds, and is reported as a ratio to running each item
+alone: absolute numbers on shared machines move, ratios measured together hold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import requests
+from tqdm import tqdm
+
+from service.batcher import Batcher
+from service.config import Settings
+from service.formatting import InputFormat
+from service.registry import wait_all
+from service.repository import ModelVersion, load_model, model_names
+from service.scorer import pad_batch
+
+DATA = Path("../shared/data/hh-rlhf-harmless-test.jsonl.gz")
+TRAIN_LINES = 1800  # only training-split text is used, to keep held-out lines untouched
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    description: str
+    prompts: list[str]
+    responses: list[str]
+    sequences: list[list[int]]  # the same pairs, tokenized
+
+
+@dataclass(frozen=True)
+class Measurement:
+    policy: str
+    seconds: list[float]  # one per round
+    items: int
+    real_tokens: int
+    padded_tokens: int
+
+    @property
+    def items_per_second(self) -> float:
+        return self.items / statistics.median(self.seconds)
+
+    @property
+    def padding_efficiency(self) -> float:
+        return self.real_tokens / self.padded_tokens
+
+
+def hh_pairs(path: Path, limit: int, input_format: InputFormat) -> Iterator[tuple[str, str]]:
+    """(prompt, response) pairs from the training lines of an HH-RLHF file."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if number > min(limit, TRAIN_LINES):
+                return
+            record = json.loads(line)
+            for side in ("chosen", "rejected"):
+                yield input_format.split_transcript(record[side])
+
+
+def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Workload]:
+    rng = np.random.default_rng(seed)
+    if data.is_file():
+        pairs = list(hh_pairs(data, items, model.format))
+    else:
+        words = "the a reward model scores responses to prompts people ranked higher lower".split()
+        pairs = [(" ".join(rng.choice(words, 30)), " ".join(rng.choice(words, int(rng.integers(5, 150)))))
+                 for _ in range(items)]
+    prompts, responses = (list(side) for side in zip(*pairs[:items], strict=True))
+    # RL rollouts: one prompt, many sampled completions of similar length (GRPO groups).
+    group_prompts = [model.format.prompt_text("Explain how to bake bread at home.")] * len(responses)
+    completions = [" ".join(response.split()[: int(rng.integers(20, 40))]) for response in responses]
+    return [
+        tokenized(model, "rl-groups", "one prompt, completions of 20-40 words (GRPO-style)", group_prompts,
+                  completions),
+        tokenized(model, "hh-mixed", "HH-RLHF prompt+response pairs, natural lengths", prompts, responses),
+    ]
+
+
+def tokenized(model: ModelVersion, name: str, description: str, prompts: list[str], responses: list[str]) -> Workload:
+    sequences = [encoding.input_ids for encoding in model.encoder.encode(prompts, responses)]
+    return Workload(name, description, prompts, responses, sequences)
+
+
+def run_alone(model: ModelVersion, sequences: Sequence[list[int]]) -> tuple[int, int]:
+    for sequence in sequences:
+        model.scorer(*pad_batch([sequence], model.manifest.tokens.pad_id))
+    total = sum(map(len, sequences))
+    return total, total
+
+
+def run_fifo(model: ModelVersion, sequences: Sequence[list[int]], size: int = 32) -> tuple[int, int]:
+    padded = 0
+    for start in range(0, len(sequences), size):
+        input_ids, attention_mask = pad_batch(sequences[start : start + size], model.manifest.tokens.pad_id)
+        model.scorer(input_ids, attention_mask)
+        padded += input_ids.size
+    return sum(map(len, sequences)), padded
+
+
+def run_batcher(model: ModelVersion, sequences: Sequence[list[int]], settings: Settings) -> tuple[int, int]:
+    padded = 0
+
+    def counting_score(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        nonlocal padded
+        padded += input_ids.size
+        return model.scorer(input_ids, attention_mask)
+
+    batcher = Batcher("bench", counting_score, model.manifest.tokens.pad_id, settings.max_batch_tokens,
+                      max(settings.max_queue_tokens, sum(map(len, sequences))), settings.max_padding_ratio).start()
+    deadline = time.monotonic() + 3600
+    wait_all(batcher.submit(list(sequences), deadline), deadline)
+    batcher.stop()
+    return sum(map(len, sequences)), padded
+
+
+def measure_policies(model: ModelVersion, workload: Workload, settings: Settings, rounds: int) -> list[Measurement]:
+    policies: dict[str, Callable[[], tuple[int, int]]] = {
+        "each item alone": lambda: run_alone(model, workload.sequences),
+        "FIFO batches of 32": lambda: run_fifo(model, workload.sequences),
+        "rmserve batcher": lambda: run_batcher(model, workload.sequences, settings),
+    }
+    seconds: dict[str, list[float]] = {name: [] for name in policies}
+    tokens: dict[str, tuple[int, int]] = {}
+    for _ in tqdm(range(rounds), desc=workload.name, unit="round", file=sys.stderr):
+        for name, policy in policies.items():  # interleaved, so drift in machine load hits all alike
+            started = time.perf_counter()
+            tokens[name] = policy()
+            seconds[name].append(time.perf_counter() - started)
+    return [Measurement(name, seconds[name], len(workload.sequences), *tokens[name]) for name in policies]
+
+
+def measure_http(base_url: str, requests_body: list[dict], concurrency: int) -> tuple[float, list[float]]:
+    """Send every body once with `concurrency` clients; (requests per second, latencies)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
+    session.mount("http://", adapter)
+
+    def send(body: dict) -> float:
+        started = time.perf_counter()
+        response = session.post(f"{base_url}/v1/score", json=body, timeout=120)
+        response.raise_for_status()
+        return time.perf_counter() - started
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        latencies = list(pool.map(send, requests_body))
+    return len(requests_body) / (time.perf_counter() - started), latencies
+
+
+def policy_table(workload: Workload, measured: list[Measurement]) -> str:
+    baseline = measured[0].items_per_second
+    lengths = [len(sequence) for sequence in workload.sequences]
+    lines = [
+        f"**{workload.name}**: {workload.description}; {len(lengths)} items, tokens median "
+        f"{int(np.median(lengths))}, min {min(lengths)}, max {max(lengths)}.",
+        "",
+        "| policy | items/s (median of rounds) | vs each item alone | padding efficiency |",
+        "|---|---|---|---|",
+    ]
+    for measurement in measured:
+        lines.append(
+            f"| {measurement.policy} | {measurement.items_per_second:.1f} | "
+            f"{measurement.items_per_second / baseline:.2f}x | {measurement.padding_efficiency:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def http_table(results: list[tuple[str, float, list[float]]]) -> str:
+    lines = ["| client pattern | requests/s | p50 latency | p99 latency |", "|---|---|---|---|"]
+    for name, rate, latencies in results:
+        p50, p99 = np.percentile(latencies, [50, 99])
+        lines.append(f"| {name} | {rate:.1f} | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="rmserve bench", description=__doc__)
+    parser.add_argument("--model-repository", type=Path, default=Path("models/repository"))
+    parser.add_argument("--model", help="model name (default: the first in the repository)")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
+    parser.add_argument("--items", type=int, default=256, help="items per workload (default 256)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per policy (default 3)")
+    parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
+                        help="also measure the HTTP server end to end (default on)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--output", type=Path, help="write the markdown report here as well as to stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(list(argv or []))
+    settings = Settings.from_env({}, model_repository=args.model_repository)
+    name = args.model or model_names(args.model_repository)[0]
+    model = load_model(args.model_repository, name, settings.intra_op_threads())
+    sections = [
+        f"Model `{name}` v{model.manifest.version} ({model.manifest.architecture.get('type', '?')}, "
+        f"max_length {model.manifest.max_length}, quantization {model.manifest.quantization}); "
+        f"{settings.intra_op_threads()} ONNX Runtime threads; max_batch_tokens {settings.max_batch_tokens}, "
+        f"max_padding_ratio {settings.max_padding_ratio}.",
+    ]
+    loads = workloads(model, args.data, args.items, args.seed)
+    for workload in loads:
+        sections.append(policy_table(workload, measure_policies(model, workload, settings, args.rounds)))
+    if args.http:
+        from bench.server import http_section
+
+        sections.append(http_section(args.model_repository, model, loads, measure_http, http_table))
+    report = "\n\n".join(sections) + "\n"
+    print(report)
+    if args.output:
+        args.output.write_text(report, encoding="utf-8")
+    return 0
