@@ -55,10 +55,18 @@ class PairEncoder:
         return cls(Tokenizer.from_file(str(path)), max_length, special)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
-        """Encode pairs; tokenizers' batch call runs in parallel outside the GIL."""
-        prompt_ids = self.tokenizer.encode_batch(list(prompts), add_special_tokens=False)
+        """Encode pairs; tokenizers' batch call runs in parallel outside the GIL.
+
+        A group of responses to one prompt (GRPO) tokenizes that prompt once.
+        """
+        unique_prompts = list(dict.fromkeys(prompts))
+        encoded = self.tokenizer.encode_batch(unique_prompts, add_special_tokens=False)
+        prompt_ids = {prompt: encoding.ids for prompt, encoding in zip(unique_prompts, encoded, strict=True)}
         response_ids = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
-        return [self._join(p.ids, r.ids) for p, r in zip(prompt_ids, response_ids, strict=True)]
+        return [
+            self._join(prompt_ids[prompt], response.ids)
+            for prompt, response in zip(prompts, response_ids, strict=True)
+        ]
 
     def _join(self, prompt: list[int], response: list[int]) -> Encoding:
         budget = self.max_length - self.special.count
