@@ -18,6 +18,12 @@ from service.schemas import RankRequest, RankResponse, ScoreRequest, ScoreRespon
 api = Blueprint("api", __name__)
 
 TIMEOUT_HEADER = "X-Timeout-Ms"
+TIE_TOLERANCE = 1e-6
+
+
+def sigmoid(values: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^-x), written with tanh so large |x| cannot overflow."""
+    return 0.5 * (1.0 + np.tanh(values / 2.0))
 
 
 def read_json() -> Any:
@@ -76,9 +82,11 @@ def rank() -> Any:
     scored = score_pairs(model, pairs)
     raw = scored.raw_scores  # [k]
     spread = raw.std()
-    z_scores = (raw - raw.mean()) / spread if spread > 0 else np.zeros_like(raw)
+    # Differences below float32 resolution are ties, not a spread to standardize.
+    tied = spread <= TIE_TOLERANCE * max(1.0, float(np.abs(raw).max()))
+    z_scores = np.zeros_like(raw) if tied else (raw - raw.mean()) / spread
     # pairwise[i, j] = sigmoid(r_i - r_j): the model's P(response i preferred over j)
-    pairwise = 1.0 / (1.0 + np.exp(-(raw[:, None] - raw[None, :])))
+    pairwise = sigmoid(raw[:, None] - raw[None, :])
     ranking = sorted(range(len(raw)), key=lambda index: -raw[index])
     return jsonify(
         RankResponse(
