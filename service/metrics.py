@@ -67,3 +67,13 @@ def exposition(multiprocess_dir: Path | None) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def register_model(name: str, version: int, sha256: str) -> None:
+    """Create a model's series at zero when it loads, so the first real increment shows in rate()."""
+    for metric in (QUEUE_ITEMS, QUEUE_TOKENS, QUEUE_WAIT_SECONDS, BATCH_SIZE, BATCH_PADDED_TOKENS, PADDING_EFFICIENCY,
+                   INFERENCE_SECONDS, ITEMS_SCORED, TOKENS_SCORED, SCORES, TRUNCATIONS):
+        metric.labels(name)
+    for reason in ("deadline_exceeded", "cancelled", "inference_failed", "non_finite"):
+        ITEMS_FAILED.labels(name, reason)
+    MODEL_INFO.labels(name, str(version), sha256).set(1)

@@ -90,8 +90,7 @@ class ModelRegistry:
         for name in names:
             version = load_model(settings.model_repository, name, threads, settings.pinned_version(name))
             models[name] = ServedModel(version, settings)
-            manifest = version.manifest
-            metrics.MODEL_INFO.labels(name, str(manifest.version), manifest.sha256).set(1)
+            metrics.register_model(name, version.manifest.version, version.manifest.sha256)
         if not models:
             raise ValueError(f"no models to serve in {settings.model_repository}")
         default = settings.default_model or names[0]

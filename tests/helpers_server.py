@@ -36,11 +36,16 @@ def wait_until(condition: Callable[[], bool], timeout_s: float, what: str, poll_
         time.sleep(poll_s)
 
 
-def answers_ready(base_url: str) -> bool:
+def answers_200(url: str) -> bool:
+    """GET `url` answers 200 (refused, timed out or any other status all mean no)."""
     try:
-        return requests.get(f"{base_url}/readyz", timeout=2).status_code == 200
+        return requests.get(url, timeout=2).status_code == 200
     except (requests.ConnectionError, requests.Timeout):  # not listening yet, or workers still loading
         return False
+
+
+def answers_ready(base_url: str) -> bool:
+    return answers_200(f"{base_url}/readyz")
 
 
 @dataclass
