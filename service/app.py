@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
 REQUEST_ID_HEADER = "X-Request-ID"
+MAX_REQUEST_ID = 200
 
 
 @dataclass
@@ -80,7 +81,9 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
 
 def _start_request() -> None:
     g.started = time.perf_counter()
-    g.request_id = request.headers.get(REQUEST_ID_HEADER) or uuid.uuid4().hex
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    # Echo a caller's ID only if it is a sane header value; otherwise make one.
+    g.request_id = given if 0 < len(given) <= MAX_REQUEST_ID and given.isprintable() else uuid.uuid4().hex
 
 
 def _authenticate() -> None:

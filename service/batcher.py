@@ -174,7 +174,11 @@ class Batcher:
         return kept
 
     def _execute(self, batch: list[Entry]) -> None:
-        batch = [entry for entry in batch if entry.future.set_running_or_notify_cancel()]
+        # From here on a future can no longer be cancelled; one cancelled just now is dropped.
+        cancelled = [entry for entry in batch if not entry.future.set_running_or_notify_cancel()]
+        if cancelled:
+            self._release(cancelled, "cancelled")
+            batch = [entry for entry in batch if entry not in cancelled]
         if not batch:
             return
         now = self.clock()

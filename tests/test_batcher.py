@@ -213,3 +213,14 @@ def test_cut_batch_respects_budget_and_padding(lengths: list[int], data, budget:
         padded = width * len(chosen)
         assert padded <= budget
         assert padded <= ratio * sum(lengths[index] for index in chosen) + 1e-9
+
+
+def test_an_item_cancelled_while_its_batch_is_being_cut_frees_its_tokens(model: FakeModel) -> None:
+    batcher = Batcher("fake", model, PAD, 64, 1000, 1.5)  # not started: drive one batch by hand
+    (cancelled,) = batcher.submit([[7, 7]], later())
+    (kept,) = batcher.submit([[5]], later())
+    cancelled.cancel()
+    batcher._execute([entry for entry in batcher._incoming])  # the cut saw both; one was cancelled since
+    assert kept.result(timeout=0) == 5
+    assert batcher.queued_tokens == 0
+    assert not any((batch == 7).any() for batch in model.batches)
