@@ -40,7 +40,8 @@ model: $(VENV)/.installed-dev
 		--repository models/repository --name hh-harmless --version 1
 
 bench: $(VENV)/.installed-dev
-	$(BIN)/rmserve bench
+	$(BIN)/rmserve bench -o bench/results.md
+	@cat bench/results.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

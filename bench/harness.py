@@ -126,12 +126,17 @@ def run_batcher(model: ModelVersion, sequences: Sequence[list[int]], settings: S
     return sum(map(len, sequences)), padded
 
 
-def measure_policies(model: ModelVersion, workload: Workload, settings: Settings, rounds: int) -> list[Measurement]:
+def measure_policies(
+    model: ModelVersion, workload: Workload, settings: Settings, rounds: int, padding_ratios: Sequence[float]
+) -> list[Measurement]:
     policies: dict[str, Callable[[], tuple[int, int]]] = {
         "each item alone": lambda: run_alone(model, workload.sequences),
         "FIFO batches of 32": lambda: run_fifo(model, workload.sequences),
-        "rmserve batcher": lambda: run_batcher(model, workload.sequences, settings),
     }
+    for ratio in padding_ratios:
+        label = f"rmserve batcher, max_padding_ratio {ratio}" + (" (default)" if ratio == settings.max_padding_ratio else "")
+        variant = settings.replace(max_padding_ratio=ratio)
+        policies[label] = lambda variant=variant: run_batcher(model, workload.sequences, variant)
     seconds: dict[str, list[float]] = {name: [] for name in policies}
     tokens: dict[str, tuple[int, int]] = {}
     for _ in tqdm(range(rounds), desc=workload.name, unit="round", file=sys.stderr):
@@ -186,8 +191,7 @@ def http_table(results: list[tuple[str, float, list[float]]]) -> str:
     return "\n".join(lines)
 
 
-def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="rmserve bench", description=__doc__)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=Path("models/repository"))
     parser.add_argument("--model", help="model name (default: the first in the repository)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
@@ -195,13 +199,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per policy (default 3)")
     parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the HTTP server end to end (default on)")
+    parser.add_argument("--padding-ratios", type=float, nargs="+", default=[1.1, 1.25, 1.5, 2.0],
+                        help="max_padding_ratio values to compare (default 1.1 1.25 1.5 2.0)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path, help="write the markdown report here as well as to stdout")
-    return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(list(argv or []))
+def run(args: argparse.Namespace) -> int:
     settings = Settings.from_env({}, model_repository=args.model_repository)
     name = args.model or model_names(args.model_repository)[0]
     model = load_model(args.model_repository, name, settings.intra_op_threads())
@@ -213,13 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     ]
     loads = workloads(model, args.data, args.items, args.seed)
     for workload in loads:
-        sections.append(policy_table(workload, measure_policies(model, workload, settings, args.rounds)))
+        measured = measure_policies(model, workload, settings, args.rounds, args.padding_ratios)
+        sections.append(policy_table(workload, measured))
     if args.http:
         from bench.server import http_section
 
         sections.append(http_section(args.model_repository, model, loads, measure_http, http_table))
     report = "\n\n".join(sections) + "\n"
-    print(report)
     if args.output:
         args.output.write_text(report, encoding="utf-8")
+    else:
+        print(report)
     return 0

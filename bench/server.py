@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from service.repository import ModelVersion
-from tests.helpers_server import running_server
+from bench.live_server import running_server
 
 # (label, items per request, concurrent clients): how trainers call a reward server.
 PATTERNS = [

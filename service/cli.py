@@ -64,12 +64,6 @@ def score(args: argparse.Namespace) -> int:
     return score_file(settings, args.input, args.output, args.model, args.chunk_size)
 
 
-def bench(args: argparse.Namespace) -> int:
-    from bench.harness import main as bench_main
-
-    return bench_main(args.bench_args)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rmserve",
@@ -93,9 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_flags(score_parser)
     score_parser.set_defaults(handler=score)
 
-    bench_parser = commands.add_parser("bench", help="measure throughput and latency; writes BENCHMARKS.md tables")
-    bench_parser.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments for the harness (--help)")
-    bench_parser.set_defaults(handler=bench)
+    try:
+        from bench import harness
+    except ImportError:  # the serving image ships without the benchmark harness
+        pass
+    else:
+        bench_parser = commands.add_parser(
+            "bench", help="batching policies and the HTTP server side by side; the tables in BENCHMARKS.md",
+            description=harness.__doc__,
+        )
+        harness.add_arguments(bench_parser)
+        bench_parser.set_defaults(handler=harness.run)
 
     try:
         from models.cli import register

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.client import Ranking, RewardClient, RewardServerError
-from tests.helpers_server import free_port
+from bench.live_server import free_port
 
 
 @dataclass

@@ -19,7 +19,7 @@ import torch
 from flask.testing import FlaskClient
 
 from service.formatting import InputFormat
-from tests.helpers_server import RunningServer, running_server
+from bench.live_server import RunningServer, running_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FORMAT = InputFormat()

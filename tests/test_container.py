@@ -24,7 +24,7 @@ from tokenizers import Tokenizer
 
 from service.manifest import MODEL_FILE, TOKENIZER_FILE, sha256_of
 from tests.helpers_deploy import ROOT
-from tests.helpers_server import answers_ready, free_port, wait_until
+from bench.live_server import answers_ready, free_port, wait_until
 from tests.tiny_model import write_version
 
 # The first test also builds the image: minutes on a cold cache.

@@ -17,7 +17,7 @@ import requests
 import yaml
 
 from tests.helpers_deploy import PROMETHEUS_DIR, alert_rules, dashboard_panels, grafana_to_promql
-from tests.helpers_server import RunningServer, answers_200, free_port, running_server, wait_until
+from bench.live_server import RunningServer, answers_200, free_port, running_server, wait_until
 
 pytestmark = pytest.mark.slow
 

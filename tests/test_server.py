@@ -9,7 +9,7 @@ from pathlib import Path
 
 import requests
 
-from tests.helpers_server import running_server
+from bench.live_server import running_server
 
 BREAD = {
     "prompt": "How do I bake bread?",

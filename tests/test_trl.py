@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from service.client import RewardClient
-from tests.helpers_server import RunningServer, running_server
+from bench.live_server import RunningServer, running_server
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py"
 NUM_GENERATIONS = 4

@@ -1,4 +1,4 @@
-"""Run a real `rmserve serve` (gunicorn) on a free local port for end-to-end tests."""
+"""Run a real `rmserve serve` (gunicorn) on a free local port, for the benchmark and end-to-end tests."""
 
 from __future__ import annotations
 
