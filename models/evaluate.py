@@ -1,0 +1,76 @@
+"""Scoring encoded comparisons with any scorer (torch or ONNX) and measuring pairwise accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from models.data import Comparison
+from service.scorer import pad_batch
+from service.tokenizer import PairEncoder
+
+# (input_ids, attention_mask) int64 [batch, seq] -> raw rewards [batch]; OnnxScorer is one.
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+EncodedComparison = list[list[int]]  # token ids of each response, best first
+
+
+def encode_comparisons(encoder: PairEncoder, comparisons: Sequence[Comparison]) -> list[EncodedComparison]:
+    prompts = [c.prompt for c in comparisons for _ in c.responses]
+    responses = [r for c in comparisons for r in c.responses]
+    flat = iter(encoding.input_ids for encoding in encoder.encode(prompts, responses))
+    return [[next(flat) for _ in c.responses] for c in comparisons]
+
+
+def score_sequences(
+    score_fn: ScoreFn, sequences: Sequence[Sequence[int]], pad_id: int, max_batch_tokens: int = 8192
+) -> np.ndarray:
+    """Raw rewards for token sequences, batched by similar length so padding stays small."""
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+    scores = np.zeros(len(sequences), dtype=np.float64)
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and len(sequences[order[end]]) * (end - start + 1) <= max_batch_tokens:
+            end += 1
+        chunk = order[start:end]
+        input_ids, attention_mask = pad_batch([sequences[i] for i in chunk], pad_id)
+        scores[chunk] = score_fn(input_ids, attention_mask)
+        start = end
+    return scores
+
+
+def score_comparisons(score_fn: ScoreFn, encoded: Sequence[EncodedComparison], pad_id: int) -> list[np.ndarray]:
+    """Raw rewards per comparison, in the comparison's best-first order."""
+    return regroup(score_sequences(score_fn, [seq for group in encoded for seq in group], pad_id), encoded)
+
+
+def regroup(flat: np.ndarray, groups: Sequence[Sequence[object]]) -> list[np.ndarray]:
+    """Split scores of all responses, flattened, back into one array per comparison."""
+    grouped, start = [], 0
+    for group in groups:
+        grouped.append(flat[start : start + len(group)])
+        start += len(group)
+    return grouped
+
+
+def pairwise_accuracy(scores: Sequence[np.ndarray]) -> float:
+    """Share of (better, worse) pairs the scores order correctly; a tie counts as half."""
+    correct, total = 0.0, 0
+    for group in scores:
+        for i in range(len(group)):
+            for j in range(i + 1, len(group)):
+                correct += 1.0 if group[i] > group[j] else 0.5 if group[i] == group[j] else 0.0
+                total += 1
+    return correct / total
+
+
+def ranking_agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
+    """Share of within-comparison pairs that two scorers order the same way."""
+    agree, total = 0, 0
+    for x, y in zip(a, b, strict=True):
+        for i in range(len(x)):
+            for j in range(i + 1, len(x)):
+                agree += np.sign(x[i] - x[j]) == np.sign(y[i] - y[j])
+                total += 1
+    return agree / total

@@ -1,0 +1,132 @@
+"""`rmserve export`: a training run -> a model repository version (SPEC §2) with proof it scores right.
+
+In order: trace the network to ONNX (dynamic batch and sequence axes); compare ONNX with
+torch on held-out data (max abs diff, ranking agreement); optionally quantize to int8 and
+measure its agreement with fp32; measure normalization on training responses and accuracy
+with baselines on held-out pairs, all with the file that will be served; write the manifest.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.baselines import baseline_accuracies
+from models.checkpoint import TrainedModel, load_run, torch_score_fn
+from models.data import Comparison, LineRange, read_comparisons
+from models.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
+from service.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, Normalization, sha256_of
+from service.scorer import OnnxScorer
+
+OPSET = 17
+ONNX_THREADS = 2
+
+
+@dataclass
+class ExportConfig:
+    run: Path
+    repository: Path
+    name: str
+    version: int
+    held_out: Path  # preference file for parity, int8 agreement and the manifest's evaluation
+    held_out_lines: LineRange | None = None
+    int8: bool = False
+
+
+def export(config: ExportConfig) -> Manifest:
+    trained = load_run(config.run)
+    version_dir = config.repository / config.name / str(config.version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    held_out = read_comparisons(config.held_out, config.held_out_lines)
+    held_out_encoded = encode_comparisons(trained.encoder(), held_out)
+    pad_id = trained.special.pad_id
+
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path = Path(scratch) / "model.fp32.onnx"
+        export_onnx(trained.network, fp32_path)
+        torch_scores = score_comparisons(torch_score_fn(trained.network), held_out_encoded, pad_id)
+        fp32_scores = score_comparisons(OnnxScorer(fp32_path, ONNX_THREADS), held_out_encoded, pad_id)
+        parity: dict[str, Any] = {
+            "data": _describe(config.held_out, config.held_out_lines),
+            "max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(torch_scores, fp32_scores))),
+            "ranking_agreement": ranking_agreement(torch_scores, fp32_scores),
+        }
+        if config.int8:
+            quantize_int8(fp32_path, version_dir / MODEL_FILE)
+            int8_scores = score_comparisons(OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS), held_out_encoded, pad_id)
+            parity["int8_agreement_with_fp32"] = ranking_agreement(fp32_scores, int8_scores)
+            parity["int8_max_abs_diff"] = float(max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, int8_scores)))
+        else:
+            shutil.copyfile(fp32_path, version_dir / MODEL_FILE)
+
+    served = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
+    served_scores = score_comparisons(served, held_out_encoded, pad_id)
+    training_data = read_comparisons(Path(trained.training["data"]), _lines(trained.training.get("lines")))
+    trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
+    manifest = Manifest(
+        name=config.name,
+        version=config.version,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        sha256=sha256_of(version_dir / MODEL_FILE),
+        architecture=trained.architecture,
+        max_length=trained.max_length,
+        tokens=trained.special,
+        normalization=normalization(served, trained, training_data),
+        quantization="int8-dynamic" if config.int8 else None,
+        evaluation=Evaluation(
+            pairwise_accuracy=pairwise_accuracy(served_scores),
+            n=sum(len(s) * (len(s) - 1) // 2 for s in served_scores),
+            data=_describe(config.held_out, config.held_out_lines),
+            baselines=baseline_accuracies(training_data, held_out),
+        ),
+        parity=parity,
+        training=trained.training,
+    )
+    manifest.write(version_dir)
+    return manifest
+
+
+def export_onnx(network: torch.nn.Module, path: Path) -> None:
+    """Trace `(input_ids, attention_mask) -> [batch]` with dynamic batch and sequence axes."""
+    network.eval()
+    example = (torch.tensor([[2, 10, 11, 3, 12, 13, 3]] * 2), torch.ones(2, 7, dtype=torch.long))
+    dynamic = {0: "batch", 1: "sequence"}
+    torch.onnx.export(
+        network,
+        example,
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["raw_score"],
+        dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "raw_score": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def quantize_int8(source: Path, target: Path) -> None:
+    """Dynamic int8 quantization of the matrix multiplies (weights int8, activations at run time)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def normalization(served: OnnxScorer, trained: TrainedModel, training_data: list[Comparison]) -> Normalization:
+    """Mean and std of the served graph's raw scores on every training response."""
+    raw = np.concatenate(score_comparisons(served, encode_comparisons(trained.encoder(), training_data),
+                                           trained.special.pad_id))
+    return Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6)))
+
+
+def _describe(path: Path, lines: LineRange | None) -> str:
+    return f"{path.name} lines {lines}" if lines else path.name
+
+
+def _lines(text: str | None) -> LineRange | None:
+    return None if text is None else LineRange.parse(text)

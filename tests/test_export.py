@@ -1,0 +1,108 @@
+"""`rmserve export` writes a version the server loads, scoring exactly as the trained torch model did."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask import Flask
+
+from models.checkpoint import load_run, torch_score_fn
+from models.cli import main as cli_main
+from models.data import read_comparisons
+from models.evaluate import encode_comparisons, score_comparisons
+from models.export import ExportConfig, export
+from models.train import TrainConfig, train
+from service.manifest import MODEL_FILE, Manifest, sha256_of
+from service.repository import load_version
+from service.scorer import OnnxScorer, pad_batch
+from tests.test_train import TINY_MODEL, write_preferences
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny from-scratch model trained for a few steps (two transformer towers and a bag of n-grams)."""
+    root = tmp_path_factory.mktemp("export")
+    data = write_preferences(root / "train.jsonl", count=40)
+    model = replace(TINY_MODEL, max_length=64, n_towers=2)
+    trained = train(TrainConfig(data=data, out=root / "run", epochs=1, model=model, batch_size=8))
+    trained.save(root / "run")
+    write_preferences(root / "held_out.jsonl", count=20, seed=1)
+    return root / "run"
+
+
+def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: Path) -> None:
+    held_out = run.parent / "held_out.jsonl"
+    manifest = export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=3, held_out=held_out))
+    version_dir = tmp_path / "tiny" / "3"
+    assert Manifest.read(version_dir) == manifest
+    assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE)
+    assert manifest.quantization is None
+    assert manifest.parity["max_abs_diff"] < 1e-4
+    assert manifest.parity["ranking_agreement"] == 1.0
+    assert manifest.evaluation.n == 20
+    assert set(manifest.evaluation.baselines) == {"shorter_wins", "longer_wins", "bag_of_words"}
+    assert manifest.normalization.std > 0
+
+    # What the server computes for a pair equals the torch model's offline scores.
+    served = load_version(version_dir, intra_op_threads=1)
+    trained = load_run(run)
+    comparisons = read_comparisons(held_out, input_format=served.format)
+    prompts = [c.prompt for c in comparisons[:4]]
+    responses = [c.responses[0] for c in comparisons[:4]]
+    sequences = [encoding.input_ids for encoding in served.encoder.encode(prompts, responses)]
+    assert sequences == [encoding.input_ids for encoding in trained.encoder().encode(prompts, responses)]
+    input_ids, attention_mask = pad_batch(sequences, manifest.tokens.pad_id)
+    np.testing.assert_allclose(
+        served.scorer(input_ids, attention_mask), torch_score_fn(trained.network)(input_ids, attention_mask), atol=1e-4
+    )
+
+
+def test_http_raw_scores_equal_the_trained_model_offline(run: Path, tmp_path: Path, make_app: Callable[..., Flask]) -> None:
+    export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=run.parent / "held_out.jsonl"))
+    client = make_app(model_repository=tmp_path, models=("tiny",)).test_client()
+    prompt, responses = "How do I bake bread?", ["happy to help: knead the bread.", "go away."]
+    reply = client.post("/v1/score", json={"model": "tiny", "prompt": prompt, "responses": responses})
+    assert reply.status_code == 200
+
+    trained = load_run(run)
+    format_prompt = Manifest.read(tmp_path / "tiny" / "1").format.prompt_text(prompt)
+    sequences = [e.input_ids for e in trained.encoder().encode([format_prompt] * 2, responses)]
+    offline = torch_score_fn(trained.network)(*pad_batch(sequences, 0))
+    np.testing.assert_allclose(reply.get_json()["raw_scores"], offline, atol=1e-4)
+
+
+def test_onnx_graph_has_dynamic_batch_and_sequence_axes(run: Path, tmp_path: Path) -> None:
+    export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=run.parent / "held_out.jsonl"))
+    scorer = OnnxScorer(tmp_path / "tiny" / "1" / MODEL_FILE, intra_op_threads=1)
+    network = torch_score_fn(load_run(run).network)
+    for batch, length in [(1, 5), (3, 17), (7, 64)]:
+        rng = np.random.default_rng(batch)
+        sequences = [[2, *rng.integers(5, 300, size=length - 3).tolist(), 3, 3] for _ in range(batch)]
+        sequences[-1] = sequences[-1][: max(4, length // 2)] + [3]  # one shorter row: padding matters
+        input_ids, attention_mask = pad_batch(sequences, 0)
+        np.testing.assert_allclose(scorer(input_ids, attention_mask), network(input_ids, attention_mask), atol=1e-4)
+
+
+def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> None:
+    held_out = run.parent / "held_out.jsonl"
+    assert cli_main(["export", str(run), "--held-out", str(held_out), "--repository", str(tmp_path),
+                     "--name", "tiny", "--int8"]) == 0
+    manifest = Manifest.read(tmp_path / "tiny" / "1")
+    assert manifest.quantization == "int8-dynamic"
+    assert manifest.parity["int8_agreement_with_fp32"] >= 0.9
+    assert load_version(tmp_path / "tiny" / "1", intra_op_threads=1).manifest == manifest
+
+
+def test_eval_prints_model_accuracy_beside_baselines(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    held_out = run.parent / "held_out.jsonl"
+    export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=held_out))
+    capsys.readouterr()
+    assert cli_main(["eval", "tiny", str(held_out), "--repository", str(tmp_path), "--threads", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "pairwise accuracy on 20 pairs" in printed
+    for row in ("tiny v1", "shorter response wins", "longer response wins", "bag of words"):
+        assert row in printed
