@@ -65,12 +65,18 @@ def pairwise_accuracy(scores: Sequence[np.ndarray]) -> float:
     return correct / total
 
 
+# Score differences this small are float noise between runtimes, not an order: a tie.
+TIE_TOLERANCE = 1e-5
+
+
 def ranking_agreement(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> float:
-    """Share of within-comparison pairs that two scorers order the same way."""
+    """Share of within-comparison pairs that two scorers order the same way (near-ties agree)."""
     agree, total = 0, 0
     for x, y in zip(a, b, strict=True):
         for i in range(len(x)):
             for j in range(i + 1, len(x)):
-                agree += np.sign(x[i] - x[j]) == np.sign(y[i] - y[j])
+                x_diff, y_diff = x[i] - x[j], y[i] - y[j]
+                tied = min(abs(x_diff), abs(y_diff)) <= TIE_TOLERANCE
+                agree += tied or np.sign(x_diff) == np.sign(y_diff)
                 total += 1
     return agree / total

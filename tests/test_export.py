@@ -106,3 +106,11 @@ def test_eval_prints_model_accuracy_beside_baselines(run: Path, tmp_path: Path, 
     assert "pairwise accuracy on 20 pairs" in printed
     for row in ("tiny v1", "shorter response wins", "longer response wins", "bag of words"):
         assert row in printed
+
+
+def test_ranking_agreement_counts_float_noise_ties_as_agreeing() -> None:
+    from models.evaluate import ranking_agreement
+
+    torch_scores = [np.array([1.0, 1.0 + 1e-7]), np.array([2.0, 0.0])]
+    assert ranking_agreement(torch_scores, [np.array([1.0 + 1e-7, 1.0]), np.array([2.0, 0.0])]) == 1.0
+    assert ranking_agreement(torch_scores, [np.array([1.0, 1.0]), np.array([0.0, 2.0])]) == 0.5
