@@ -119,7 +119,8 @@ def run_batcher(model: ModelVersion, sequences: Sequence[list[int]], settings: S
         return model.scorer(input_ids, attention_mask)
 
     batcher = Batcher("bench", counting_score, model.manifest.tokens.pad_id, settings.max_batch_tokens,
-                      max(settings.max_queue_tokens, sum(map(len, sequences))), settings.max_padding_ratio).start()
+                      max(settings.max_queue_tokens, sum(map(len, sequences))), settings.max_padding_ratio,
+                      settings.max_batch_size).start()
     deadline = time.monotonic() + 3600
     wait_all(batcher.submit(list(sequences), deadline), deadline)
     batcher.stop()

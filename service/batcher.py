@@ -43,16 +43,19 @@ class Entry:
         return len(self.input_ids)
 
 
-def cut_batch(lengths: Sequence[int], anchor: int, max_batch_tokens: int, max_padding_ratio: float) -> list[int]:
+def cut_batch(
+    lengths: Sequence[int], anchor: int, max_batch_tokens: int, max_padding_ratio: float, max_rows: int
+) -> list[int]:
     """Indices of a sub-batch around `anchor`, grown towards the nearest lengths.
 
-    A candidate joins while rows x width stays within `max_batch_tokens` and within
-    `max_padding_ratio` x the real tokens. The anchor alone is always a valid sub-batch.
+    A candidate joins while the sub-batch has fewer than `max_rows` rows, and rows x width
+    stays within `max_batch_tokens` and within `max_padding_ratio` x the real tokens.
+    The anchor alone is always a valid sub-batch.
     """
     order = sorted(range(len(lengths)), key=lambda index: lengths[index])
     low = high = order.index(anchor)
     real_tokens = lengths[anchor]
-    while True:
+    while high - low + 1 < max_rows:
         neighbours = [position for position in (low - 1, high + 1) if 0 <= position < len(order)]
         neighbours.sort(key=lambda position: abs(lengths[order[position]] - lengths[anchor]))
         for position in neighbours:
@@ -63,7 +66,8 @@ def cut_batch(lengths: Sequence[int], anchor: int, max_batch_tokens: int, max_pa
                 low, high, real_tokens = new_low, new_high, real
                 break
         else:
-            return order[low : high + 1]
+            break
+    return order[low : high + 1]
 
 
 class Batcher:
@@ -77,6 +81,7 @@ class Batcher:
         max_batch_tokens: int,
         max_queue_tokens: int,
         max_padding_ratio: float,
+        max_batch_size: int = 64,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.model = model
@@ -85,6 +90,7 @@ class Batcher:
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_tokens = max_queue_tokens
         self.max_padding_ratio = max_padding_ratio
+        self.max_batch_size = max_batch_size
         self.clock = clock
         self._condition = threading.Condition()
         self._incoming: list[Entry] = []
@@ -154,7 +160,8 @@ class Batcher:
             pending = self._drop_unwanted(pending)
             if not pending:
                 continue
-            chosen = set(cut_batch([entry.tokens for entry in pending], 0, self.max_batch_tokens, self.max_padding_ratio))
+            lengths = [entry.tokens for entry in pending]
+            chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, self.max_batch_size))
             batch = [entry for index, entry in enumerate(pending) if index in chosen]
             pending = [entry for index, entry in enumerate(pending) if index not in chosen]
             self._execute(batch)

@@ -28,6 +28,7 @@ class Settings:
     threads: int = 16  # request threads per worker (they mostly wait on the batcher)
     inference_threads: int = 0  # ONNX Runtime intra-op threads per worker; 0 = cores / workers
     max_batch_tokens: int = 8192  # padded-token budget of one inference call
+    max_batch_size: int = 64  # rows per inference call; bounds the memory one call needs
     max_padding_ratio: float = 1.25  # a sub-batch's padded tokens may exceed its real tokens by this factor
     max_queue_tokens: int = 262144  # tokens waiting per model before requests get 429
     max_items: int = 512  # items per request
@@ -52,7 +53,7 @@ class Settings:
         return cls(**values).validated()
 
     def validated(self) -> Settings:
-        for name in ("port", "workers", "threads", "max_batch_tokens", "max_queue_tokens", "max_items"):
+        for name in ("port", "workers", "threads", "max_batch_tokens", "max_batch_size", "max_queue_tokens", "max_items"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:

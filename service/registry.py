@@ -46,6 +46,7 @@ class ServedModel:
             max_batch_tokens=settings.max_batch_tokens,
             max_queue_tokens=settings.max_queue_tokens,
             max_padding_ratio=settings.max_padding_ratio,
+            max_batch_size=settings.max_batch_size,
         )
 
     @property

@@ -92,6 +92,15 @@ def test_queued_items_are_batched_by_similar_length_under_the_budget(make_batche
     assert sorted(len(batch) for batch in queued) == [1, 1, 4]  # the four short ones ride together
 
 
+def test_equal_items_fill_batches_up_to_the_row_limit(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher(max_batch_tokens=1000, max_batch_size=4)
+    hold(model, batcher)
+    futures = batcher.submit([[1, 1]] * 10, later())
+    model.gate.set()
+    assert wait_all(futures, later()) == [2] * 10
+    assert [len(batch) for batch in model.batches[1:]] == [4, 4, 2]
+
+
 def test_an_item_over_the_budget_is_scored_alone(make_batcher, model: FakeModel) -> None:
     batcher = make_batcher(max_batch_tokens=16)
     assert wait_all(batcher.submit([[2] * 40], later()), later()) == [80]
@@ -202,12 +211,14 @@ def test_wait_all_cancels_leftovers_at_the_deadline(make_batcher, model: FakeMod
     data=st.data(),
     budget=st.integers(1, 2048),
     ratio=st.floats(1.0, 3.0),
+    max_rows=st.integers(1, 70),
 )
-def test_cut_batch_respects_budget_and_padding(lengths: list[int], data, budget: int, ratio: float) -> None:
+def test_cut_batch_respects_budget_rows_and_padding(lengths: list[int], data, budget: int, ratio: float,
+                                                     max_rows: int) -> None:
     anchor = data.draw(st.integers(0, len(lengths) - 1))
-    chosen = cut_batch(lengths, anchor, budget, ratio)
+    chosen = cut_batch(lengths, anchor, budget, ratio, max_rows)
     assert anchor in chosen
-    assert len(set(chosen)) == len(chosen)
+    assert len(set(chosen)) == len(chosen) <= max_rows
     if len(chosen) > 1:
         width = max(lengths[index] for index in chosen)
         padded = width * len(chosen)
