@@ -53,13 +53,16 @@ def on_exit(server):
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def post_worker_init(worker):
-    """Send rmserve's log lines where gunicorn's go; on SIGTERM, flip /readyz to 503 first."""
+def post_fork(server, worker):
+    """Send rmserve's log lines (model loading comes next) where gunicorn's go."""
     service_log = logging.getLogger("service")
     service_log.handlers = logging.getLogger("gunicorn.error").handlers
     service_log.setLevel(settings.log_level.upper())
     service_log.propagate = False
 
+
+def post_worker_init(worker):
+    """On SIGTERM, flip /readyz to 503 before gunicorn drains the worker."""
     app_state = worker.wsgi.extensions["rmserve"]
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
