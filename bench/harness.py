@@ -8,12 +8,10 @@ alone: absolute numbers on shared machines move, ratios measured together hold.
 from __future__ import annotations
 
 import argparse
-import gzip
-import json
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,15 +20,15 @@ import numpy as np
 import requests
 from tqdm import tqdm
 
+from models.data import LineRange, read_comparisons
 from service.batcher import Batcher
 from service.config import Settings
-from service.formatting import InputFormat
 from service.registry import wait_all
 from service.repository import ModelVersion, load_model, model_names
 from service.scorer import pad_batch
 
 DATA = Path("../shared/data/hh-rlhf-harmless-test.jsonl.gz")
-TRAIN_LINES = 1800  # only training-split text is used, to keep held-out lines untouched
+TRAIN_LINES = 1800  # the data's training split
 
 
 @dataclass(frozen=True)
@@ -59,21 +57,12 @@ class Measurement:
         return self.real_tokens / self.padded_tokens
 
 
-def hh_pairs(path: Path, limit: int, input_format: InputFormat) -> Iterator[tuple[str, str]]:
-    """(prompt, response) pairs from the training lines of an HH-RLHF file."""
-    with gzip.open(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if number > min(limit, TRAIN_LINES):
-                return
-            record = json.loads(line)
-            for side in ("chosen", "rejected"):
-                yield input_format.split_transcript(record[side])
-
-
 def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Workload]:
     rng = np.random.default_rng(seed)
     if data.is_file():
-        pairs = list(hh_pairs(data, items, model.format))
+        # Training lines only, so held-out lines stay untouched; any supported preference format.
+        comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format)
+        pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
     else:
         words = "the a reward model scores responses to prompts people ranked higher lower".split()
         pairs = [(" ".join(rng.choice(words, 30)), " ".join(rng.choice(words, int(rng.integers(5, 150)))))
