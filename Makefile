@@ -2,7 +2,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
-PORT   ?= 8000
+# `make serve PORT=9000`; unset, RMSERVE_PORT (default 8000) decides.
+PORT   ?=
 
 .PHONY: serve test test-slow model bench clean
 
@@ -20,7 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.installed-serve
 
 serve: $(VENV)/.installed-serve
-	$(BIN)/rmserve serve --port $(PORT)
+	$(BIN)/rmserve serve $(if $(PORT),--port $(PORT))
 
 test: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -m "not slow"
