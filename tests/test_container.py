@@ -32,7 +32,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 CONTAINER_ENV = ROOT.parent / "shared" / "tools" / "container-env.sh"
 IMAGE = "localhost/rmserve:test"
-SLOW_LAYERS = 48  # about a second or more per inference call on 2 cores: long enough to SIGTERM mid-batch
+SLOW_LAYERS = 160  # seconds per inference call on 2 cores: a wide window to send the second request and SIGTERM
 SLOW_WIDTH = 2048
 
 
@@ -189,10 +189,12 @@ def test_sigterm_finishes_accepted_requests_then_exits(container: Container) -> 
             "model": "slow", "prompt": "Score this response at length, please.", "responses": [text * 20]}))
 
     clients = [threading.Thread(target=score_slowly, args=(text,)) for text in ("bread ", "river ")]
-    for client in clients:
+    # One at a time: the first is being scored (seconds) when the second arrives, so both are
+    # accepted, one in flight and one queued, before the signal.
+    for accepted, client in enumerate(clients, start=1):
         client.start()
-    # Both items are in the batcher (queued or being scored) before the signal.
-    wait_until(lambda: queue_items(container, "slow") == 2, 60, "two items in the slow model's queue")
+        wait_until(lambda count=accepted: queue_items(container, "slow") == count, 60,
+                   f"{accepted} item(s) in the slow model's queue")
     assert podman(container.env, "kill", "--signal", "TERM", container.name).returncode == 0
 
     wait_until(lambda: not answers_ready(container.base_url), 60, "/readyz to stop answering 200")
