@@ -56,7 +56,7 @@ MODEL_INFO = Gauge(
     "rmserve_model_info", "Loaded model versions (value 1).", ["model", "version", "sha256"], multiprocess_mode="max"
 )
 READY = Gauge(
-    "rmserve_ready", "1 when models are loaded and warmed, 0 while starting or draining.", multiprocess_mode="livemin"
+    "rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin"
 )
 
 

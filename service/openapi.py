@@ -49,7 +49,7 @@ ROUTES: list[Route] = [
     Route("/v1/models", "get", "Loaded models: version, sha256, normalization, evaluation.",
           None, schemas.ModelList, (401, 503)),
     Route("/healthz", "get", "Liveness: the process answers.", authenticated=False),
-    Route("/readyz", "get", "Readiness: models loaded and warmed; 503 while starting or draining.",
+    Route("/readyz", "get", "Readiness: models loaded and warmed; 503 while draining.",
           errors=(503,), authenticated=False),
     Route("/metrics", "get", "Prometheus metrics.", plain_response="text/plain", authenticated=False),
     Route("/openapi.json", "get", "This document.", authenticated=False),
