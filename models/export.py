@@ -60,14 +60,15 @@ def export(config: ExportConfig) -> Manifest:
         }
         if config.int8:
             quantize_int8(fp32_path, version_dir / MODEL_FILE)
-            int8_scores = score_comparisons(OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS), held_out_encoded, pad_id)
-            parity["int8_agreement_with_fp32"] = ranking_agreement(fp32_scores, int8_scores)
-            parity["int8_max_abs_diff"] = float(max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, int8_scores)))
         else:
             shutil.copyfile(fp32_path, version_dir / MODEL_FILE)
 
     served = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
-    served_scores = score_comparisons(served, held_out_encoded, pad_id)
+    served_scores = fp32_scores  # the fp32 file is served as is; only an int8 graph needs scoring again
+    if config.int8:
+        served_scores = score_comparisons(served, held_out_encoded, pad_id)
+        parity["int8_agreement_with_fp32"] = ranking_agreement(fp32_scores, served_scores)
+        parity["int8_max_abs_diff"] = float(max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores)))
     training_data = read_comparisons(Path(trained.training["data"]), _lines(trained.training.get("lines")))
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
     manifest = Manifest(

@@ -64,7 +64,8 @@ def score_file(settings: Settings, input_path: Path, output_path: Path | None, m
     """Score every line of `input_path`; write one JSON result per line, in input order."""
     registry = ModelRegistry.load(settings).start()
     model = registry.get(model_name)
-    total = sum(1 for line in input_path.open(encoding="utf-8") if line.strip())
+    with input_path.open(encoding="utf-8") as lines:  # counted first, for the progress bar's total
+        total = sum(1 for line in lines if line.strip())
     sink: IO[str]
     with (output_path.open("w", encoding="utf-8") if output_path else nullcontext(sys.stdout)) as sink:
         progress = tqdm(total=total, unit="item", desc=f"scoring with {model.name}", file=sys.stderr)
