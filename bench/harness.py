@@ -12,12 +12,10 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import requests
 from tqdm import tqdm
 
 from models.data import LineRange, read_comparisons
@@ -137,24 +135,6 @@ def measure_policies(
     return [Measurement(name, seconds[name], len(workload.sequences), *tokens[name]) for name in policies]
 
 
-def measure_http(base_url: str, requests_body: list[dict], concurrency: int) -> tuple[float, list[float]]:
-    """Send every body once with `concurrency` clients; (requests per second, latencies)."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=concurrency, pool_maxsize=concurrency)
-    session.mount("http://", adapter)
-
-    def send(body: dict) -> float:
-        started = time.perf_counter()
-        response = session.post(f"{base_url}/v1/score", json=body, timeout=120)
-        response.raise_for_status()
-        return time.perf_counter() - started
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        latencies = list(pool.map(send, requests_body))
-    return len(requests_body) / (time.perf_counter() - started), latencies
-
-
 def policy_table(workload: Workload, measured: list[Measurement]) -> str:
     baseline = measured[0].items_per_second
     lengths = [len(sequence) for sequence in workload.sequences]
@@ -170,14 +150,6 @@ def policy_table(workload: Workload, measured: list[Measurement]) -> str:
             f"| {measurement.policy} | {measurement.items_per_second:.1f} | "
             f"{measurement.items_per_second / baseline:.2f}x | {measurement.padding_efficiency:.2f} |"
         )
-    return "\n".join(lines)
-
-
-def http_table(results: list[tuple[str, float, list[float]]]) -> str:
-    lines = ["| client pattern | requests/s | p50 latency | p99 latency |", "|---|---|---|---|"]
-    for name, rate, latencies in results:
-        p50, p99 = np.percentile(latencies, [50, 99])
-        lines.append(f"| {name} | {rate:.1f} | {p50 * 1000:.0f} ms | {p99 * 1000:.0f} ms |")
     return "\n".join(lines)
 
 
@@ -212,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     if args.http:
         from bench.server import http_section
 
-        sections.append(http_section(args.model_repository, model, loads, measure_http, http_table))
+        sections.append(http_section(args.model_repository, model, loads[0]))
     report = "\n\n".join(sections) + "\n"
     if args.output:
         args.output.write_text(report, encoding="utf-8")
