@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # `make serve PORT=9000`; unset, RMSERVE_PORT (default 8000) decides.
 PORT   ?=
 
-.PHONY: serve test test-slow model bench clean
+.PHONY: serve test lint test-slow model bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,23 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 serve: $(VENV)/.installed-serve
 	$(BIN)/rmserve serve $(if $(PORT),--port $(PORT))
 
-test: $(VENV)/.installed-dev
+test: lint
 	$(BIN)/pytest -q -m "not slow"
+
+# ruff (lint + format), mypy on the serving side, import-linter's layer contracts (pyproject.toml).
+# mypy and import-linter read build/lint/rmserve: links that lay service/ and models/ out as the
+# installed package does (rmserve, rmserve.training), since neither tool follows package-dir.
+LINT_TREE := build/lint
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE)/rmserve
+	for entry in service/*; do ln -s "$(CURDIR)/$$entry" $(LINT_TREE)/rmserve/; done
+	ln -s "$(CURDIR)/models" $(LINT_TREE)/rmserve/training
+	cd $(LINT_TREE) && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
+		-p rmserve.core -p rmserve.engine -p rmserve.http -p rmserve.protocols \
+		-m rmserve.app -m rmserve.cli -m rmserve.client -m rmserve.config -m rmserve.errors -m rmserve.metrics -m rmserve.offline
+	cd $(LINT_TREE) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 # Load, container and real-Prometheus tests; .ci/run runs them after `make test`.
 test-slow: $(VENV)/.installed-dev
@@ -45,4 +60,4 @@ bench: $(VENV)/.installed-dev
 	@cat bench/results.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build

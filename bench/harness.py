@@ -18,12 +18,13 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from models.data import LineRange, read_comparisons
-from service.batcher import Batcher
-from service.config import Settings
-from service.registry import wait_all
-from service.repository import ModelVersion, load_model, model_names
-from service.scorer import pad_batch
+from rmserve.config import Settings
+from rmserve.core.repository import model_names
+from rmserve.core.tokenizer import pad_batch
+from rmserve.engine.batcher import Batcher
+from rmserve.engine.registry import wait_all
+from rmserve.engine.version import ModelVersion, load_model
+from rmserve.training.data import LineRange, read_comparisons
 
 DATA = Path("../shared/data/hh-rlhf-harmless-test.jsonl.gz")
 TRAIN_LINES = 1800  # the data's training split
@@ -62,16 +63,32 @@ def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Wo
         comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format)
         pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
     else:
-        words = "the a reward model scores responses to prompts people ranked higher lower".split()
-        pairs = [(" ".join(rng.choice(words, 30)), " ".join(rng.choice(words, int(rng.integers(5, 150)))))
-                 for _ in range(items)]
+        words = [
+            "the",
+            "a",
+            "reward",
+            "model",
+            "scores",
+            "responses",
+            "to",
+            "prompts",
+            "people",
+            "ranked",
+            "higher",
+            "lower",
+        ]
+        pairs = [
+            (" ".join(rng.choice(words, 30)), " ".join(rng.choice(words, int(rng.integers(5, 150)))))
+            for _ in range(items)
+        ]
     prompts, responses = (list(side) for side in zip(*pairs[:items], strict=True))
     # RL rollouts: one prompt, many sampled completions of similar length (GRPO groups).
     group_prompts = [model.format.prompt_text("Explain how to bake bread at home.")] * len(responses)
     completions = [" ".join(response.split()[: int(rng.integers(20, 40))]) for response in responses]
     return [
-        tokenized(model, "rl-groups", "one prompt, completions of 20-40 words (GRPO-style)", group_prompts,
-                  completions),
+        tokenized(
+            model, "rl-groups", "one prompt, completions of 20-40 words (GRPO-style)", group_prompts, completions
+        ),
         tokenized(model, "hh-mixed", "HH-RLHF prompt+response pairs, natural lengths", prompts, responses),
     ]
 
@@ -105,9 +122,15 @@ def run_batcher(model: ModelVersion, sequences: Sequence[list[int]], settings: S
         padded += input_ids.size
         return model.scorer(input_ids, attention_mask)
 
-    batcher = Batcher("bench", counting_score, model.manifest.tokens.pad_id, settings.max_batch_tokens,
-                      max(settings.max_queue_tokens, sum(map(len, sequences))), settings.max_padding_ratio,
-                      settings.max_batch_size).start()
+    batcher = Batcher(
+        "bench",
+        counting_score,
+        model.manifest.tokens.pad_id,
+        settings.max_batch_tokens,
+        max(settings.max_queue_tokens, sum(map(len, sequences))),
+        settings.max_padding_ratio,
+        settings.max_batch_size,
+    ).start()
     deadline = time.monotonic() + 3600
     wait_all(batcher.submit(list(sequences), deadline), deadline)
     batcher.stop()
@@ -122,7 +145,9 @@ def measure_policies(
         "FIFO batches of 32": lambda: run_fifo(model, workload.sequences),
     }
     for ratio in padding_ratios:
-        label = f"rmserve batcher, max_padding_ratio {ratio}" + (" (default)" if ratio == settings.max_padding_ratio else "")
+        label = f"rmserve batcher, max_padding_ratio {ratio}" + (
+            " (default)" if ratio == settings.max_padding_ratio else ""
+        )
         variant = settings.replace(max_padding_ratio=ratio)
         policies[label] = lambda variant=variant: run_batcher(model, workload.sequences, variant)
     seconds: dict[str, list[float]] = {name: [] for name in policies}
@@ -159,10 +184,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
     parser.add_argument("--items", type=int, default=256, help="items per workload (default 256)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per policy (default 3)")
-    parser.add_argument("--http", action=argparse.BooleanOptionalAction, default=True,
-                        help="also measure the HTTP server end to end (default on)")
-    parser.add_argument("--padding-ratios", type=float, nargs="+", default=[1.1, 1.25, 1.5, 2.0],
-                        help="max_padding_ratio values to compare (default 1.1 1.25 1.5 2.0)")
+    parser.add_argument(
+        "--http",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the HTTP server end to end (default on)",
+    )
+    parser.add_argument(
+        "--padding-ratios",
+        type=float,
+        nargs="+",
+        default=[1.1, 1.25, 1.5, 2.0],
+        help="max_padding_ratio values to compare (default 1.1 1.25 1.5 2.0)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--output", type=Path, help="write the markdown report here as well as to stdout")
 

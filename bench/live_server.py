@@ -69,13 +69,15 @@ def running_server(
     """
     port = port or free_port()
     server_env = {key: value for key, value in os.environ.items() if not key.startswith("RMSERVE_")}
-    server_env.update({"RMSERVE_HOST": "127.0.0.1", "RMSERVE_PORT": str(port),
-                       "RMSERVE_MODEL_REPOSITORY": str(repository)})
+    server_env.update(
+        {"RMSERVE_HOST": "127.0.0.1", "RMSERVE_PORT": str(port), "RMSERVE_MODEL_REPOSITORY": str(repository)}
+    )
     server_env.update(env or {})
     base_url = f"http://127.0.0.1:{port}"
-    with open(log_path, "w", encoding="utf-8") as log_file:
-        process = subprocess.Popen([str(RMSERVE), "serve"], cwd=ROOT, env=server_env, text=True,
-                                   stdout=log_file, stderr=subprocess.STDOUT)
+    with log_path.open("w", encoding="utf-8") as log_file:
+        process = subprocess.Popen(
+            [str(RMSERVE), "serve"], cwd=ROOT, env=server_env, text=True, stdout=log_file, stderr=subprocess.STDOUT
+        )
     server = RunningServer(base_url, process, log_path)
     try:
         wait_until(lambda: answers_ready(base_url) or process.poll() is not None, START_TIMEOUT_S, "/readyz")

@@ -12,7 +12,7 @@ import numpy as np
 import requests
 
 from bench.live_server import running_server
-from service.repository import ModelVersion
+from rmserve.engine.version import ModelVersion
 
 # (label, items per request, concurrent clients): how trainers call a reward server.
 PATTERNS = [
@@ -51,10 +51,17 @@ def http_section(repository: Path, model: ModelVersion, workload: Any) -> str:
     with tempfile.TemporaryDirectory() as scratch, running_server(repository, Path(scratch) / "server.log") as server:
         for label, per_request, clients in PATTERNS:
             bodies = [
-                {"model": model.name,
-                 "items": [{"prompt": prompt, "response": response}
-                           for prompt, response in zip(workload.prompts[start : start + per_request],
-                                                       workload.responses[start : start + per_request], strict=True)]}
+                {
+                    "model": model.name,
+                    "items": [
+                        {"prompt": prompt, "response": response}
+                        for prompt, response in zip(
+                            workload.prompts[start : start + per_request],
+                            workload.responses[start : start + per_request],
+                            strict=True,
+                        )
+                    ],
+                }
                 for start in range(0, len(workload.prompts) - per_request + 1, per_request)
             ]
             if not bodies:

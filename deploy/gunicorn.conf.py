@@ -12,11 +12,11 @@ import signal
 import tempfile
 from pathlib import Path
 
-from service.config import Settings
+from rmserve.config import Settings
 
 settings = Settings.from_env()
 
-wsgi_app = "service.app:create_app()"
+wsgi_app = "rmserve.app:create_app()"
 bind = [f"{settings.host}:{settings.port}"]
 worker_class = "gthread"
 workers = settings.workers
@@ -55,7 +55,7 @@ def on_exit(server):
 
 def post_fork(server, worker):
     """Send rmserve's log lines (model loading comes next) where gunicorn's go."""
-    service_log = logging.getLogger("service")
+    service_log = logging.getLogger("rmserve")
     service_log.handlers = logging.getLogger("gunicorn.error").handlers
     service_log.setLevel(settings.log_level.upper())
     service_log.propagate = False

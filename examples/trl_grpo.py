@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from trl import GRPOConfig, GRPOTrainer
 
-from service.client import RewardClient
+from rmserve.client import RewardClient
 
 PROMPTS = [
     "How do I bake bread?",
@@ -46,7 +46,8 @@ def tiny_tokenizer(corpus: Sequence[str], vocab_size: int = 300) -> PreTrainedTo
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<unk>", "<s>", "</s>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     tokenizer.train_from_iterator(list(corpus), trainer)
@@ -60,9 +61,16 @@ def tiny_tokenizer(corpus: Sequence[str], vocab_size: int = 300) -> PreTrainedTo
 def tiny_policy(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> LlamaForCausalLM:
     """A random-init two-layer Llama: enough to sample completions and take gradient steps on a CPU."""
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
     )
     import torch
 
@@ -77,8 +85,13 @@ def prompt_dataset(conversational: bool) -> Dataset:
 
 
 def build_trainer(
-    reward_func: Callable[..., list[float]], policy: str | None, output_dir: Path, steps: int,
-    conversational: bool = False, num_generations: int = 4, max_completion_length: int = 16,
+    reward_func: Callable[..., list[float]],
+    policy: str | None,
+    output_dir: Path,
+    steps: int,
+    conversational: bool = False,
+    num_generations: int = 4,
+    max_completion_length: int = 16,
 ) -> GRPOTrainer:
     if policy is None:
         tokenizer = tiny_tokenizer(PROMPTS * 4)
@@ -101,8 +114,11 @@ def build_trainer(
         seed=0,
     )
     return GRPOTrainer(
-        model=model, reward_funcs=[reward_func], args=config,
-        train_dataset=prompt_dataset(conversational), processing_class=tokenizer,
+        model=model,
+        reward_funcs=[reward_func],
+        args=config,
+        train_dataset=prompt_dataset(conversational),
+        processing_class=tokenizer,
     )
 
 

@@ -21,7 +21,7 @@ import os
 from functools import cache
 from typing import Any
 
-from service.client import RewardClient  # or copy service/client.py next to this file: it needs only requests
+from rmserve.client import RewardClient  # or copy service/client.py (rmserve.client) here: it needs only requests
 
 
 @cache

@@ -13,8 +13,8 @@ import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from models.data import Comparison, pairs
-from models.evaluate import pairwise_accuracy
+from rmserve.training.data import Comparison, pairs
+from rmserve.training.evaluate import pairwise_accuracy
 
 REGULARISATION_GRID = (0.1, 0.3, 1.0, 3.0)
 FOLDS = 4
@@ -46,10 +46,12 @@ class BagOfWords:
         differences = (better - worse).tocsr()
         folds = np.arange(differences.shape[0]) % FOLDS
         cv_accuracy = {
-            strength: np.mean([
-                np.mean(differences[folds == fold] @ _fit(differences[folds != fold], strength) > 0)
-                for fold in range(FOLDS)
-            ])
+            strength: np.mean(
+                [
+                    np.mean(differences[folds == fold] @ _fit(differences[folds != fold], strength) > 0)
+                    for fold in range(FOLDS)
+                ]
+            )
             for strength in REGULARISATION_GRID
         }
         self.strength = max(cv_accuracy, key=cv_accuracy.__getitem__)

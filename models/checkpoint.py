@@ -1,9 +1,9 @@
 """A training run on disk: the trained network, its tokenizer and how it was trained, reloadable for export.
 
-    <run>/checkpoint.pt    from scratch: {"config", "state_dict"}
-    <run>/hf/              with --base: save_pretrained() model + tokenizer
-    <run>/tokenizer.json   the `tokenizers` file serving uses
-    <run>/training.json    data, split, seed, dev accuracy, special token ids, max_length
+<run>/checkpoint.pt    from scratch: {"config", "state_dict"}
+<run>/hf/              with --base: save_pretrained() model + tokenizer
+<run>/tokenizer.json   the `tokenizers` file serving uses
+<run>/training.json    data, split, seed, dev accuracy, special token ids, max_length
 """
 
 from __future__ import annotations
@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tokenizers import Tokenizer
+from torch import nn
 
-from models.model import ModelConfig, RewardModel
-from service.manifest import TOKENIZER_FILE
-from service.tokenizer import PairEncoder, SpecialTokens
+from rmserve.core.manifest import TOKENIZER_FILE
+from rmserve.core.tokenizer import PairEncoder, SpecialTokens
+from rmserve.training.config import ModelConfig
+from rmserve.training.model import RewardModel
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TRAINING_FILE = "training.json"

@@ -1,17 +1,21 @@
 """`rmserve train | export | eval`: the training half of the CLI.
 
-`service.cli` calls `register(subparsers)`. Nothing here imports torch at module level, so the
+`rmserve.cli` calls `register(subparsers)`. Nothing here imports torch at module level, so the
 serving CLI stays light; each handler imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 from pathlib import Path
+from typing import Any
 
-from models.data import LineRange
+from rmserve.config import DEFAULT_REPOSITORY
+from rmserve.training.config import EVAL_THREADS, ExportConfig, ModelConfig, TrainConfig
+from rmserve.training.data import LineRange
 
 DATA_FORMATS = (
     "JSONL, plain or .gz, one object per line: HH-RLHF {chosen, rejected} transcripts; "
@@ -36,7 +40,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_eval(subparsers)
 
 
-def _subcommand(subparsers: argparse._SubParsersAction, name: str, summary: str, description: str) -> argparse.ArgumentParser:
+def _defaults(config: type) -> dict[str, Any]:
+    """A config dataclass's field defaults, so each default is written once (in the dataclass)."""
+    return {field.name: field.default for field in dataclasses.fields(config)}
+
+
+def _subcommand(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, description: str
+) -> argparse.ArgumentParser:
     return subparsers.add_parser(name, help=summary, description=description, formatter_class=_HelpWithDefaults)
 
 
@@ -53,28 +64,79 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, help="run directory to write")
     parser.add_argument("--lines", type=LineRange.parse, help="use only these 1-based lines, e.g. 1-1800")
     parser.add_argument("--base", type=Path, help="local Hugging Face checkpoint directory to fine-tune")
-    parser.add_argument("--seed", type=int, default=0, help="seed for the dev split, initialisation and batches")
-    parser.add_argument("--dev-fraction", type=float, default=0.1, help="share of the data held out for early stopping")
-    parser.add_argument("--epochs", type=int, default=6, help="maximum epochs of ranking-loss training")
-    parser.add_argument("--patience", type=int, default=2, help="stop after this many epochs without dev improvement")
-    parser.add_argument("--batch-size", type=int, default=16, help="comparisons per optimizer step")
-    parser.add_argument("--learning-rate", type=float, default=3e-4, help="AdamW peak learning rate (try 5e-5 with --base)")
-    parser.add_argument("--loss", choices=["plackett-luce", "all-pairs"], default="plackett-luce",
-                        help="loss for rankings of more than two responses; pairs use Bradley-Terry")
-    parser.add_argument("--max-length", type=int, default=256, help="tokens per (prompt, response) sequence")
-    parser.add_argument("--vocab-size", type=int, default=8192, help="BPE vocabulary size (from scratch)")
-    parser.add_argument("--d-model", type=int, default=128, help="transformer width (from scratch)")
-    parser.add_argument("--layers", type=int, default=2, help="transformer layers (from scratch)")
-    parser.add_argument("--heads", type=int, default=4, help="attention heads (from scratch)")
-    parser.add_argument("--towers", type=int, default=1,
-                        help="transformers trained with different seeds and averaged in the graph (from scratch)")
-    parser.add_argument("--ngram-orders", type=int, default=2,
-                        help="bag of hashed response n-grams up to this order; 0 turns it off (from scratch)")
-    parser.add_argument("--hash-buckets", type=int, default=131_071,
-                        help="hash buckets for token n-grams and again for character n-grams; a prime (from scratch)")
-    parser.add_argument("--pretrain-epochs", type=int, default=0,
-                        help="masked-LM epochs on the training transcripts before ranking training (from scratch)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    # Defaults come from TrainConfig and ModelConfig, where they are defined once.
+    train_default, model_default = _defaults(TrainConfig), _defaults(ModelConfig)
+    parser.add_argument(
+        "--seed", type=int, default=train_default["seed"], help="seed for the dev split, initialisation and batches"
+    )
+    parser.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=train_default["dev_fraction"],
+        help="share of the data held out for early stopping",
+    )
+    parser.add_argument(
+        "--epochs", type=int, default=train_default["epochs"], help="maximum epochs of ranking-loss training"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        default=train_default["patience"],
+        help="stop after this many epochs without dev improvement",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=train_default["batch_size"], help="comparisons per optimizer step"
+    )
+    parser.add_argument(
+        "--learning-rate",
+        type=float,
+        default=train_default["learning_rate"],
+        help="AdamW peak learning rate (try 5e-5 with --base)",
+    )
+    parser.add_argument(
+        "--loss",
+        choices=["plackett-luce", "all-pairs"],
+        default=train_default["loss"],
+        help="loss for rankings of more than two responses; pairs use Bradley-Terry",
+    )
+    parser.add_argument(
+        "--max-length", type=int, default=model_default["max_length"], help="tokens per (prompt, response) sequence"
+    )
+    parser.add_argument(
+        "--vocab-size", type=int, default=model_default["vocab_size"], help="BPE vocabulary size (from scratch)"
+    )
+    parser.add_argument(
+        "--d-model", type=int, default=model_default["d_model"], help="transformer width (from scratch)"
+    )
+    parser.add_argument(
+        "--layers", type=int, default=model_default["n_layers"], help="transformer layers (from scratch)"
+    )
+    parser.add_argument("--heads", type=int, default=model_default["n_heads"], help="attention heads (from scratch)")
+    parser.add_argument(
+        "--towers",
+        type=int,
+        default=model_default["n_towers"],
+        help="transformers trained with different seeds and averaged in the graph (from scratch)",
+    )
+    parser.add_argument(
+        "--ngram-orders",
+        type=int,
+        default=model_default["ngram_orders"],
+        help="bag of hashed response n-grams up to this order; 0 turns it off (from scratch)",
+    )
+    parser.add_argument(
+        "--hash-buckets",
+        type=int,
+        default=model_default["hash_buckets"],
+        help="hash buckets for token n-grams and again for character n-grams; a prime (from scratch)",
+    )
+    parser.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=train_default["pretrain_epochs"],
+        help="masked-LM epochs on the training transcripts before ranking training (from scratch)",
+    )
+    parser.add_argument("--threads", type=int, default=train_default["threads"], help="torch CPU threads")
     parser.set_defaults(handler=_train)
 
 
@@ -90,9 +152,11 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("run", type=Path, help="run directory written by `rmserve train`")
     parser.add_argument("--held-out", type=Path, required=True, help="preference file for parity and evaluation")
     parser.add_argument("--held-out-lines", type=LineRange.parse, help="use only these lines, e.g. 1801-2312")
-    parser.add_argument("--repository", type=Path, default=Path("models/repository"), help="model repository")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument("--name", required=True, help="model name, e.g. hh-harmless")
-    parser.add_argument("--version", type=int, default=1, help="version number (directory name)")
+    parser.add_argument(
+        "--version", type=int, default=_defaults(ExportConfig)["version"], help="version number (directory name)"
+    )
     parser.add_argument("--int8", action="store_true", help="serve an int8 dynamically quantized graph")
     parser.set_defaults(handler=_export)
 
@@ -109,34 +173,55 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("model", help="model name in the repository, or a version directory")
     parser.add_argument("file", type=Path, help=DATA_FORMATS)
     parser.add_argument("--lines", type=LineRange.parse, help="use only these lines, e.g. 1801-2312")
-    parser.add_argument("--repository", type=Path, default=Path("models/repository"), help="model repository")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument("--version", type=int, help="version to evaluate (default: highest)")
-    parser.add_argument("--baseline-data", type=Path,
-                        help="training data for the bag-of-words baseline (default: the model's training data)")
+    parser.add_argument(
+        "--baseline-data",
+        type=Path,
+        help="training data for the bag-of-words baseline (default: the model's training data)",
+    )
     parser.add_argument("--baseline-lines", type=LineRange.parse, help="lines of --baseline-data to train on")
-    parser.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=int, default=EVAL_THREADS, help="ONNX Runtime intra-op threads")
     parser.set_defaults(handler=_eval)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from models.model import ModelConfig
-    from models.train import TrainConfig, train
+    from rmserve.training.train import train
 
     model = ModelConfig(
-        vocab_size=args.vocab_size, max_length=args.max_length, d_model=args.d_model, n_layers=args.layers,
-        n_heads=args.heads, n_towers=args.towers, ngram_orders=args.ngram_orders, hash_buckets=args.hash_buckets,
+        vocab_size=args.vocab_size,
+        max_length=args.max_length,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        n_heads=args.heads,
+        n_towers=args.towers,
+        ngram_orders=args.ngram_orders,
+        hash_buckets=args.hash_buckets,
         char_buckets=args.hash_buckets,
     )
     config = TrainConfig(
-        data=args.data, out=args.out, lines=args.lines, base=args.base, model=model, seed=args.seed,
-        dev_fraction=args.dev_fraction, epochs=args.epochs, patience=args.patience, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, loss=args.loss, pretrain_epochs=args.pretrain_epochs, threads=args.threads,
+        data=args.data,
+        out=args.out,
+        lines=args.lines,
+        base=args.base,
+        model=model,
+        seed=args.seed,
+        dev_fraction=args.dev_fraction,
+        epochs=args.epochs,
+        patience=args.patience,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        loss=args.loss,
+        pretrain_epochs=args.pretrain_epochs,
+        threads=args.threads,
     )
     trained = train(config)
     trained.save(config.out)
     record = trained.training
-    rows = [("run directory", str(args.out)), ("train / dev comparisons",
-             f"{record['train_comparisons']} / {record['dev_comparisons']}")]
+    rows = [
+        ("run directory", str(args.out)),
+        ("train / dev comparisons", f"{record['train_comparisons']} / {record['dev_comparisons']}"),
+    ]
     if "bag_of_ngrams" in record:
         rows.append(("bag of n-grams dev accuracy", f"{record['bag_of_ngrams']['dev_accuracy']:.4f}"))
     for index, tower in enumerate(record["transformer"], start=1):
@@ -150,12 +235,19 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from models.export import ExportConfig, export
+    from rmserve.training.export import export
 
-    manifest = export(ExportConfig(
-        run=args.run, repository=args.repository, name=args.name, version=args.version,
-        held_out=args.held_out, held_out_lines=args.held_out_lines, int8=args.int8,
-    ))
+    manifest = export(
+        ExportConfig(
+            run=args.run,
+            repository=args.repository,
+            name=args.name,
+            version=args.version,
+            held_out=args.held_out,
+            held_out_lines=args.held_out_lines,
+            int8=args.int8,
+        )
+    )
     parity = manifest.parity or {}
     rows = [
         ("version directory", str(args.repository / manifest.name / str(manifest.version))),
@@ -165,19 +257,20 @@ def _export(args: argparse.Namespace) -> int:
     ]
     if manifest.quantization:
         rows.append(("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"))
-    rows.append(("normalization mean / std",
-                 f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"))
+    rows.append(("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"))
     _print_table("export summary", rows)
     evaluation = manifest.evaluation
-    _print_accuracy_table(evaluation.data or "", evaluation.n, evaluation.pairwise_accuracy or 0.0, evaluation.baselines)
+    _print_accuracy_table(
+        evaluation.data or "", evaluation.n, evaluation.pairwise_accuracy or 0.0, evaluation.baselines
+    )
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from models.baselines import baseline_accuracies
-    from models.data import read_comparisons
-    from models.evaluate import encode_comparisons, pairwise_accuracy, score_comparisons
-    from service.repository import load_model, load_version
+    from rmserve.engine.version import load_model, load_version
+    from rmserve.training.baselines import baseline_accuracies
+    from rmserve.training.data import read_comparisons
+    from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, score_comparisons
 
     model_path = Path(args.model)
     if model_path.is_dir():
@@ -207,12 +300,16 @@ def _print_accuracy_table(
     data: str, pairs: int, accuracy: float, baselines: dict[str, float], label: str = "reward model"
 ) -> None:
     """Accuracy with a 95% interval (binomial, ±1.96·sqrt(p(1-p)/n)) beside each baseline."""
+
     def interval(p: float) -> str:
         return f"±{1.96 * math.sqrt(p * (1 - p) / max(pairs, 1)):.3f}"
 
     rows = [(label, f"{accuracy:.4f}  {interval(accuracy)}")]
-    names = {"shorter_wins": "shorter response wins", "longer_wins": "longer response wins",
-             "bag_of_words": "bag of words (TF-IDF + logistic regression)"}
+    names = {
+        "shorter_wins": "shorter response wins",
+        "longer_wins": "longer response wins",
+        "bag_of_words": "bag of words (TF-IDF + logistic regression)",
+    }
     rows += [(names.get(name, name), f"{value:.4f}  {interval(value)}") for name, value in baselines.items()]
     _print_table(f"pairwise accuracy on {pairs} pairs of {data}", rows)
 
@@ -226,7 +323,7 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run train/export/eval without the serving CLI: `python -m models.cli train ...`."""
+    """Run train/export/eval without the serving CLI: `python -m rmserve.training.cli train ...`."""
     parser = argparse.ArgumentParser(prog="rmserve")
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)

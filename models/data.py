@@ -11,7 +11,7 @@ Formats (one JSON object per line, plain or gzipped JSONL):
   `"ranking": [index, ...]` (best first) over `responses` in any order.
 
 Pairs may carry a numeric `"margin"` (how much better `chosen` is), used by the Bradley–Terry loss.
-All text is rendered through `service.formatting.InputFormat`, the layout serving uses.
+All text is rendered through `rmserve.core.formats.InputFormat`, the layout serving uses.
 """
 
 from __future__ import annotations
@@ -24,12 +24,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.errors import InvalidField
-from service.formatting import InputFormat
+from rmserve.core.formats import InputFormat
+from rmserve.errors import InvalidField
 
 
 class DataError(ValueError):
     """A line of a preference file that cannot be read; the message names file and line."""
+
+
+class RecordError(ValueError):
+    """A field of one record is wrong (becomes a DataError naming file and line)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def read_comparisons(
             continue
         try:
             comparisons.append(parse_record(record, input_format))
-        except (InvalidField, TypeError, KeyError, ValueError) as error:
+        except (InvalidField, TypeError, KeyError, ValueError) as error:  # InvalidField: from the input format
             raise DataError(f"{path}:{line_number}: {_describe(error)}") from error
     if not comparisons:
         raise DataError(f"{path}: no comparisons in lines {lines or 'all'}")
@@ -93,13 +100,15 @@ def parse_record(record: Any, input_format: InputFormat) -> Comparison:
     if "chosen" in record and "rejected" in record:
         margin = record.get("margin")
         if margin is not None and not isinstance(margin, int | float):
-            raise InvalidField("margin", "must be a number")
+            raise RecordError("margin", "must be a number")
         prompt, chosen, rejected = _pair(record, input_format)
         return Comparison(prompt, (chosen, rejected), None if margin is None else float(margin))
     raise ValueError(f"unknown format: keys {sorted(record)}; expected chosen/rejected or prompt/responses")
 
 
-def split_dev(comparisons: Sequence[Comparison], fraction: float, seed: int) -> tuple[list[Comparison], list[Comparison]]:
+def split_dev(
+    comparisons: Sequence[Comparison], fraction: float, seed: int
+) -> tuple[list[Comparison], list[Comparison]]:
     """Hold out a seeded random `fraction` of the training comparisons for early stopping."""
     order = list(range(len(comparisons)))
     random.Random(seed).shuffle(order)
@@ -149,16 +158,16 @@ def _pair(record: Mapping[str, Any], fmt: InputFormat) -> tuple[str, str, str]:
         prompt_text, chosen_text = fmt.split_messages(prompt_messages + _messages(chosen, "chosen"), "chosen")
         _, rejected_text = fmt.split_messages(prompt_messages + _messages(rejected, "rejected"), "rejected")
         return prompt_text, chosen_text, rejected_text
-    raise InvalidField("chosen", "chosen and rejected must both be strings or both be message lists")
+    raise RecordError("chosen", "chosen and rejected must both be strings or both be message lists")
 
 
 def _ranking(record: Mapping[str, Any], fmt: InputFormat) -> Comparison:
     responses = record["responses"]
     if not isinstance(responses, list) or len(responses) < 2 or not all(isinstance(r, str) for r in responses):
-        raise InvalidField("responses", "must be a list of at least two strings")
+        raise RecordError("responses", "must be a list of at least two strings")
     ranking = record.get("ranking", list(range(len(responses))))
     if not isinstance(ranking, list) or sorted(ranking) != list(range(len(responses))):
-        raise InvalidField("ranking", f"must list each index 0..{len(responses) - 1} once, best first")
+        raise RecordError("ranking", f"must list each index 0..{len(responses) - 1} once, best first")
     prompt = _prompt_text(record["prompt"], fmt)
     return Comparison(prompt, tuple(responses[i].strip() for i in ranking))
 
@@ -171,7 +180,7 @@ def _prompt_text(prompt: Any, fmt: InputFormat) -> str:
 
 def _messages(value: Any, field_name: str) -> list[Mapping[str, str]]:
     if not isinstance(value, list) or not all(isinstance(m, Mapping) for m in value):
-        raise InvalidField(field_name, "must be a list of {role, content} messages")
+        raise RecordError(field_name, "must be a list of {role, content} messages")
     return value
 
 

@@ -6,9 +6,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from models.data import Comparison
-from service.scorer import pad_batch
-from service.tokenizer import PairEncoder
+from rmserve.core.tokenizer import PairEncoder, pad_batch
+from rmserve.training.data import Comparison
 
 # (input_ids, attention_mask) int64 [batch, seq] -> raw rewards [batch]; OnnxScorer is one.
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]

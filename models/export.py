@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,26 +17,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.baselines import baseline_accuracies
-from models.checkpoint import TrainedModel, load_run, torch_score_fn
-from models.data import Comparison, LineRange, read_comparisons
-from models.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
-from service.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, Normalization, sha256_of
-from service.scorer import OnnxScorer
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, Normalization, sha256_of
+from rmserve.engine.session import OnnxScorer
+from rmserve.training.baselines import baseline_accuracies
+from rmserve.training.checkpoint import TrainedModel, load_run, torch_score_fn
+from rmserve.training.config import ExportConfig
+from rmserve.training.data import Comparison, LineRange, read_comparisons
+from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
 
 OPSET = 17
 ONNX_THREADS = 2
-
-
-@dataclass
-class ExportConfig:
-    run: Path
-    repository: Path
-    name: str
-    version: int
-    held_out: Path  # preference file for parity, int8 agreement and the manifest's evaluation
-    held_out_lines: LineRange | None = None
-    int8: bool = False
 
 
 def export(config: ExportConfig) -> Manifest:
@@ -55,7 +44,7 @@ def export(config: ExportConfig) -> Manifest:
         fp32_scores = score_comparisons(OnnxScorer(fp32_path, ONNX_THREADS), held_out_encoded, pad_id)
         parity: dict[str, Any] = {
             "data": _describe(config.held_out, config.held_out_lines),
-            "max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(torch_scores, fp32_scores))),
+            "max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(torch_scores, fp32_scores, strict=False))),
             "ranking_agreement": ranking_agreement(torch_scores, fp32_scores),
         }
         if config.int8:
@@ -68,7 +57,9 @@ def export(config: ExportConfig) -> Manifest:
     if config.int8:
         served_scores = score_comparisons(served, held_out_encoded, pad_id)
         parity["int8_agreement_with_fp32"] = ranking_agreement(fp32_scores, served_scores)
-        parity["int8_max_abs_diff"] = float(max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores)))
+        parity["int8_max_abs_diff"] = float(
+            max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores, strict=False))
+        )
     training_data = read_comparisons(Path(trained.training["data"]), _lines(trained.training.get("lines")))
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
     manifest = Manifest(
@@ -120,8 +111,9 @@ def quantize_int8(source: Path, target: Path) -> None:
 
 def normalization(served: OnnxScorer, trained: TrainedModel, training_data: list[Comparison]) -> Normalization:
     """Mean and std of the served graph's raw scores on every training response."""
-    raw = np.concatenate(score_comparisons(served, encode_comparisons(trained.encoder(), training_data),
-                                           trained.special.pad_id))
+    raw = np.concatenate(
+        score_comparisons(served, encode_comparisons(trained.encoder(), training_data), trained.special.pad_id)
+    )
     return Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6)))
 
 

@@ -44,7 +44,9 @@ def all_pairs_bradley_terry(scores: torch.Tensor, valid: torch.Tensor) -> torch.
     return losses[pair_mask].mean()
 
 
-def ranking_loss(scores: torch.Tensor, valid: torch.Tensor, kind: str, margin: torch.Tensor | None = None) -> torch.Tensor:
+def ranking_loss(
+    scores: torch.Tensor, valid: torch.Tensor, kind: str, margin: torch.Tensor | None = None
+) -> torch.Tensor:
     """The training loss: Bradley–Terry for pairs (with margins), else `kind` for rankings of K."""
     if scores.shape[1] == 2:
         return bradley_terry(scores[:, 0], scores[:, 1], margin)

@@ -14,32 +14,11 @@ the accuracy; the transformer adds what word counts cannot see (the prompt, word
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
-from models.vocab import PAD_ID, SEP_ID
-
-
-@dataclass
-class ModelConfig:
-    vocab_size: int = 8192
-    max_length: int = 256
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    dropout: float = 0.1
-    n_towers: int = 1  # transformers averaged in the score
-    ngram_orders: int = 2  # 0 turns the bag of n-grams off
-    hash_buckets: int = 131_071  # token n-grams; a prime, so `n-gram id mod buckets` spreads evenly
-    char_buckets: int = 131_071  # character n-grams inside tokens
-    char_ngrams_per_token: int = 48
-    pad_id: int = PAD_ID
-    sep_id: int = SEP_ID
-
-    def to_dict(self) -> dict[str, int | float]:
-        return asdict(self)
+from rmserve.training.config import ModelConfig
 
 
 def response_mask(input_ids: torch.Tensor, attention_mask: torch.Tensor, sep_id: int) -> torch.Tensor:
@@ -154,7 +133,9 @@ class BagOfNgrams(nn.Module):
         values = self.weighted_counts(input_ids, in_response)
         token_norm, char_norm = self.norms(values)
         split = self.token_buckets
-        linear = values[:, :split] @ self.weight[:split] / token_norm + values[:, split:] @ self.weight[split:] / char_norm
+        linear = (
+            values[:, :split] @ self.weight[:split] / token_norm + values[:, split:] @ self.weight[split:] / char_norm
+        )
         return linear + self.length_weight * self.log_length(in_response)
 
 

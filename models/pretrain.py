@@ -9,18 +9,25 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from models.model import Transformer
-from models.vocab import MASK_ID, SPECIAL_TOKENS
-from service.scorer import pad_batch
+from rmserve.core.tokenizer import pad_batch
+from rmserve.training.model import Transformer
+from rmserve.training.vocab import MASK_ID, SPECIAL_TOKENS
 
 MASK_RATE = 0.15
 
 
 def pretrain_masked_lm(
-    model: Transformer, sequences: Sequence[Sequence[int]], epochs: int, seed: int,
-    batch_size: int = 32, learning_rate: float = 5e-4,
+    model: Transformer,
+    sequences: Sequence[Sequence[int]],
+    epochs: int,
+    seed: int,
+    batch_size: int = 32,
+    learning_rate: float = 5e-4,
 ) -> float:
-    """Predict 15% of the tokens (80% shown as [MASK], 10% random, 10% unchanged); returns the last epoch's mean loss."""
+    """Predict 15% of the tokens (80% shown as [MASK], 10% random, 10% unchanged).
+
+    Returns the last epoch's mean loss.
+    """
     generator = torch.Generator().manual_seed(seed)
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.01)
@@ -49,7 +56,9 @@ def pretrain_masked_lm(
     return round(mean_loss, 4)
 
 
-def _mask_tokens(input_ids: torch.Tensor, vocab_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def _mask_tokens(
+    input_ids: torch.Tensor, vocab_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """-> (model input with masks, targets: the original id where masked, else -1). [batch, seq] x2"""
     maskable = input_ids >= len(SPECIAL_TOKENS)
     draw = torch.rand(input_ids.shape, generator=generator)
@@ -58,5 +67,7 @@ def _mask_tokens(input_ids: torch.Tensor, vocab_size: int, generator: torch.Gene
     masked = input_ids.clone()
     masked[chosen & (draw < MASK_RATE * 0.8)] = MASK_ID
     random_slot = chosen & (draw >= MASK_RATE * 0.8) & (draw < MASK_RATE * 0.9)
-    masked[random_slot] = torch.randint(len(SPECIAL_TOKENS), vocab_size, input_ids.shape, generator=generator)[random_slot]
+    masked[random_slot] = torch.randint(len(SPECIAL_TOKENS), vocab_size, input_ids.shape, generator=generator)[
+        random_slot
+    ]
     return masked, targets

@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,35 +23,16 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from models.checkpoint import HFReward, TrainedModel, load_hf_classifier, torch_score_fn
-from models.data import Comparison, LineRange, read_comparisons, split_dev
-from models.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy, score_comparisons
-from models.losses import ranking_loss
-from models.model import ModelConfig, RewardModel, Transformer
-from models.pretrain import pretrain_masked_lm
-from models.vocab import SCRATCH_SPECIAL, train_tokenizer
-from models.wide import fill_char_ngrams, fit_bag
-from service.scorer import pad_batch
-from service.tokenizer import SpecialTokens
-
-
-@dataclass
-class TrainConfig:
-    data: Path
-    out: Path  # the run directory the caller saves to
-    lines: LineRange | None = None
-    base: Path | None = None  # a local Hugging Face checkpoint to fine-tune instead of `model`
-    model: ModelConfig = field(default_factory=ModelConfig)  # from scratch; vocab_size is the BPE target
-    seed: int = 0
-    dev_fraction: float = 0.1
-    epochs: int = 6
-    patience: int = 2  # epochs without a better dev accuracy before stopping
-    batch_size: int = 16  # comparisons per step
-    learning_rate: float = 3e-4
-    weight_decay: float = 0.01
-    loss: str = "plackett-luce"  # for rankings of more than two; pairs always use Bradley–Terry
-    pretrain_epochs: int = 0
-    threads: int = 2
+from rmserve.core.tokenizer import SpecialTokens, pad_batch
+from rmserve.training.checkpoint import HFReward, TrainedModel, load_hf_classifier, torch_score_fn
+from rmserve.training.config import TrainConfig
+from rmserve.training.data import Comparison, read_comparisons, split_dev
+from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy, score_comparisons
+from rmserve.training.losses import ranking_loss
+from rmserve.training.model import RewardModel, Transformer
+from rmserve.training.pretrain import pretrain_masked_lm
+from rmserve.training.vocab import SCRATCH_SPECIAL, train_tokenizer
+from rmserve.training.wide import fill_char_ngrams, fit_bag
 
 
 def train(config: TrainConfig) -> TrainedModel:
@@ -136,9 +117,7 @@ def _build_from_base(config: TrainConfig) -> TrainedModel:
         "parameters": _count(classifier),
     }
     network = HFReward(classifier)
-    return TrainedModel(
-        network, hf_tokenizer.backend_tokenizer, special, min(max_length, positions), architecture, {}
-    )
+    return TrainedModel(network, hf_tokenizer.backend_tokenizer, special, min(max_length, positions), architecture, {})
 
 
 def _fit(
@@ -162,8 +141,12 @@ def _fit(
     best_accuracy, best_state, history, stale = -1.0, None, [], 0
     for epoch in range(1, config.epochs + 1):
         model.train()
-        progress = tqdm(_batches(train_encoded, config.batch_size), total=steps_per_epoch,
-                        desc=f"{label}epoch {epoch}/{config.epochs}", leave=False)
+        progress = tqdm(
+            _batches(train_encoded, config.batch_size),
+            total=steps_per_epoch,
+            desc=f"{label}epoch {epoch}/{config.epochs}",
+            leave=False,
+        )
         for indices in progress:
             scores, valid = _group_scores(model, [train_encoded[i] for i in indices], pad_id)
             margin = None
@@ -196,7 +179,12 @@ def _blend(network: RewardModel, dev_encoded: Sequence[EncodedComparison], pad_i
     deep = score_comparisons(torch_score_fn(network.deep_score), dev_encoded, pad_id)
     wide = score_comparisons(torch_score_fn(network.wide_score), dev_encoded, pad_id)
     differences = np.array(
-        [[w[i] - w[j], d[i] - d[j]] for w, d in zip(wide, deep) for i in range(len(w)) for j in range(i + 1, len(w))]
+        [
+            [w[i] - w[j], d[i] - d[j]]
+            for w, d in zip(wide, deep, strict=False)
+            for i in range(len(w))
+            for j in range(i + 1, len(w))
+        ]
     )
     features = np.vstack([differences, -differences])
     labels = np.r_[np.ones(len(differences)), np.zeros(len(differences))]
@@ -204,8 +192,11 @@ def _blend(network: RewardModel, dev_encoded: Sequence[EncodedComparison], pad_i
     deep_weight = max(0.0, deep_coef / wide_coef) if wide_coef > 0 else 1.0
     with torch.no_grad():
         network.deep_weight.fill_(deep_weight)
-    return {"deep_weight": deep_weight, "dev_accuracy_bag": pairwise_accuracy(wide),
-            "dev_accuracy_transformer": pairwise_accuracy(deep)}
+    return {
+        "deep_weight": deep_weight,
+        "dev_accuracy_bag": pairwise_accuracy(wide),
+        "dev_accuracy_transformer": pairwise_accuracy(deep),
+    }
 
 
 def _group_scores(

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from service.tokenizer import SpecialTokens
+from rmserve.core.tokenizer import SpecialTokens
 
 # Fixed ids: the manifest's `tokens` and the model's pad/sep handling rely on them.
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

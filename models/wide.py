@@ -6,9 +6,8 @@ exactly the weights the ONNX graph multiplies. Regularisation strength is chosen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import zlib
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -16,9 +15,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tokenizers import Tokenizer
 
-from models.evaluate import EncodedComparison, pairwise_accuracy, regroup
-from models.model import BagOfNgrams, response_mask
-from service.scorer import pad_batch
+from rmserve.core.tokenizer import pad_batch
+from rmserve.training.evaluate import EncodedComparison, pairwise_accuracy, regroup
+from rmserve.training.model import BagOfNgrams, response_mask
 
 REGULARISATION_GRID = (0.03, 0.1, 0.3, 1.0, 3.0)
 BATCH = 64
@@ -96,7 +95,6 @@ def _pair_differences(rows: sp.csr_matrix, groups: Sequence[EncodedComparison]) 
                 worse.append(start + j)
         start += len(group)
     return (rows[better] - rows[worse]).tocsr()
-
 
 
 def _to_scipy(dense: torch.Tensor) -> sp.csr_matrix:

@@ -36,8 +36,14 @@ class RewardServerError(Exception):
     """The server refused a request (4xx), answered nonsense, or still failed after the retry budget."""
 
     def __init__(
-        self, message: str, *, status: int | None = None, code: str | None = None, field: str | None = None,
-        request_id: str | None = None, attempts: int = 1,
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        field: str | None = None,
+        request_id: str | None = None,
+        attempts: int = 1,
     ):
         super().__init__(message)
         self.status = status
@@ -123,7 +129,9 @@ class RewardClient:
         """One normalized score per (prompt, response) pair, in order."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; give one prompt per response")
-        return self.score_items([{"prompt": prompt, "response": response} for prompt, response in zip(prompts, responses)])
+        return self.score_items(
+            [{"prompt": prompt, "response": response} for prompt, response in zip(prompts, responses, strict=False)]
+        )
 
     def score_items(self, items: Sequence[Item]) -> list[float]:
         """Score items of either form (`/v1/score`'s items), split into requests of at most `max_items`."""
@@ -194,7 +202,10 @@ class RewardClient:
                     return _json_object(response, request_id)
                 if response.status_code not in RETRY_STATUSES:
                     raise _refusal(response, request_id, attempt + 1)
-                last_failure, last_status = f"HTTP {response.status_code}: {_error_message(response)}", response.status_code
+                last_failure, last_status = (
+                    f"HTTP {response.status_code}: {_error_message(response)}",
+                    response.status_code,
+                )
                 retry_after = _retry_after_s(response.headers.get("Retry-After"))
                 if retry_after is None:
                     wait = self._backoff(attempt)
@@ -204,12 +215,14 @@ class RewardClient:
                 self.sleep(wait)
         raise RewardServerError(
             f"{method} {self.url}{path} failed {attempts} times (request {request_id}); last: {last_failure}",
-            status=last_status, request_id=request_id, attempts=attempts,
+            status=last_status,
+            request_id=request_id,
+            attempts=attempts,
         )
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: between half and all of base * 2^attempt, capped."""
-        ceiling = min(self.max_backoff_s, self.backoff_s * 2**attempt)
+        ceiling = min(self.max_backoff_s, self.backoff_s * 2.0**attempt)
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
 
@@ -227,7 +240,9 @@ class RewardFunction:
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        return self.client.score_items([trl_item(prompt, completion) for prompt, completion in zip(prompts, completions)])
+        return self.client.score_items(
+            [trl_item(prompt, completion) for prompt, completion in zip(prompts, completions, strict=False)]
+        )
 
 
 def trl_item(prompt: Any, completion: Any) -> Item:
@@ -267,7 +282,8 @@ def _json_object(response: requests.Response, request_id: str) -> dict[str, Any]
     if not isinstance(answer, dict):
         raise RewardServerError(
             f"{response.url} answered 200 with a body that is not a JSON object: {response.text[:200]!r}",
-            status=response.status_code, request_id=request_id,
+            status=response.status_code,
+            request_id=request_id,
         )
     return answer
 
@@ -295,8 +311,11 @@ def _refusal(response: requests.Response, request_id: str, attempts: int) -> Rew
     return RewardServerError(
         f"{response.request.method} {response.url} refused with HTTP {response.status_code} "
         f"(request {request_id}): {_error_message(response)}",
-        status=response.status_code, code=detail.get("code"), field=detail.get("field"),
-        request_id=request_id, attempts=attempts,
+        status=response.status_code,
+        code=detail.get("code"),
+        field=detail.get("field"),
+        request_id=request_id,
+        attempts=attempts,
     )
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "RMSERVE_"
+DEFAULT_REPOSITORY = Path("models/repository")  # relative to the working directory
 
 
 @dataclass(frozen=True)
@@ -18,7 +19,7 @@ class Settings:
 
     host: str = "0.0.0.0"
     port: int = 8000
-    model_repository: Path = Path("models/repository")
+    model_repository: Path = DEFAULT_REPOSITORY
     models: tuple[str, ...] = ()  # which model names to load; empty = all in the repository
     default_model: str | None = None  # served when a request names none; default: first loaded
     pinned_versions: tuple[str, ...] = ()  # "name=version" pins; otherwise the highest version
@@ -53,7 +54,15 @@ class Settings:
         return cls(**values).validated()
 
     def validated(self) -> Settings:
-        for name in ("port", "workers", "threads", "max_batch_tokens", "max_batch_size", "max_queue_tokens", "max_items"):
+        for name in (
+            "port",
+            "workers",
+            "threads",
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_queue_tokens",
+            "max_items",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:

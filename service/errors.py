@@ -1,11 +1,10 @@
-"""Every error kind the service can answer with, each carrying its HTTP status, in one place."""
+"""Every error kind the service can answer with, each carrying its HTTP status and code.
+
+No HTTP framework here: the engine and the protocols raise these, and `rmserve.http.errors`
+turns any of them into the one error body.
+"""
 
 from __future__ import annotations
-
-from flask import Flask, Response, jsonify
-from werkzeug.exceptions import HTTPException
-
-from service import metrics
 
 
 class ServiceError(Exception):
@@ -76,31 +75,3 @@ class NotReady(ServiceError):
 
 class DeadlineExceeded(ServiceError):
     status, code = 504, "deadline_exceeded"
-
-
-def error_response(error: ServiceError) -> Response:
-    metrics.FAILURES.labels(error.code).inc()
-    response = jsonify({"error": {"code": error.code, "message": error.message, "field": error.field}})
-    response.status_code = error.status
-    response.headers.update(error.headers)
-    return response
-
-
-def _http_exception_response(error: HTTPException) -> Response:
-    """Werkzeug's own errors (unknown route, wrong method, body too large) in our error shape."""
-    code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}.get(
-        error.code or 500, "http_error"
-    )
-    metrics.FAILURES.labels(code).inc()
-    response = jsonify({"error": {"code": code, "message": error.description, "field": None}})
-    response.status_code = error.code or 500
-    valid_methods = getattr(error, "valid_methods", None)
-    if valid_methods:
-        response.headers["Allow"] = ", ".join(valid_methods)
-    return response
-
-
-def register(app: Flask) -> None:
-    """Turn every exception into the one error body."""
-    app.register_error_handler(ServiceError, error_response)
-    app.register_error_handler(HTTPException, _http_exception_response)

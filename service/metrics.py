@@ -49,15 +49,11 @@ TOKENS_SCORED = Counter("rmserve_tokens_scored_total", "Real (unpadded) tokens s
 SCORES = Histogram("rmserve_score", "Distribution of normalized scores served.", ["model"], buckets=SCORE_BUCKETS)
 TRUNCATIONS = Counter("rmserve_truncations_total", "Items cut to the model's max_length.", ["model"])
 FAILURES = Counter("rmserve_failures_total", "Failed requests, by reason (the error code).", ["reason"])
-ITEMS_FAILED = Counter(
-    "rmserve_items_failed_total", "Accepted items never scored, by reason.", ["model", "reason"]
-)
+ITEMS_FAILED = Counter("rmserve_items_failed_total", "Accepted items never scored, by reason.", ["model", "reason"])
 MODEL_INFO = Gauge(
     "rmserve_model_info", "Loaded model versions (value 1).", ["model", "version", "sha256"], multiprocess_mode="max"
 )
-READY = Gauge(
-    "rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin"
-)
+READY = Gauge("rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin")
 
 
 def exposition(multiprocess_dir: Path | None) -> tuple[bytes, str]:
@@ -65,14 +61,25 @@ def exposition(multiprocess_dir: Path | None) -> tuple[bytes, str]:
     if multiprocess_dir is None:
         return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))
+    multiprocess.MultiProcessCollector(registry, path=str(multiprocess_dir))  # type: ignore[no-untyped-call]
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
 def register_model(name: str, version: int, sha256: str) -> None:
     """Create a model's series at zero when it loads, so the first real increment shows in rate()."""
-    for metric in (QUEUE_ITEMS, QUEUE_TOKENS, QUEUE_WAIT_SECONDS, BATCH_SIZE, BATCH_PADDED_TOKENS, PADDING_EFFICIENCY,
-                   INFERENCE_SECONDS, ITEMS_SCORED, TOKENS_SCORED, SCORES, TRUNCATIONS):
+    for metric in (
+        QUEUE_ITEMS,
+        QUEUE_TOKENS,
+        QUEUE_WAIT_SECONDS,
+        BATCH_SIZE,
+        BATCH_PADDED_TOKENS,
+        PADDING_EFFICIENCY,
+        INFERENCE_SECONDS,
+        ITEMS_SCORED,
+        TOKENS_SCORED,
+        SCORES,
+        TRUNCATIONS,
+    ):
         metric.labels(name)
     for reason in ("deadline_exceeded", "cancelled", "inference_failed", "non_finite"):
         ITEMS_FAILED.labels(name, reason)

@@ -12,32 +12,34 @@ from typing import IO
 
 from tqdm import tqdm
 
-from service.config import Settings
-from service.errors import ServiceError
-from service.inputs import item_pairs
-from service.registry import ModelRegistry, ServedModel
-from service.schemas import Item, parse
+from rmserve.config import Settings
+from rmserve.engine.registry import ModelRegistry, ServedModel
+from rmserve.errors import ServiceError
+from rmserve.protocols.inputs import item_pairs
+from rmserve.protocols.schemas import ChatItem, ItemBody, PairItem, parse
+
+NumberedItem = tuple[int, PairItem | ChatItem]  # (line number, item)
 
 # Offline scoring has no client waiting: a chunk may take as long as it needs.
 OFFLINE_DEADLINE_S = 24 * 3600.0
 
 
-def read_items(path: Path) -> Iterator[tuple[int, Item]]:
+def read_items(path: Path) -> Iterator[NumberedItem]:
     """(line number, item) for every non-blank line; a bad line stops with its number."""
     with path.open(encoding="utf-8") as lines:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
             try:
-                yield number, parse(Item, json.loads(line))
+                yield number, parse(ItemBody, json.loads(line)).root
             except json.JSONDecodeError as error:
                 raise SystemExit(f"{path}:{number}: not valid JSON: {error}") from None
             except ServiceError as error:
                 raise SystemExit(f"{path}:{number}: {error.field}: {error.message}") from None
 
 
-def chunks(items: Iterator[tuple[int, Item]], size: int) -> Iterator[list[tuple[int, Item]]]:
-    chunk: list[tuple[int, Item]] = []
+def chunks(items: Iterator[NumberedItem], size: int) -> Iterator[list[NumberedItem]]:
+    chunk: list[NumberedItem] = []
     for numbered in items:
         chunk.append(numbered)
         if len(chunk) == size:
@@ -47,7 +49,7 @@ def chunks(items: Iterator[tuple[int, Item]], size: int) -> Iterator[list[tuple[
         yield chunk
 
 
-def score_chunk(model: ServedModel, chunk: list[tuple[int, Item]], settings: Settings) -> list[dict[str, object]]:
+def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Settings) -> list[dict[str, object]]:
     # The per-request item limit is an HTTP guard; a file chunk may be any size.
     pairs = item_pairs([item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk)))
     scored = model.score(pairs.prompts, pairs.responses, time.monotonic() + OFFLINE_DEADLINE_S)
@@ -59,15 +61,16 @@ def score_chunk(model: ServedModel, chunk: list[tuple[int, Item]], settings: Set
     ]
 
 
-def score_file(settings: Settings, input_path: Path, output_path: Path | None, model_name: str | None,
-               chunk_size: int) -> int:
+def score_file(
+    settings: Settings, input_path: Path, output_path: Path | None, model_name: str | None, chunk_size: int
+) -> int:
     """Score every line of `input_path`; write one JSON result per line, in input order."""
     registry = ModelRegistry.load(settings).start()
     model = registry.get(model_name)
     with input_path.open(encoding="utf-8") as lines:  # counted first, for the progress bar's total
         total = sum(1 for line in lines if line.strip())
     sink: IO[str]
-    with (output_path.open("w", encoding="utf-8") if output_path else nullcontext(sys.stdout)) as sink:
+    with output_path.open("w", encoding="utf-8") if output_path else nullcontext(sys.stdout) as sink:
         progress = tqdm(total=total, unit="item", desc=f"scoring with {model.name}", file=sys.stderr)
         try:
             for chunk in chunks(read_items(input_path), chunk_size):

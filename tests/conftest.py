@@ -10,9 +10,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service.app import create_app
-from service.config import Settings
-from service.registry import ModelRegistry
+from rmserve.app import create_app
+from rmserve.config import Settings
+from rmserve.engine.registry import ModelRegistry
 from tests.tiny_model import write_version
 
 ROOT = Path(__file__).resolve().parents[1]

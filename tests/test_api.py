@@ -11,9 +11,9 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
-from service.app import create_app
-from service.config import Settings
-from service.repository import InvalidModel
+from rmserve.app import create_app
+from rmserve.config import Settings
+from rmserve.core.repository import InvalidModel
 from tests.tiny_model import expected_raw_scores
 
 BREAD = {
@@ -52,8 +52,12 @@ def test_scores_match_the_model_computed_by_hand(app: Flask, client: FlaskClient
 def test_items_form_accepts_pairs_and_conversations(client: FlaskClient) -> None:
     items = [
         {"prompt": "How do I bake bread?", "response": "Knead and bake."},
-        {"messages": [{"role": "user", "content": "How do I bake bread?"},
-                      {"role": "assistant", "content": "Knead and bake."}]},
+        {
+            "messages": [
+                {"role": "user", "content": "How do I bake bread?"},
+                {"role": "assistant", "content": "Knead and bake."},
+            ]
+        },
     ]
     body = client.post("/v1/score", json={"items": items}).get_json()
     # A plain prompt is one user turn, so both forms are the same text to the model.
@@ -177,7 +181,10 @@ def test_404_unknown_model_and_route(client: FlaskClient) -> None:
     response = client.post("/v1/score", json={**BREAD, "model": "gpt-9"})
     assert response.status_code == 404
     assert error_of(response) == {
-        "code": "model_not_found", "message": "unknown model 'gpt-9'; loaded: tiny", "field": "model"}
+        "code": "model_not_found",
+        "message": "unknown model 'gpt-9'; loaded: tiny",
+        "field": "model",
+    }
     assert error_of(client.get("/v2/nothing"))["code"] == "not_found"
 
 

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.batcher import Batcher, cut_batch
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
-from service.registry import wait_all
+from rmserve.engine.batcher import Batcher, cut_batch
+from rmserve.engine.registry import wait_all
+from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
 
 PAD = 0
 POISON = 666  # a token id the fake model chokes on
@@ -213,8 +213,9 @@ def test_wait_all_cancels_leftovers_at_the_deadline(make_batcher, model: FakeMod
     ratio=st.floats(1.0, 3.0),
     max_rows=st.integers(1, 70),
 )
-def test_cut_batch_respects_budget_rows_and_padding(lengths: list[int], data, budget: int, ratio: float,
-                                                     max_rows: int) -> None:
+def test_cut_batch_respects_budget_rows_and_padding(
+    lengths: list[int], data, budget: int, ratio: float, max_rows: int
+) -> None:
     anchor = data.draw(st.integers(0, len(lengths) - 1))
     chosen = cut_batch(lengths, anchor, budget, ratio, max_rows)
     assert anchor in chosen
@@ -231,7 +232,7 @@ def test_an_item_cancelled_while_its_batch_is_being_cut_frees_its_tokens(model: 
     (cancelled,) = batcher.submit([[7, 7]], later())
     (kept,) = batcher.submit([[5]], later())
     cancelled.cancel()
-    batcher._execute([entry for entry in batcher._incoming])  # the cut saw both; one was cancelled since
+    batcher._execute(list(batcher._incoming))  # the cut saw both; one was cancelled since
     assert kept.result(timeout=0) == 5
     assert batcher.queued_tokens == 0
     assert not any((batch == 7).any() for batch in model.batches)

@@ -20,8 +20,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.client import Ranking, RewardClient, RewardServerError
 from bench.live_server import free_port
+from rmserve.client import Ranking, RewardClient, RewardServerError
 
 
 @dataclass
@@ -134,7 +134,7 @@ def test_score_returns_one_score_per_pair_in_order_and_sends_headers(serve, wait
     assert client.score(PROMPTS, RESPONSES) == [1.0, 2.0, 3.0]
     (request,) = server.seen
     assert (request.method, request.path) == ("POST", "/v1/score")
-    assert request.body == {"items": [{"prompt": p, "response": r} for p, r in zip(PROMPTS, RESPONSES)]}
+    assert request.body == {"items": [{"prompt": p, "response": r} for p, r in zip(PROMPTS, RESPONSES, strict=False)]}
     assert request.headers["Authorization"] == "Bearer secret"
     assert len(request.headers["X-Request-ID"]) == 32
     assert request.headers["X-Timeout-Ms"] == "12500"
@@ -176,7 +176,9 @@ def test_mismatched_prompts_and_responses_are_refused_before_sending(serve):
 
 
 def test_429_is_retried_after_retry_after_seconds_with_the_same_request_id(serve, waits):
-    queue_full = Reply(429, {"error": {"code": "queue_full", "message": "queue full", "field": None}}, {"Retry-After": "2"})
+    queue_full = Reply(
+        429, {"error": {"code": "queue_full", "message": "queue full", "field": None}}, {"Retry-After": "2"}
+    )
     server, client = serve([queue_full, queue_full, echo_scores], backoff_s=0.5)
     assert client.score(PROMPTS, RESPONSES) == [1.0, 2.0, 3.0]
     assert len(server.seen) == 3
@@ -187,24 +189,24 @@ def test_429_is_retried_after_retry_after_seconds_with_the_same_request_id(serve
 
 def test_retry_after_as_an_http_date_is_honoured(serve, waits):
     later = email.utils.formatdate(time.time() + 30, usegmt=True)
-    server, client = serve([Reply(503, {}, {"Retry-After": later}), echo_scores], backoff_s=0.1)
+    _server, client = serve([Reply(503, {}, {"Retry-After": later}), echo_scores], backoff_s=0.1)
     client.score(["p"], ["r"])
     assert 25.0 <= waits[0] <= 31.0, waits
 
 
 def test_retry_after_is_capped(serve, waits):
-    server, client = serve([Reply(503, {}, {"Retry-After": "3600"}), echo_scores], max_retry_after_s=10, backoff_s=0.1)
+    _server, client = serve([Reply(503, {}, {"Retry-After": "3600"}), echo_scores], max_retry_after_s=10, backoff_s=0.1)
     client.score(["p"], ["r"])
     assert 10.0 <= waits[0] <= 10.1
 
 
 def test_503_without_retry_after_backs_off_exponentially_with_jitter(serve, waits):
     not_ready = Reply(503, {"error": {"code": "not_ready", "message": "loading", "field": None}})
-    server, client = serve([not_ready] * 4 + [echo_scores], retries=5, backoff_s=1.0, max_backoff_s=6.0)
+    _server, client = serve([not_ready] * 4 + [echo_scores], retries=5, backoff_s=1.0, max_backoff_s=6.0)
     client.score(["p"], ["r"])
     ceilings = [1.0, 2.0, 4.0, 6.0]  # 1 * 2^attempt, capped at 6
     assert len(waits) == 4
-    for wait, ceiling in zip(waits, ceilings):
+    for wait, ceiling in zip(waits, ceilings, strict=False):
         assert ceiling / 2 <= wait <= ceiling, (waits, ceilings)
 
 
@@ -222,20 +224,22 @@ def test_gives_up_after_the_retry_budget_with_a_clear_error(serve, waits):
 
 def test_connection_errors_are_retried_then_reported(waits):
     client = RewardClient(f"http://127.0.0.1:{free_port()}", retries=2, sleep=waits.append, rng=random.Random(0))
-    with pytest.raises(RewardServerError, match="failed 3 times.*ConnectionError"):
+    with pytest.raises(RewardServerError, match=r"failed 3 times.*ConnectionError"):
         client.score(["p"], ["r"])
     assert len(waits) == 2
 
 
 def test_a_server_that_never_answers_times_out_and_is_retried(serve, waits):
     server, client = serve([Reply(status=0), Reply(status=0)], retries=1, timeout=0.2)
-    with pytest.raises(RewardServerError, match="failed 2 times.*(Timeout|timed out)"):
+    with pytest.raises(RewardServerError, match=r"failed 2 times.*(Timeout|timed out)"):
         client.score(["p"], ["r"])
     assert len(server.seen) == 2
 
 
 def test_a_refusal_is_not_retried_and_names_the_field(serve, waits):
-    invalid = Reply(422, {"error": {"code": "invalid_field", "message": "must be a string", "field": "items[1].response"}})
+    invalid = Reply(
+        422, {"error": {"code": "invalid_field", "message": "must be a string", "field": "items[1].response"}}
+    )
     server, client = serve([invalid])
     with pytest.raises(RewardServerError) as raised:
         client.score(PROMPTS, RESPONSES)
@@ -256,13 +260,13 @@ def test_a_refusal_is_not_retried_and_names_the_field(serve, waits):
     ],
 )
 def test_never_returns_a_wrong_length_or_non_finite_list(serve, answer):
-    server, client = serve([Reply(200, answer)])
+    _server, client = serve([Reply(200, answer)])
     with pytest.raises(RewardServerError):
         client.score(PROMPTS, RESPONSES)
 
 
 def test_a_200_that_is_not_json_is_an_error(serve):
-    server, client = serve([Reply(200, b"<html>proxy login</html>")])
+    _server, client = serve([Reply(200, b"<html>proxy login</html>")])
     with pytest.raises(RewardServerError, match="not a JSON object"):
         client.score(["p"], ["r"])
 
@@ -274,7 +278,7 @@ def test_413_halves_the_request_until_it_fits(serve):
         return echo_scores(body)
 
     responses = ["r" * length for length in range(1, 9)]
-    server, client = serve([], then=limit_three, max_items=8)
+    _server, client = serve([], then=limit_three, max_items=8)
     assert client.score(["p"] * 8, responses) == [float(length) for length in range(1, 9)]
 
 
@@ -287,7 +291,7 @@ def test_every_call_returns_exactly_one_score_per_item_or_raises(serve, count, m
         scores = echo_scores(body).body["scores"]
         return Reply(200, {"scores": scores[: len(scores) - short_by] if scores else scores})
 
-    server, client = serve([], then=maybe_short, max_items=max_items)
+    _server, client = serve([], then=maybe_short, max_items=max_items)
     responses = ["y" * (index % 5) for index in range(count)]
     try:
         scores = client.score(["p"] * count, responses)
@@ -306,7 +310,7 @@ def test_rank_parses_the_ranking(serve):
 
 
 def test_rank_refuses_a_group_over_the_item_limit(serve):
-    server, client = serve([], max_items=2)
+    _server, client = serve([], max_items=2)
     with pytest.raises(ValueError, match="ranked whole"):
         client.rank("p", ["a", "b", "c"])
 
@@ -340,7 +344,7 @@ def test_reward_func_sends_plain_prompts_as_pairs_and_conversations_as_messages(
 
 
 def test_reward_func_survives_pickling(serve):
-    server, client = serve([], then=lambda body: Reply(200, {"scores": [1.5] * len(body["items"])}), sleep=time.sleep)
+    _server, client = serve([], then=lambda body: Reply(200, {"scores": [1.5] * len(body["items"])}), sleep=time.sleep)
     copy = pickle.loads(pickle.dumps(client.as_reward_func("rm")))
     assert copy.__name__ == "rm"
     assert copy(prompts=["p"], completions=["c"]) == [1.5]

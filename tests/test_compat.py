@@ -18,8 +18,8 @@ import pytest
 import torch
 from flask.testing import FlaskClient
 
-from service.formatting import InputFormat
 from bench.live_server import RunningServer, running_server
+from rmserve.core.formats import InputFormat
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FORMAT = InputFormat()
@@ -120,7 +120,12 @@ def test_the_model_can_be_chosen_in_the_url(client):
 @pytest.mark.parametrize(
     ("body", "status", "code", "field"),
     [
-        ({"query": [PROMPT + "a", "No marker here."], "prompts": [PROMPT, "Other prompt"]}, 422, "invalid_field", "query[1]"),
+        (
+            {"query": [PROMPT + "a", "No marker here."], "prompts": [PROMPT, "Other prompt"]},
+            422,
+            "invalid_field",
+            "query[1]",
+        ),
         ({"query": [PROMPT + "a", PROMPT + "b"], "prompts": [PROMPT]}, 422, "invalid_field", "prompts"),
         ({"query": [PROMPT + "a", "No assistant turn at all."]}, 422, "invalid_field", "query[1]"),
         ({"query": []}, 422, "empty_input", "query"),
@@ -213,8 +218,14 @@ def test_use_activation_wins_over_the_older_name(client):
 
 
 def test_unknown_fields_are_ignored_as_vllm_does(client):
-    payload = {"input": verl_disrm_prompt(CHAT, "Hi."), "priority": 0, "truncate_prompt_tokens": 128,
-               "add_special_tokens": False, "user": "trainer-7", "encoding_format": "float"}
+    payload = {
+        "input": verl_disrm_prompt(CHAT, "Hi."),
+        "priority": 0,
+        "truncate_prompt_tokens": 128,
+        "add_special_tokens": False,
+        "user": "trainer-7",
+        "encoding_format": "float",
+    }
     assert client.post("/classify", json=payload).status_code == 200
 
 
@@ -290,12 +301,14 @@ def test_openrlhf_client_code_path_against_the_live_server(live_server):
 
 def test_openrlhf_package_itself_against_the_live_server(live_server):
     """Runs OpenRLHF's own executor when the package is importable (`pip install --no-deps openrlhf`)."""
-    agent = pytest.importorskip("openrlhf.utils.agent", reason="openrlhf is not installed (it needs CUDA to install whole)")
+    agent = pytest.importorskip(
+        "openrlhf.utils.agent", reason="openrlhf is not installed (it needs CUDA to install whole)"
+    )
     executor = agent.SingleTurnAgentExecutor(remote_rm_url=f"{live_server.base_url}/get_reward")
     query = PROMPT + RESPONSES[0]
     rewards_info_list = asyncio.run(asyncio.wait_for(executor._fetch_rewards_via_http([query], [PROMPT], [""]), 60))
     (rewards_info,) = rewards_info_list
-    reward, scores, info = openrlhf_reward_fields(rewards_info)
+    reward, scores, _info = openrlhf_reward_fields(rewards_info)
     assert len(reward) == 1 and math.isfinite(reward[0]) and scores == reward
 
 

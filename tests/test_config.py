@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.cli import build_parser, settings_from
-from service.config import Settings
+from rmserve.cli import build_parser, settings_from
+from rmserve.config import Settings
 
 
 def test_defaults_without_environment() -> None:
@@ -19,14 +19,16 @@ def test_defaults_without_environment() -> None:
 
 
 def test_environment_is_parsed_by_type() -> None:
-    settings = Settings.from_env({
-        "RMSERVE_PORT": "9000",
-        "RMSERVE_MODELS": "a, b",
-        "RMSERVE_MAX_PADDING_RATIO": "1.5",
-        "RMSERVE_MODEL_REPOSITORY": "/srv/models",
-        "RMSERVE_DEFAULT_MODEL": "b",
-        "OTHER": "ignored",
-    })
+    settings = Settings.from_env(
+        {
+            "RMSERVE_PORT": "9000",
+            "RMSERVE_MODELS": "a, b",
+            "RMSERVE_MAX_PADDING_RATIO": "1.5",
+            "RMSERVE_MODEL_REPOSITORY": "/srv/models",
+            "RMSERVE_DEFAULT_MODEL": "b",
+            "OTHER": "ignored",
+        }
+    )
     assert settings.port == 9000 and settings.models == ("a", "b")
     assert settings.max_padding_ratio == 1.5 and settings.model_repository == Path("/srv/models")
     assert settings.default_model == "b"

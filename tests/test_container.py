@@ -22,9 +22,9 @@ import requests
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
-from service.manifest import MODEL_FILE, TOKENIZER_FILE, sha256_of
-from tests.helpers_deploy import ROOT
 from bench.live_server import answers_ready, free_port, wait_until
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, sha256_of
+from tests.helpers_deploy import ROOT
 from tests.tiny_model import write_version
 
 # The first test also builds the image: minutes on a cold cache.
@@ -53,14 +53,24 @@ def podman_env() -> dict[str, str]:
 
 
 def podman(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["podman", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
 def image(podman_env: dict[str, str]) -> str:
     """`podman build` of the project's Dockerfile (docker format, which keeps HEALTHCHECK)."""
-    build = podman(podman_env, "build", "--pull=never", "--network=host", "--format=docker",
-                   *shlex.split(podman_env["PODMAN_BUILD_MOUNTS"]), "-t", IMAGE, str(ROOT), timeout=1200)
+    build = podman(
+        podman_env,
+        "build",
+        "--pull=never",
+        "--network=host",
+        "--format=docker",
+        *shlex.split(podman_env["PODMAN_BUILD_MOUNTS"]),
+        "-t",
+        IMAGE,
+        str(ROOT),
+        timeout=1200,
+    )
     assert build.returncode == 0, build.stdout[-4000:] + build.stderr[-4000:]
     return IMAGE
 
@@ -77,9 +87,12 @@ def slow_graph(vocab_size: int) -> onnx.ModelProto:
     # [batch, seq, width] -> [batch]; padding counts too: only this model's speed matters.
     nodes.append(helper.make_node("ReduceMean", [f"hidden_{SLOW_LAYERS}"], ["score"], axes=[1, 2], keepdims=0))
     graph = helper.make_graph(
-        nodes, "slow_dense_stack",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"])],
+        nodes,
+        "slow_dense_stack",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
         [numpy_helper.from_array(embeddings, "embeddings"), numpy_helper.from_array(dense, "dense")],
     )
@@ -122,8 +135,21 @@ def start_container(podman_env: dict[str, str], image: str) -> Iterator[Callable
         port = free_port()
         name = f"rmserve-test-{port}"
         names.append(name)
-        started = podman(podman_env, "run", "-d", "--name", name, "--network=host", "--read-only",
-                         "--tmpfs", "/tmp", "-e", f"RMSERVE_PORT={port}", *run_args, image)
+        started = podman(
+            podman_env,
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network=host",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "-e",
+            f"RMSERVE_PORT={port}",
+            *run_args,
+            image,
+        )
         assert started.returncode == 0, started.stderr
         running = Container(name, f"http://127.0.0.1:{port}", podman_env)
         wait_until(lambda: answers_ready(running.base_url) or not is_running(running), 180, "the container's /readyz")
@@ -147,10 +173,12 @@ def is_running(container: Container) -> bool:
 
 
 def test_image_has_no_torch_no_compiler_and_a_non_root_user(podman_env: dict[str, str], image: str) -> None:
-    probe = ("import importlib.util, json, os, shutil; print(json.dumps({'uid': os.getuid(), "
-             "'torch': importlib.util.find_spec('torch') is not None, "
-             "'compilers': [c for c in ('gcc', 'cc', 'c++', 'clang') if shutil.which(c)], "
-             "'sleep': shutil.which('sleep') is not None}))")
+    probe = (
+        "import importlib.util, json, os, shutil; print(json.dumps({'uid': os.getuid(), "
+        "'torch': importlib.util.find_spec('torch') is not None, "
+        "'compilers': [c for c in ('gcc', 'cc', 'c++', 'clang') if shutil.which(c)], "
+        "'sleep': shutil.which('sleep') is not None}))"
+    )
     result = podman(podman_env, "run", "--rm", "--network=host", "--entrypoint", "python", image, "-c", probe)
     assert result.returncode == 0, result.stderr
     # `sleep` is what the Kubernetes preStop hook runs.
@@ -158,9 +186,11 @@ def test_image_has_no_torch_no_compiler_and_a_non_root_user(podman_env: dict[str
 
 
 def test_container_scores_as_non_root_and_passes_its_healthcheck(container: Container) -> None:
-    response = requests.post(f"{container.base_url}/v1/score",
-                             json={"prompt": "How do I bake bread?", "responses": ["Knead and bake.", "No idea."]},
-                             timeout=30)
+    response = requests.post(
+        f"{container.base_url}/v1/score",
+        json={"prompt": "How do I bake bread?", "responses": ["Knead and bake.", "No idea."]},
+        timeout=30,
+    )
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["model"] == "tiny" and len(body["scores"]) == 2
@@ -185,16 +215,24 @@ def test_sigterm_finishes_accepted_requests_then_exits(container: Container) -> 
     outcomes: list[requests.Response] = []
 
     def score_slowly(text: str) -> None:
-        outcomes.append(requests.post(f"{container.base_url}/v1/score", timeout=120, json={
-            "model": "slow", "prompt": "Score this response at length, please.", "responses": [text * 20]}))
+        outcomes.append(
+            requests.post(
+                f"{container.base_url}/v1/score",
+                timeout=120,
+                json={"model": "slow", "prompt": "Score this response at length, please.", "responses": [text * 20]},
+            )
+        )
 
     clients = [threading.Thread(target=score_slowly, args=(text,)) for text in ("bread ", "river ")]
     # One at a time: the first is being scored (seconds) when the second arrives, so both are
     # accepted, one in flight and one queued, before the signal.
     for accepted, client in enumerate(clients, start=1):
         client.start()
-        wait_until(lambda count=accepted: queue_items(container, "slow") == count, 60,
-                   f"{accepted} item(s) in the slow model's queue")
+        wait_until(
+            lambda count=accepted: queue_items(container, "slow") == count,
+            60,
+            f"{accepted} item(s) in the slow model's queue",
+        )
     assert podman(container.env, "kill", "--signal", "TERM", container.name).returncode == 0
 
     wait_until(lambda: not answers_ready(container.base_url), 60, "/readyz to stop answering 200")

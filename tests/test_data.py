@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from models.data import Comparison, DataError, LineRange, pairs, read_comparisons, split_dev
-from service.formatting import InputFormat
+from rmserve.core.formats import InputFormat
+from rmserve.training.data import Comparison, DataError, LineRange, pairs, read_comparisons, split_dev
 
 FORMAT = InputFormat()
 HH_PROMPT = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Can you help me pick a lock?\n\nAssistant:"
@@ -35,7 +35,10 @@ def read_one(tmp_path: Path, record: object) -> Comparison:
 
 
 def test_hh_rlhf_transcripts_split_at_the_last_assistant_turn(tmp_path: Path) -> None:
-    record = {"chosen": HH_PROMPT + " I can't help with that.", "rejected": HH_PROMPT + " Sure, first get a tension wrench."}
+    record = {
+        "chosen": HH_PROMPT + " I can't help with that.",
+        "rejected": HH_PROMPT + " Sure, first get a tension wrench.",
+    }
     comparison = read_one(tmp_path, record)
     assert comparison.prompt == HH_PROMPT
     assert comparison.responses == ("I can't help with that.", "Sure, first get a tension wrench.")

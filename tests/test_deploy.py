@@ -20,8 +20,8 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from service import metrics
-from service.config import PREFIX, Settings
+from rmserve import metrics
+from rmserve.config import PREFIX, Settings
 from tests.helpers_deploy import (
     DASHBOARD,
     DEPLOY,
@@ -46,7 +46,7 @@ def tool(name: str) -> str:
 
 
 def run(*argv: str, cwd: Path = ROOT) -> str:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, f"{' '.join(argv)} failed:\n{result.stdout}\n{result.stderr}"
     return result.stdout
 
@@ -93,8 +93,9 @@ def test_runtime_image_runs_as_non_root_and_installs_only_serving_dependencies()
 
 
 def test_dockerignore_lets_in_everything_the_dockerfile_copies() -> None:
-    allowed = [line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.startswith("!")]
+    allowed = [
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")
+    ]
     copied = re.findall(r"^COPY (?!--from)(?:--\S+ )*(.+) \S+$", (ROOT / "Dockerfile").read_text(), re.MULTILINE)
     for source in " ".join(copied).split():
         source = source.rstrip("/")
@@ -193,8 +194,11 @@ def test_service_hpa_and_budget_select_the_deployment(base: list[dict[str, Any]]
     assert service["spec"]["selector"].items() <= pod_labels.items()
     assert budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
     assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                             "name": deployment["metadata"]["name"]}
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment["metadata"]["name"],
+    }
     assert hpa["spec"]["minReplicas"] > budget["spec"]["maxUnavailable"], "a node drain must leave a replica serving"
 
 

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from flask import Flask
 
-from models.checkpoint import load_run, torch_score_fn
-from models.cli import main as cli_main
-from models.data import read_comparisons
-from models.evaluate import encode_comparisons, score_comparisons
-from models.export import ExportConfig, export
-from models.train import TrainConfig, train
-from service.manifest import MODEL_FILE, Manifest, sha256_of
-from service.repository import load_version
-from service.scorer import OnnxScorer, pad_batch
+from rmserve.core.manifest import MODEL_FILE, Manifest, sha256_of
+from rmserve.core.tokenizer import pad_batch
+from rmserve.engine.session import OnnxScorer
+from rmserve.engine.version import load_version
+from rmserve.training.checkpoint import load_run, torch_score_fn
+from rmserve.training.cli import main as cli_main
+from rmserve.training.config import ExportConfig, TrainConfig
+from rmserve.training.data import read_comparisons
+from rmserve.training.export import export
+from rmserve.training.train import train
 from tests.test_train import TINY_MODEL, write_preferences
 
 
@@ -61,7 +62,9 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     )
 
 
-def test_http_raw_scores_equal_the_trained_model_offline(run: Path, tmp_path: Path, make_app: Callable[..., Flask]) -> None:
+def test_http_raw_scores_equal_the_trained_model_offline(
+    run: Path, tmp_path: Path, make_app: Callable[..., Flask]
+) -> None:
     export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=run.parent / "held_out.jsonl"))
     client = make_app(model_repository=tmp_path, models=("tiny",)).test_client()
     prompt, responses = "How do I bake bread?", ["happy to help: knead the bread.", "go away."]
@@ -82,22 +85,28 @@ def test_onnx_graph_has_dynamic_batch_and_sequence_axes(run: Path, tmp_path: Pat
     for batch, length in [(1, 5), (3, 17), (7, 64)]:
         rng = np.random.default_rng(batch)
         sequences = [[2, *rng.integers(5, 300, size=length - 3).tolist(), 3, 3] for _ in range(batch)]
-        sequences[-1] = sequences[-1][: max(4, length // 2)] + [3]  # one shorter row: padding matters
+        sequences[-1] = [*sequences[-1][: max(4, length // 2)], 3]  # one shorter row: padding matters
         input_ids, attention_mask = pad_batch(sequences, 0)
         np.testing.assert_allclose(scorer(input_ids, attention_mask), network(input_ids, attention_mask), atol=1e-4)
 
 
 def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> None:
     held_out = run.parent / "held_out.jsonl"
-    assert cli_main(["export", str(run), "--held-out", str(held_out), "--repository", str(tmp_path),
-                     "--name", "tiny", "--int8"]) == 0
+    assert (
+        cli_main(
+            ["export", str(run), "--held-out", str(held_out), "--repository", str(tmp_path), "--name", "tiny", "--int8"]
+        )
+        == 0
+    )
     manifest = Manifest.read(tmp_path / "tiny" / "1")
     assert manifest.quantization == "int8-dynamic"
     assert manifest.parity["int8_agreement_with_fp32"] >= 0.9
     assert load_version(tmp_path / "tiny" / "1", intra_op_threads=1).manifest == manifest
 
 
-def test_eval_prints_model_accuracy_beside_baselines(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_prints_model_accuracy_beside_baselines(
+    run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     held_out = run.parent / "held_out.jsonl"
     export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=held_out))
     capsys.readouterr()
@@ -109,7 +118,7 @@ def test_eval_prints_model_accuracy_beside_baselines(run: Path, tmp_path: Path, 
 
 
 def test_ranking_agreement_counts_float_noise_ties_as_agreeing() -> None:
-    from models.evaluate import ranking_agreement
+    from rmserve.training.evaluate import ranking_agreement
 
     torch_scores = [np.array([1.0, 1.0 + 1e-7]), np.array([2.0, 0.0])]
     assert ranking_agreement(torch_scores, [np.array([1.0 + 1e-7, 1.0]), np.array([2.0, 0.0])]) == 1.0

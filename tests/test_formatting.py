@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from service.errors import InvalidField
-from service.formatting import InputFormat
+from rmserve.core.formats import InputFormat
+from rmserve.errors import InvalidField
 
 FORMAT = InputFormat()
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from models.losses import all_pairs_bradley_terry, bradley_terry, plackett_luce, ranking_loss
+from rmserve.training.losses import all_pairs_bradley_terry, bradley_terry, plackett_luce, ranking_loss
 
 
 def neg_log_sigmoid(x: float) -> float:

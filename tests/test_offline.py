@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 
-from service.cli import main
+from rmserve.cli import main
 
 ITEMS = [
     {"prompt": "How do I bake bread?", "response": "Mix flour, water, yeast and salt, knead, bake at 230C."},
@@ -26,8 +26,10 @@ def write_jsonl(path: Path, rows: list[object]) -> Path:
 def test_offline_scores_equal_http_scores(client: FlaskClient, tiny_repository: Path, tmp_path: Path) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", ITEMS)
     output = tmp_path / "out.jsonl"
-    assert main(["score", str(source), "-o", str(output), "--model-repository", str(tiny_repository),
-                 "--chunk-size", "3"]) == 0
+    assert (
+        main(["score", str(source), "-o", str(output), "--model-repository", str(tiny_repository), "--chunk-size", "3"])
+        == 0
+    )
     offline = [json.loads(line) for line in output.read_text().splitlines()]
     online = client.post("/v1/score", json={"items": ITEMS}).get_json()
     assert [row["line"] for row in offline] == [1, 2, 3, 4]

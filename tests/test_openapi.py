@@ -9,14 +9,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 import schemathesis
+from flask import Blueprint, Flask
 from hypothesis import HealthCheck, settings
 from openapi_spec_validator import validate
 from schemathesis.checks import not_a_server_error, positive_data_acceptance
 
-from service.app import create_app
-from service.config import Settings
-from service.openapi import openapi_document
+from rmserve.app import create_app
+from rmserve.config import Settings
+from rmserve.http.openapi import Route, openapi_document, route
 from tests.tiny_model import write_version
 
 _repository = Path(tempfile.mkdtemp(prefix="rmserve-openapi-"))
@@ -26,7 +28,30 @@ schema = schemathesis.openapi.from_wsgi("/openapi.json", APP)
 
 
 def test_document_is_valid_openapi() -> None:
-    validate(openapi_document())
+    validate(openapi_document(APP))
+
+
+def test_every_route_the_app_serves_is_documented() -> None:
+    served = {
+        (rule.rule, method.lower())
+        for rule in APP.url_map.iter_rules()
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+        if rule.endpoint != "static"
+    }
+    documented = {
+        (path, method) for path, operations in openapi_document(APP)["paths"].items() for method in operations
+    }
+    assert served == documented
+
+
+def test_a_route_declared_without_its_entry_stops_the_document() -> None:
+    app = Flask(__name__)
+    extra = Blueprint("extra", __name__)
+    route(extra, Route("/documented", "get", "Has an entry."))(lambda: "ok")
+    extra.add_url_rule("/undocumented", "undocumented", lambda: "no")
+    app.register_blueprint(extra)
+    with pytest.raises(LookupError, match="/undocumented"):
+        openapi_document(app)
 
 
 @schema.parametrize()

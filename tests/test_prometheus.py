@@ -16,10 +16,11 @@ import pytest
 import requests
 import yaml
 
-from tests.helpers_deploy import PROMETHEUS_DIR, alert_rules, dashboard_panels, grafana_to_promql
 from bench.live_server import RunningServer, answers_200, free_port, running_server, wait_until
+from tests.helpers_deploy import PROMETHEUS_DIR, alert_rules, dashboard_panels, grafana_to_promql
 
 pytestmark = pytest.mark.slow
+
 
 class Prometheus:
     def __init__(self, base_url: str) -> None:
@@ -61,11 +62,16 @@ def prometheus(server: RunningServer, tmp_path: Path) -> Iterator[Prometheus]:
 
     address = f"127.0.0.1:{free_port()}"
     log_path = tmp_path / "prometheus.log"
-    with open(log_path, "w") as log:
+    with log_path.open("w") as log:
         process = subprocess.Popen(
-            [binary, f"--config.file={config_file}", f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address={address}"],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                binary,
+                f"--config.file={config_file}",
+                f"--storage.tsdb.path={tmp_path / 'data'}",
+                f"--web.listen-address={address}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     try:
         ready = f"http://{address}/-/ready"
@@ -83,12 +89,18 @@ def test_prometheus_scrapes_rmserve_and_sees_scoring_traffic(server: RunningServ
     scored_before = prometheus.value('sum(rmserve_items_scored_total{job="rmserve"})')
 
     for prompt in ("How do I bake bread?", "What is the capital of France?", "Tell me a joke."):
-        response = requests.post(f"{server.base_url}/v1/score", timeout=30,
-                                 json={"prompt": prompt, "responses": ["Sure, here it is.", "No.", "I can't."]})
+        response = requests.post(
+            f"{server.base_url}/v1/score",
+            timeout=30,
+            json={"prompt": prompt, "responses": ["Sure, here it is.", "No.", "I can't."]},
+        )
         assert response.status_code == 200, response.text
 
-    wait_until(lambda: prometheus.value('sum(rmserve_items_scored_total{job="rmserve"})') >= scored_before + 9, 60,
-               "Prometheus to see 9 more items scored")
+    wait_until(
+        lambda: prometheus.value('sum(rmserve_items_scored_total{job="rmserve"})') >= scored_before + 9,
+        60,
+        "Prometheus to see 9 more items scored",
+    )
     assert prometheus.value('sum(rmserve_requests_total{job="rmserve", endpoint="/v1/score", status="200"})') >= 3
     assert prometheus.value('sum(rmserve_tokens_scored_total{job="rmserve"})') > 0
     assert prometheus.value('sum(rmserve_inference_seconds_count{job="rmserve"})') >= 1
@@ -101,22 +113,29 @@ def test_alert_rules_load_evaluate_and_stay_quiet_on_a_healthy_server(prometheus
     wait_until(lambda: prometheus.value('up{job="rmserve"}') == 1, 60, "the rmserve target to be up")
     assert {rule["name"] for rule in prometheus.rules()} == alert_names
     # Until the first scrape, "no replica is up" is true and RmserveUnavailable may be pending.
-    wait_until(lambda: all(rule["health"] == "ok" and rule["state"] == "inactive" for rule in prometheus.rules()),
-               60, "every alert rule evaluated without error and inactive")
+    wait_until(
+        lambda: all(rule["health"] == "ok" and rule["state"] == "inactive" for rule in prometheus.rules()),
+        60,
+        "every alert rule evaluated without error and inactive",
+    )
 
 
 def test_every_dashboard_query_runs_and_the_throughput_panel_shows_traffic(
     server: RunningServer, prometheus: Prometheus
 ) -> None:
     def score() -> None:
-        response = requests.post(f"{server.base_url}/v1/score", timeout=30,
-                                 json={"prompt": "Hello", "responses": ["Hi there.", "Go away."]})
+        response = requests.post(
+            f"{server.base_url}/v1/score", timeout=30, json={"prompt": "Hello", "responses": ["Hi there.", "Go away."]}
+        )
         assert response.status_code == 200, response.text
 
     # A rate needs two samples of a series: one scored request creates it, the next ones move it.
     score()
-    wait_until(lambda: prometheus.value('sum(rmserve_items_scored_total{job="rmserve"})') >= 2, 60,
-               "Prometheus to scrape the first scored items")
+    wait_until(
+        lambda: prometheus.value('sum(rmserve_items_scored_total{job="rmserve"})') >= 2,
+        60,
+        "Prometheus to scrape the first scored items",
+    )
     for _ in range(3):
         score()
 
@@ -125,6 +144,8 @@ def test_every_dashboard_query_runs_and_the_throughput_panel_shows_traffic(
         for target in panel["targets"]:
             prometheus.query(grafana_to_promql(target["expr"]))  # fails on a query Prometheus rejects
     (throughput,) = panels["Items scored / s"]["targets"]
-    wait_until(lambda: prometheus.value(grafana_to_promql(throughput["expr"])) > 0, 60,
-               "the 'Items scored / s' panel to show traffic")
-
+    wait_until(
+        lambda: prometheus.value(grafana_to_promql(throughput["expr"])) > 0,
+        60,
+        "the 'Items scored / s' panel to show traffic",
+    )

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
-from service.config import Settings
-from service.manifest import MANIFEST_FILE, MODEL_FILE
-from service.registry import ModelRegistry
-from service.repository import InvalidModel, load_model, load_version
+from rmserve.app import create_app
+from rmserve.config import Settings
+from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE
+from rmserve.core.repository import InvalidModel
+from rmserve.engine.registry import ModelRegistry
+from rmserve.engine.version import load_model, load_version
 from tests.tiny_model import write_version
 
 
@@ -79,12 +80,14 @@ def test_graph_that_does_not_match_the_manifest_is_refused(tmp_path: Path) -> No
     graph = helper.make_graph(
         [helper.make_node("Cast", ["input_ids"], ["score"], to=TensorProto.FLOAT)],  # [batch, seq], not [batch]
         "wrong",
-        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"]),
-         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"])],
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["b", "s"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["b", "s"]),
+        ],
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b", "s"])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(directory / MODEL_FILE))
-    from service.manifest import sha256_of
+    from rmserve.core.manifest import sha256_of
 
     manifest.model_copy(update={"sha256": sha256_of(directory / MODEL_FILE)}).write(directory)
     with pytest.raises(InvalidModel, match="expected \\[batch\\]"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.tokenizer import PairEncoder, SpecialTokens
+from rmserve.core.tokenizer import PairEncoder, SpecialTokens
 from tests.tiny_model import TOKENS, train_tokenizer
 
 TOKENIZER = train_tokenizer()

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.checkpoint import load_run, torch_score_fn
-from models.cli import main as cli_main
-from models.data import read_comparisons
-from models.evaluate import encode_comparisons, pairwise_accuracy, score_comparisons
-from models.model import ModelConfig
-from models.train import TrainConfig, train
+from rmserve.training.checkpoint import load_run, torch_score_fn
+from rmserve.training.cli import main as cli_main
+from rmserve.training.config import ModelConfig, TrainConfig
+from rmserve.training.data import read_comparisons
+from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, score_comparisons
+from rmserve.training.train import train
 
 KIND = ["happy to help", "here is how", "step by step", "good question", "certainly"]
 UNKIND = ["go away", "no idea", "not my problem", "whatever", "ask someone else"]
@@ -91,7 +91,7 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
     base = tmp_path_factory.mktemp("tiny-bert")
-    texts = [line for line in write_preferences(base / "corpus.jsonl").read_text().splitlines()]
+    texts = list(write_preferences(base / "corpus.jsonl").read_text().splitlines())
     wordpiece = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     wordpiece.normalizer = normalizers.BertNormalizer()
     wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
@@ -99,13 +99,22 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         texts, trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
     )
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=wordpiece, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        tokenizer_object=wordpiece,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
         mask_token="[MASK]",
     )
     tokenizer.save_pretrained(base)
     config = BertConfig(
-        vocab_size=wordpiece.get_vocab_size(), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-        intermediate_size=32, max_position_embeddings=64, num_labels=1,
+        vocab_size=wordpiece.get_vocab_size(),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=1,
     )
     BertForSequenceClassification(config).save_pretrained(base)
     return base
@@ -114,15 +123,34 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_hf_base_fine_tunes_and_exports_with_its_own_tokenizer(tmp_path: Path, hf_base: Path) -> None:
     data = write_preferences(tmp_path / "prefs.jsonl", count=40)
     out, repository = tmp_path / "run", tmp_path / "repository"
-    assert cli_main(["train", str(data), "-o", str(out), "--base", str(hf_base), "--epochs", "2",
-                     "--learning-rate", "1e-3", "--max-length", "256"]) == 0
+    assert (
+        cli_main(
+            [
+                "train",
+                str(data),
+                "-o",
+                str(out),
+                "--base",
+                str(hf_base),
+                "--epochs",
+                "2",
+                "--learning-rate",
+                "1e-3",
+                "--max-length",
+                "256",
+            ]
+        )
+        == 0
+    )
     trained = load_run(out)
     assert trained.architecture["type"] == "hf-sequence-classification"
     assert trained.max_length == 64  # capped by the checkpoint's position embeddings
     assert (trained.special.bos_id, trained.special.sep_id, trained.special.pad_id) == (2, 3, 0)
 
-    assert cli_main(["export", str(out), "--held-out", str(data), "--repository", str(repository),
-                     "--name", "tiny-bert"]) == 0
+    assert (
+        cli_main(["export", str(out), "--held-out", str(data), "--repository", str(repository), "--name", "tiny-bert"])
+        == 0
+    )
     manifest = json.loads((repository / "tiny-bert" / "1" / "manifest.json").read_text())
     assert manifest["parity"]["max_abs_diff"] < 1e-4
     assert manifest["parity"]["ranking_agreement"] == 1.0

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from service.client import RewardClient
 from bench.live_server import RunningServer, running_server
+from rmserve.client import RewardClient
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "trl_grpo.py"
 NUM_GENERATIONS = 4
@@ -59,8 +59,13 @@ def test_grpo_trains_with_one_finite_reward_per_completion(live_server, tmp_path
     example = load_example()
     reward = RecordingReward(RewardClient(live_server.base_url, timeout=30, retries=2).as_reward_func())
     trainer = example.build_trainer(
-        reward, policy=None, output_dir=tmp_path, steps=STEPS, conversational=conversational,
-        num_generations=NUM_GENERATIONS, max_completion_length=8,
+        reward,
+        policy=None,
+        output_dir=tmp_path,
+        steps=STEPS,
+        conversational=conversational,
+        num_generations=NUM_GENERATIONS,
+        max_completion_length=8,
     )
     trainer.train()
 

@@ -14,9 +14,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from service.formatting import InputFormat
-from service.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, sha256_of
-from service.tokenizer import SpecialTokens
+from rmserve.core.formats import InputFormat
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, sha256_of
+from rmserve.core.tokenizer import SpecialTokens
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 TOKENS = SpecialTokens(pad_id=0, bos_id=2, sep_id=3, eos_id=3)
@@ -71,8 +71,13 @@ def mean_weight_graph(weights: np.ndarray) -> onnx.ModelProto:
 
 
 def write_version(
-    directory: Path, name: str = "tiny", version: int = 1, max_length: int = 64, seed: int = 0,
-    mean: float = 0.5, std: float = 2.0,
+    directory: Path,
+    name: str = "tiny",
+    version: int = 1,
+    max_length: int = 64,
+    seed: int = 0,
+    mean: float = 0.5,
+    std: float = 2.0,
 ) -> Manifest:
     """Write a complete, valid model version directory and return its manifest."""
     directory.mkdir(parents=True, exist_ok=True)

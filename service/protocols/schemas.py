@@ -1,4 +1,5 @@
-"""Request and response bodies. JSON becomes typed objects here, at the edge, or an error naming the field."""
+"""What every protocol's request bodies are built from, and `parse`: JSON becomes typed objects here,
+at the edge, or an error naming the field the way the client wrote it (`items[3].response`)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,19 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag, TypeAdapter, ValidationError
 
-from service.errors import EmptyInput, InvalidField
+from rmserve.errors import EmptyInput, InvalidField
 
 
 class Strict(BaseModel):
     """Unknown fields are refused: a misspelt `respones` must not be silently ignored."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Lenient(BaseModel):
+    """Trainers add fields of their own (`labels`, `add_special_tokens`, `priority`): ignored, as their servers do."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 class Message(Strict):
@@ -44,81 +51,12 @@ Item = Annotated[
 ]
 
 
-class ItemsRequest(Strict):
-    """Items form: any mix of prompt/response pairs and conversations."""
-
-    model: str | None = None
-    items: list[Item] = Field(min_length=1)
+class ItemBody(RootModel[Item]):
+    """One item on its own (a line of `rmserve score`'s input)."""
 
 
-class GroupRequest(Strict):
-    """Group form: one prompt, several responses."""
-
-    model: str | None = None
-    prompt: str
-    responses: list[str] = Field(min_length=1)
-
-
-def _request_form(value: Any) -> str:
-    return "items_form" if isinstance(value, dict) and "items" in value else "group_form"
-
-
-class ScoreRequest(
-    RootModel[
-        Annotated[
-            Annotated[ItemsRequest, Tag("items_form")] | Annotated[GroupRequest, Tag("group_form")],
-            Discriminator(_request_form),
-        ]
-    ]
-):
-    """`/v1/score` takes the items form or the group form."""
-
-
-class RankRequest(GroupRequest):
-    """One prompt and the group of responses to rank."""
-
-
-class ScoreResponse(BaseModel):
-    model: str
-    version: int
-    scores: list[float] = Field(description="(raw - mean) / std with the manifest's normalization")
-    raw_scores: list[float]
-    truncated: list[bool] = Field(description="whether the item was cut to the model's max_length")
-    tokens: list[int] = Field(description="tokens the model read per item")
-    request_id: str
-
-
-class RankResponse(ScoreResponse):
-    ranking: list[int] = Field(description="indices into responses, best first")
-    z_scores: list[float] = Field(description="scores standardized within the group")
-    pairwise: list[list[float]] = Field(description="pairwise[i][j] = P(i preferred over j) = sigmoid(r_i - r_j)")
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    field: str | None
-
-
-class ErrorBody(BaseModel):
-    error: ErrorDetail
-
-
-class ModelCard(BaseModel):
-    name: str
-    version: int
-    sha256: str
-    max_length: int
-    normalization: dict[str, float]
-    evaluation: dict[str, Any]
-    quantization: str | None
-    default: bool
-
-
-class ModelList(BaseModel):
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
+# Union member tags pydantic puts in error locations; clients never wrote them.
+FORM_TAGS = frozenset({"pair_form", "chat_form", "items_form", "group_form"})
 
 Parsed = TypeVar("Parsed")
 
@@ -131,7 +69,7 @@ def _adapter(schema: Any) -> TypeAdapter[Any]:
 def parse(schema: type[Parsed], payload: Any) -> Parsed:
     """Validate a decoded JSON body; the first problem becomes InvalidField naming its path."""
     try:
-        return _adapter(schema).validate_python(payload)
+        return _adapter(schema).validate_python(payload)  # type: ignore[arg-type, no-any-return]
     except ValidationError as error:
         # An unknown field (a typo) explains the missing one it was meant to be: report it first.
         problems = sorted(error.errors(include_url=False), key=lambda problem: problem["type"] != "extra_forbidden")
@@ -147,10 +85,6 @@ def parse(schema: type[Parsed], payload: Any) -> Parsed:
         elif problem["type"] == "model_type":
             message = "must be a JSON object"
         raise InvalidField(location or "body", message) from None
-
-
-# Union member tags pydantic puts in error locations; clients never wrote them.
-FORM_TAGS = frozenset({"pair_form", "chat_form", "items_form", "group_form"})
 
 
 def field_path(location: tuple[str | int, ...]) -> str:

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-pad token sequences into `input_ids` and `attention_mask`, both int64 [batch, seq]."""
-    width = max(len(sequence) for sequence in sequences)
-    input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
-    attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = sequence
-        attention_mask[row, : len(sequence)] = 1
-    return input_ids, attention_mask
 
 
 class OnnxScorer:
@@ -37,9 +25,7 @@ class OnnxScorer:
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[batch, seq] int64 x2 -> [batch] float64 raw rewards."""
-        (raw,) = self.session.run(
-            [self.output_name], {"input_ids": input_ids, "attention_mask": attention_mask}
-        )
+        (raw,) = self.session.run([self.output_name], {"input_ids": input_ids, "attention_mask": attention_mask})
         raw = np.asarray(raw, dtype=np.float64)
         if raw.shape not in ((len(input_ids),), (len(input_ids), 1)):
             raise ValueError(f"model output {self.output_name!r} has shape {raw.shape}; expected [batch] or [batch, 1]")

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from service.config import Settings
-from service.errors import EmptyInput, InvalidField, PayloadTooLarge
-from service.formatting import InputFormat
-from service.schemas import ChatItem, GroupRequest, ItemsRequest, PairItem
+from rmserve.config import Settings
+from rmserve.core.formats import InputFormat
+from rmserve.errors import EmptyInput, InvalidField, PayloadTooLarge
+from rmserve.protocols.schemas import ChatItem, PairItem
 
 
 @dataclass(frozen=True)
@@ -63,12 +63,6 @@ def item_pairs(items: Sequence[PairItem | ChatItem], input_format: InputFormat, 
         prompts.append(prompt)
         responses.append(response)
     return Pairs(prompts, responses)
-
-
-def score_request_pairs(body: ItemsRequest | GroupRequest, input_format: InputFormat, settings: Settings) -> Pairs:
-    if isinstance(body, ItemsRequest):
-        return item_pairs(body.items, input_format, settings)
-    return group_pairs(body.prompt, body.responses, input_format, settings)
 
 
 def transcript_pairs(

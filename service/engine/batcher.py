@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service import metrics
-from service.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
-from service.scorer import pad_batch
+from rmserve import metrics
+from rmserve.core.tokenizer import pad_batch
+from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
 
 log = logging.getLogger(__name__)
 

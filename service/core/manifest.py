@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
-from service.formatting import InputFormat
-from service.tokenizer import SpecialTokens
+from rmserve.core.formats import InputFormat
+from rmserve.core.tokenizer import SpecialTokens
 
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from service.errors import InvalidField
+from rmserve.errors import InvalidField
 
 DEFAULT_ROLES = {"system": "System", "user": "Human", "assistant": "Assistant"}
 
@@ -30,8 +30,10 @@ class InputFormat:
         style = str(spec.get("style", "transcript"))
         if style != "transcript":
             raise ValueError(f"unsupported input_format.style {style!r} (supported: 'transcript')")
-        roles = {**DEFAULT_ROLES, **dict(spec.get("roles", {}))}  # type: ignore[arg-type]
-        return cls(style=style, roles=roles)
+        roles = spec.get("roles", {})
+        if not isinstance(roles, Mapping):
+            raise ValueError(f"input_format.roles must map roles to names, got {roles!r}")
+        return cls(style=style, roles={**DEFAULT_ROLES, **{str(role): str(name) for role, name in roles.items()}})
 
     def to_manifest(self) -> dict[str, object]:
         return {"style": self.style, "roles": dict(self.roles)}
@@ -47,7 +49,7 @@ class InputFormat:
         """Render chat messages as transcript turns."""
         parts = []
         for index, message in enumerate(messages):
-            role = message.get("role")
+            role = message.get("role", "")
             if role not in self.roles:
                 raise InvalidField(
                     f"{field_name}[{index}].role",

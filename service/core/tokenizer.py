@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from tokenizers import Tokenizer
 
 # Share of the token budget kept for the prompt when a long response would crowd it out.
@@ -64,8 +65,7 @@ class PairEncoder:
         prompt_ids = {prompt: encoding.ids for prompt, encoding in zip(unique_prompts, encoded, strict=True)}
         response_ids = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
         return [
-            self._join(prompt_ids[prompt], response.ids)
-            for prompt, response in zip(prompts, response_ids, strict=True)
+            self._join(prompt_ids[prompt], response.ids) for prompt, response in zip(prompts, response_ids, strict=True)
         ]
 
     def _join(self, prompt: list[int], response: list[int]) -> Encoding:
@@ -87,3 +87,14 @@ class PairEncoder:
 
 def _optional(token_id: int | None) -> list[int]:
     return [] if token_id is None else [token_id]
+
+
+def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad token sequences into `input_ids` and `attention_mask`, both int64 [batch, seq]."""
+    width = max(len(sequence) for sequence in sequences)
+    input_ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
+    attention_mask = np.zeros((len(sequences), width), dtype=np.int64)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = sequence
+        attention_mask[row, : len(sequence)] = 1
+    return input_ids, attention_mask

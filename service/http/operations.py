@@ -2,25 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel
 
-from service import metrics
-from service.app import state
-from service.openapi import openapi_document
-from service.schemas import ModelCard, ModelList
+from rmserve import metrics
+from rmserve.http.openapi import DOCUMENT_EXTENSION, Route, route
+from rmserve.http.state import state
 
 operations = Blueprint("operations", __name__)
 
 
-@operations.get("/healthz")
+class ModelCard(BaseModel):
+    name: str
+    version: int
+    sha256: str
+    max_length: int
+    normalization: dict[str, float]
+    evaluation: dict[str, Any]
+    quantization: str | None
+    default: bool
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+@route(operations, Route("/healthz", "get", "Liveness: the process answers.", authenticated=False))
 def healthz() -> Any:
     """The process is alive (it may still be loading models)."""
     return jsonify({"status": "alive"})
 
 
-@operations.get("/readyz")
+@route(
+    operations,
+    Route(
+        "/readyz", "get", "Readiness: models loaded and warmed; 503 while draining.", errors=(503,), authenticated=False
+    ),
+)
 def readyz() -> Any:
     """200 with models loaded and warmed; 503 while draining (a loading worker answers nothing yet)."""
     app_state = state()
@@ -32,13 +53,22 @@ def readyz() -> Any:
     return response
 
 
-@operations.get("/metrics")
+@route(operations, Route("/metrics", "get", "Prometheus metrics.", plain_response="text/plain", authenticated=False))
 def prometheus_metrics() -> Response:
     body, content_type = metrics.exposition(state().settings.metrics_dir)
     return Response(body, content_type=content_type)
 
 
-@operations.get("/v1/models")
+@route(
+    operations,
+    Route(
+        "/v1/models",
+        "get",
+        "Loaded models: version, sha256, normalization, evaluation.",
+        response=ModelList,
+        errors=(401, 503),
+    ),
+)
 def list_models() -> Any:
     registry = state().registry
     cards = []
@@ -59,6 +89,6 @@ def list_models() -> Any:
     return jsonify(ModelList(data=cards).model_dump())
 
 
-@operations.get("/openapi.json")
+@route(operations, Route("/openapi.json", "get", "This document.", authenticated=False))
 def openapi() -> Any:
-    return jsonify(openapi_document())
+    return jsonify(current_app.extensions[DOCUMENT_EXTENSION])

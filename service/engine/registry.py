@@ -15,11 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import metrics
-from service.batcher import Batcher
-from service.config import Settings
-from service.errors import DeadlineExceeded, ModelNotFound
-from service.repository import ModelVersion, load_model, model_names
+from rmserve import metrics
+from rmserve.config import Settings
+from rmserve.core.repository import model_names
+from rmserve.engine.batcher import Batcher
+from rmserve.engine.version import ModelVersion, load_model
+from rmserve.errors import DeadlineExceeded, ModelNotFound
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,67 @@
+"""Every training, export and evaluation default, defined once; `rmserve train/export/eval` read them here.
+
+No torch here, so the CLI can build its flags without importing it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from rmserve.config import DEFAULT_REPOSITORY
+from rmserve.training.data import LineRange
+from rmserve.training.vocab import PAD_ID, SEP_ID
+
+EVAL_THREADS = 2  # ONNX Runtime intra-op threads for `rmserve eval`
+
+
+@dataclass
+class ModelConfig:
+    """The from-scratch network (`rmserve.training.model`)."""
+
+    vocab_size: int = 8192
+    max_length: int = 256
+    d_model: int = 128
+    n_layers: int = 2
+    n_heads: int = 4
+    dropout: float = 0.1
+    n_towers: int = 1  # transformers averaged in the score
+    ngram_orders: int = 2  # 0 turns the bag of n-grams off
+    hash_buckets: int = 131_071  # token n-grams; a prime, so `n-gram id mod buckets` spreads evenly
+    char_buckets: int = 131_071  # character n-grams inside tokens
+    char_ngrams_per_token: int = 48
+    pad_id: int = PAD_ID
+    sep_id: int = SEP_ID
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    out: Path  # the run directory the caller saves to
+    lines: LineRange | None = None
+    base: Path | None = None  # a local Hugging Face checkpoint to fine-tune instead of `model`
+    model: ModelConfig = field(default_factory=ModelConfig)  # from scratch; vocab_size is the BPE target
+    seed: int = 0
+    dev_fraction: float = 0.1
+    epochs: int = 6
+    patience: int = 2  # epochs without a better dev accuracy before stopping
+    batch_size: int = 16  # comparisons per step
+    learning_rate: float = 3e-4
+    weight_decay: float = 0.01
+    loss: str = "plackett-luce"  # for rankings of more than two; pairs always use Bradley–Terry
+    pretrain_epochs: int = 0
+    threads: int = 2
+
+
+@dataclass
+class ExportConfig:
+    run: Path
+    name: str
+    held_out: Path  # preference file for parity, int8 agreement and the manifest's evaluation
+    repository: Path = DEFAULT_REPOSITORY
+    version: int = 1
+    held_out_lines: LineRange | None = None
+    int8: bool = False

@@ -1,0 +1,82 @@
+"""A model version ready to score: verified files plus its ONNX Runtime session, warmed.
+
+A version is served only if it verifies (`rmserve.core.repository`) and its graph gives one
+finite score per row of a test batch. A version that fails is logged and skipped; the
+highest good version (or the pinned one) is served.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rmserve.core.formats import InputFormat
+from rmserve.core.manifest import MODEL_FILE, Manifest
+from rmserve.core.repository import InvalidModel, verify_version, version_dirs
+from rmserve.core.tokenizer import PairEncoder, pad_batch
+from rmserve.engine.session import OnnxScorer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One loaded, verified model version: how to format, tokenize and score its inputs."""
+
+    manifest: Manifest
+    directory: Path
+    format: InputFormat
+    encoder: PairEncoder
+    scorer: OnnxScorer
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    def normalize(self, raw_scores: np.ndarray) -> np.ndarray:
+        normalization = self.manifest.normalization
+        return (raw_scores - normalization.mean) / normalization.std
+
+
+def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:
+    """Verify and load one version directory, or raise InvalidModel saying why."""
+    verified = verify_version(directory)
+    try:
+        scorer = OnnxScorer(verified.model_path, intra_op_threads)
+    except Exception as error:  # onnxruntime raises its own types; all mean "unusable"
+        raise InvalidModel(f"{directory}: cannot load: {error}") from None
+    model = ModelVersion(verified.manifest, directory, verified.format, verified.encoder, scorer)
+    _check_graph(model)
+    return model
+
+
+def _check_graph(model: ModelVersion) -> None:
+    """Run one tiny batch (this also warms the session): one finite score per row."""
+    (encoding,) = model.encoder.encode(["warm-up"], ["warm-up"])
+    input_ids, attention_mask = pad_batch([encoding.input_ids] * 2, model.manifest.tokens.pad_id)
+    try:
+        raw = model.scorer(input_ids, attention_mask)
+    except Exception as error:
+        raise InvalidModel(f"{model.directory}/{MODEL_FILE}: graph fails on a test batch: {error}") from None
+    if not np.all(np.isfinite(raw)):
+        raise InvalidModel(f"{model.directory}/{MODEL_FILE}: non-finite scores on a test batch: {raw}")
+
+
+def load_model(repository: Path, name: str, intra_op_threads: int, pinned: int | None = None) -> ModelVersion:
+    """The pinned version, or the highest version that verifies; log every version skipped."""
+    candidates = version_dirs(repository, name)
+    if pinned is not None:
+        candidates = [path for path in candidates if int(path.name) == pinned]
+    for directory in candidates:
+        try:
+            model = load_version(directory, intra_op_threads)
+        except InvalidModel as error:
+            log.error("refusing model version: %s", error)
+            continue
+        log.info("loaded model %s version %s (sha256 %s)", name, model.manifest.version, model.manifest.sha256[:12])
+        return model
+    wanted = f"version {pinned}" if pinned is not None else "any version"
+    raise InvalidModel(f"{repository / name}: no valid {wanted}")

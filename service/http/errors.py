@@ -1,0 +1,48 @@
+"""The error -> HTTP response map: every exception becomes `{"error": {"code", "message", "field"}}`."""
+
+from __future__ import annotations
+
+from flask import Flask, Response, jsonify
+from pydantic import BaseModel
+from werkzeug.exceptions import HTTPException
+
+from rmserve import metrics
+from rmserve.errors import ServiceError
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer (documented in the OpenAPI document)."""
+
+    error: ErrorDetail
+
+
+def error_response(error: ServiceError) -> Response:
+    metrics.FAILURES.labels(error.code).inc()
+    response = jsonify({"error": {"code": error.code, "message": error.message, "field": error.field}})
+    response.status_code = error.status
+    response.headers.update(error.headers)
+    return response
+
+
+def _http_exception_response(error: HTTPException) -> Response:
+    """Werkzeug's own errors (unknown route, wrong method, body too large) in our error shape."""
+    code = {413: "payload_too_large", 404: "not_found", 405: "method_not_allowed"}.get(error.code or 500, "http_error")
+    metrics.FAILURES.labels(code).inc()
+    response = jsonify({"error": {"code": code, "message": error.description, "field": None}})
+    response.status_code = error.code or 500
+    valid_methods = getattr(error, "valid_methods", None)
+    if valid_methods:
+        response.headers["Allow"] = ", ".join(valid_methods)
+    return response
+
+
+def register(app: Flask) -> None:
+    """Turn every exception into the one error body."""
+    app.register_error_handler(ServiceError, error_response)
+    app.register_error_handler(HTTPException, _http_exception_response)

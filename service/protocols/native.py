@@ -1,0 +1,148 @@
+"""rmserve's own protocol: `POST /v1/score` (items or group form) and `POST /v1/rank`.
+
+Each route is a thin Flask view over pure functions: `request_pairs` turns a parsed body into
+text pairs, `score_answer` / `rank_answer` build the answer from the scores.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import numpy as np
+from flask import Blueprint, jsonify
+from pydantic import BaseModel, Discriminator, Field, RootModel, Tag
+
+from rmserve.config import Settings
+from rmserve.core.formats import InputFormat
+from rmserve.engine.registry import Scored
+from rmserve.http.openapi import SCORING_ERRORS, Route, route
+from rmserve.http.request import read_json, request_id
+from rmserve.http.state import state
+from rmserve.protocols.inputs import Pairs, group_pairs, item_pairs
+from rmserve.protocols.schemas import Item, Strict, parse
+from rmserve.protocols.scoring import score_pairs, sigmoid
+
+native = Blueprint("native", __name__)
+
+TIE_TOLERANCE = 1e-6
+
+
+class ItemsRequest(Strict):
+    """Items form: any mix of prompt/response pairs and conversations."""
+
+    model: str | None = None
+    items: list[Item] = Field(min_length=1)
+
+
+class GroupRequest(Strict):
+    """Group form: one prompt, several responses."""
+
+    model: str | None = None
+    prompt: str
+    responses: list[str] = Field(min_length=1)
+
+
+def _request_form(value: Any) -> str:
+    return "items_form" if isinstance(value, dict) and "items" in value else "group_form"
+
+
+class ScoreRequest(
+    RootModel[
+        Annotated[
+            Annotated[ItemsRequest, Tag("items_form")] | Annotated[GroupRequest, Tag("group_form")],
+            Discriminator(_request_form),
+        ]
+    ]
+):
+    """`/v1/score` takes the items form or the group form."""
+
+
+class RankRequest(GroupRequest):
+    """One prompt and the group of responses to rank."""
+
+
+class ScoreResponse(BaseModel):
+    model: str
+    version: int
+    scores: list[float] = Field(description="(raw - mean) / std with the manifest's normalization")
+    raw_scores: list[float]
+    truncated: list[bool] = Field(description="whether the item was cut to the model's max_length")
+    tokens: list[int] = Field(description="tokens the model read per item")
+    request_id: str
+
+
+class RankResponse(ScoreResponse):
+    ranking: list[int] = Field(description="indices into responses, best first")
+    z_scores: list[float] = Field(description="scores standardized within the group")
+    pairwise: list[list[float]] = Field(description="pairwise[i][j] = P(i preferred over j) = sigmoid(r_i - r_j)")
+
+
+def request_pairs(body: ItemsRequest | GroupRequest, input_format: InputFormat, settings: Settings) -> Pairs:
+    if isinstance(body, ItemsRequest):
+        return item_pairs(body.items, input_format, settings)
+    return group_pairs(body.prompt, body.responses, input_format, settings)
+
+
+def score_answer(model: str, version: int, scored: Scored, request_id: str) -> ScoreResponse:
+    return ScoreResponse(
+        model=model,
+        version=version,
+        scores=scored.scores.tolist(),
+        raw_scores=scored.raw_scores.tolist(),
+        truncated=scored.truncated,
+        tokens=scored.tokens,
+        request_id=request_id,
+    )
+
+
+def rank_answer(model: str, version: int, scored: Scored, request_id: str) -> RankResponse:
+    raw = scored.raw_scores  # [k]
+    spread = raw.std()
+    # Differences below float32 resolution are ties, not a spread to standardize.
+    tied = spread <= TIE_TOLERANCE * max(1.0, float(np.abs(raw).max()))
+    z_scores = np.zeros_like(raw) if tied else (raw - raw.mean()) / spread
+    # pairwise[i, j] = sigmoid(r_i - r_j): the model's P(response i preferred over j)
+    pairwise = sigmoid(raw[:, None] - raw[None, :])
+    ranking = sorted(range(len(raw)), key=lambda index: -raw[index])
+    return RankResponse(
+        **score_answer(model, version, scored, request_id).model_dump(),
+        ranking=ranking,
+        z_scores=z_scores.tolist(),
+        pairwise=pairwise.tolist(),
+    )
+
+
+@route(
+    native,
+    Route(
+        "/v1/score",
+        "post",
+        "Score prompt-response pairs (items form or group form).",
+        ScoreRequest,
+        ScoreResponse,
+        SCORING_ERRORS,
+    ),
+)
+def score() -> Any:
+    body = parse(ScoreRequest, read_json()).root
+    model = state().registry.get(body.model)
+    scored = score_pairs(model, request_pairs(body, model.version.format, state().settings))
+    return jsonify(score_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())
+
+
+@route(
+    native,
+    Route(
+        "/v1/rank",
+        "post",
+        "Rank a group of responses to one prompt, with z-scores and pairwise preferences.",
+        RankRequest,
+        RankResponse,
+        SCORING_ERRORS,
+    ),
+)
+def rank() -> Any:
+    body = parse(RankRequest, read_json())
+    model = state().registry.get(body.model)
+    scored = score_pairs(model, request_pairs(body, model.version.format, state().settings))
+    return jsonify(rank_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())

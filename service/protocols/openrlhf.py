@@ -1,0 +1,82 @@
+"""OpenRLHF's remote reward model protocol: `POST /get_reward` (SPEC §3).
+
+OpenRLHF (`--reward.remote_url http://host:8000/get_reward`) posts the decoded policy texts
+and reads `rewards`, `scores` and `extra_logs`, turning every value into a tensor. The reward
+is the normalized score `/v1/score` calls `scores`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+from pydantic import BaseModel, Field
+
+from rmserve.config import Settings
+from rmserve.core.formats import InputFormat
+from rmserve.engine.registry import Scored
+from rmserve.http.openapi import SCORING_ERRORS, Route, route
+from rmserve.http.request import read_json
+from rmserve.http.state import state
+from rmserve.protocols.inputs import Pairs, prefixed_pairs, transcript_pairs
+from rmserve.protocols.schemas import Lenient, parse
+from rmserve.protocols.scoring import score_pairs
+
+openrlhf = Blueprint("openrlhf", __name__)
+
+
+class GetRewardRequest(Lenient):
+    """OpenRLHF's remote reward model request."""
+
+    model: str | None = Field(
+        None, description="model to score with; also `?model=` in the URL; default model if absent"
+    )
+    query: list[str] = Field(description="full texts, prompt + response, as the policy's tokenizer decoded them")
+    prompts: list[str] | None = Field(
+        None, description="the prompt of each query; each query must start with its prompt, the rest is the response"
+    )
+    labels: list[Any] | None = Field(None, description="accepted and ignored: a reward model needs no reference answer")
+
+
+class GetRewardResponse(BaseModel):
+    rewards: list[float] = Field(description="one normalized score per query (what /v1/score calls `scores`)")
+    scores: list[float] = Field(description="the same numbers as `rewards`")
+    extra_logs: dict[str, list[float]] = Field(
+        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_truncated (0/1), rm_tokens"
+    )
+
+
+def get_reward_pairs(body: GetRewardRequest, input_format: InputFormat, settings: Settings) -> Pairs:
+    """With `prompts`, each response is what follows its prompt; without, split at the last assistant turn."""
+    if body.prompts is None:
+        return transcript_pairs(body.query, "query", input_format, settings)
+    return prefixed_pairs(body.query, body.prompts, "query", input_format, settings)
+
+
+def get_reward_answer(scored: Scored) -> GetRewardResponse:
+    rewards = scored.scores.tolist()
+    # OpenRLHF turns every extra_logs value into a tensor and averages it: floats only, one per query.
+    extra_logs = {
+        "rm_raw_score": scored.raw_scores.tolist(),
+        "rm_truncated": [float(truncated) for truncated in scored.truncated],
+        "rm_tokens": [float(tokens) for tokens in scored.tokens],
+    }
+    return GetRewardResponse(rewards=rewards, scores=rewards, extra_logs=extra_logs)
+
+
+@route(
+    openrlhf,
+    Route(
+        "/get_reward",
+        "post",
+        "OpenRLHF remote reward model: one reward per full text in `query`.",
+        GetRewardRequest,
+        GetRewardResponse,
+        SCORING_ERRORS,
+    ),
+)
+def get_reward() -> Any:
+    body = parse(GetRewardRequest, read_json())
+    model = state().registry.get(body.model or request.args.get("model"))
+    scored = score_pairs(model, get_reward_pairs(body, model.version.format, state().settings))
+    return jsonify(get_reward_answer(scored).model_dump())
