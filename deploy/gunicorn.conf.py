@@ -35,21 +35,31 @@ errorlog = "-"
 control_socket_disable = True
 
 # Prometheus multiprocess mode: every worker writes its samples to files in one directory,
-# which must be empty when the server starts and is cleared of dead workers' live gauges.
-# prometheus_client picks its storage when first imported, so the variable is set here, in
-# the master, before any import of it; workers inherit it.
+# which must hold no stale samples when the server starts and is cleared of dead workers' live
+# gauges. prometheus_client picks its storage when first imported, so the variable is set here,
+# in the master, before any import of it; workers inherit it. A directory given in
+# RMSERVE_METRICS_DIR is the operator's: only prometheus_client's own sample files in it are
+# removed, never anything else, and never the directory.
 metrics_dir = settings.metrics_dir or Path(tempfile.mkdtemp(prefix="rmserve-metrics-"))
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
 os.environ["RMSERVE_METRICS_DIR"] = str(metrics_dir)
+SAMPLE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
+
+
+def remove_samples():
+    for pattern in SAMPLE_FILES:
+        for sample_file in metrics_dir.glob(pattern):
+            sample_file.unlink(missing_ok=True)
 
 
 def on_starting(server):
-    shutil.rmtree(metrics_dir, ignore_errors=True)
     metrics_dir.mkdir(parents=True, exist_ok=True)
+    remove_samples()
 
 
 def on_exit(server):
-    if settings.metrics_dir is None:  # our own temporary directory
+    remove_samples()
+    if settings.metrics_dir is None:  # our own temporary directory, now empty
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
@@ -67,7 +77,7 @@ def post_worker_init(worker):
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):
-        app_state.draining = True
+        app_state.start_draining()
         gunicorn_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)

@@ -23,8 +23,9 @@ class Settings:
     models: tuple[str, ...] = ()  # which model names to load; empty = all in the repository
     default_model: str | None = None  # served when a request names none; default: first loaded
     pinned_versions: tuple[str, ...] = ()  # "name=version" pins; otherwise the highest version
-    api_keys: tuple[str, ...] = ()  # empty = no authentication
-    api_keys_file: Path | None = None  # one key per line; merged with api_keys
+    api_keys: tuple[str, ...] = ()  # empty (and no keys file) = no authentication
+    api_keys_file: Path | None = None  # keys one per line or comma-separated, `#` comments; merged with api_keys
+    protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
     workers: int = 1  # gunicorn worker processes, each with its own model copy
     threads: int = 16  # request threads per worker (they mostly wait on the batcher)
     inference_threads: int = 0  # ONNX Runtime intra-op threads per worker; 0 = cores / workers
@@ -71,15 +72,33 @@ class Settings:
             raise ValueError(f"{PREFIX}MAX_QUEUE_TOKENS must be >= {PREFIX}MAX_BATCH_TOKENS")
         return self
 
+    def __repr__(self) -> str:
+        """Like the dataclass repr, but keys never appear (logs and tracebacks print settings)."""
+        shown = {setting.name: getattr(self, setting.name) for setting in fields(self)}
+        shown["api_keys"] = f"<{len(self.api_keys)} redacted>"
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes).validated()
 
     def all_api_keys(self) -> frozenset[str]:
-        """Keys from the setting and from the keys file (read at start-up)."""
+        """Keys from the setting and from the keys file (read at start-up).
+
+        A keys file that yields no key is an error, never "no authentication".
+        """
         keys = set(self.api_keys)
         if self.api_keys_file is not None:
-            lines = self.api_keys_file.read_text(encoding="utf-8").splitlines()
-            keys.update(line.strip() for line in lines if line.strip() and not line.startswith("#"))
+            variable = f"{PREFIX}API_KEYS_FILE={self.api_keys_file}"
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"{variable}: cannot read it: {error}") from None
+            from_file = keys_in(text)
+            if not from_file:
+                raise ValueError(
+                    f"{variable} holds no key (only blank or comment lines); refusing to serve without auth"
+                )
+            keys |= from_file
         return frozenset(keys)
 
     def pinned_version(self, name: str) -> int | None:
@@ -104,8 +123,29 @@ class Settings:
         return environ
 
 
+def keys_in(text: str) -> set[str]:
+    """Keys one per line or comma-separated; blank lines and `#` comments (indented too) are not keys."""
+    keys: set[str] = set()
+    for line in text.splitlines():
+        content = line.strip()
+        if content.startswith("#"):
+            continue
+        keys.update(key.strip() for key in content.split(",") if key.strip())
+    return keys
+
+
+def _parse_bool(setting: dataclasses.Field[Any], raw: str) -> bool:
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{PREFIX}{setting.name.upper()}={raw!r}: expected true or false")
+
+
 def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
     kind = str(setting.type)
+    if kind == "bool":
+        return _parse_bool(setting, raw)
     try:
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())

@@ -50,6 +50,16 @@ SCORES = Histogram("rmserve_score", "Distribution of normalized scores served.",
 TRUNCATIONS = Counter("rmserve_truncations_total", "Items cut to the model's max_length.", ["model"])
 FAILURES = Counter("rmserve_failures_total", "Failed requests, by reason (the error code).", ["reason"])
 ITEMS_FAILED = Counter("rmserve_items_failed_total", "Accepted items never scored, by reason.", ["model", "reason"])
+BATCHER_RESTARTS = Counter(
+    "rmserve_batcher_restarts_total", "Crashes of a model's batcher loop, each followed by a restart.", ["model"]
+)
+REPOSITORY_REFUSED = Gauge(
+    "rmserve_repository_refused",
+    "Repository entries refused at load (value 1): a version that fails verification (invalid_version), "
+    "a model with no valid version (no_valid_version), a directory that is not a model (not_a_model).",
+    ["entry", "reason"],
+    multiprocess_mode="max",
+)
 MODEL_INFO = Gauge(
     "rmserve_model_info", "Loaded model versions (value 1).", ["model", "version", "sha256"], multiprocess_mode="max"
 )
@@ -79,8 +89,9 @@ def register_model(name: str, version: int, sha256: str) -> None:
         TOKENS_SCORED,
         SCORES,
         TRUNCATIONS,
+        BATCHER_RESTARTS,
     ):
         metric.labels(name)
-    for reason in ("deadline_exceeded", "cancelled", "inference_failed", "non_finite"):
+    for reason in ("deadline_exceeded", "cancelled", "inference_failed", "non_finite", "batcher_crashed"):
         ITEMS_FAILED.labels(name, reason)
     MODEL_INFO.labels(name, str(version), sha256).set(1)

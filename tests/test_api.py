@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -258,6 +259,14 @@ def test_503_while_draining(app: Flask, client: FlaskClient) -> None:
     assert client.get("/healthz").status_code == 200
 
 
+def test_503_and_ready_0_while_a_batcher_is_not_running(app: Flask, client: FlaskClient) -> None:
+    app.extensions["rmserve"].registry.get(None).batcher.stop(timeout=5)  # as if its thread had died
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.get_json()["reason"] == "batcher not running for tiny"
+    assert "rmserve_ready 0.0" in client.get("/metrics").get_data(as_text=True)
+
+
 def test_an_unloadable_repository_fails_at_start_up_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(InvalidModel, match="does not exist"):
         create_app(Settings.from_env({}, model_repository=tmp_path / "missing"))
@@ -273,3 +282,41 @@ def test_failures_are_counted_by_reason(client: FlaskClient) -> None:
     client.post("/v1/score", json={"items": []})
     metrics = client.get("/metrics").get_data(as_text=True)
     assert 'rmserve_failures_total{reason="empty_input"}' in metrics
+
+
+def test_keys_file_with_only_comments_stops_start_up(make_app, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# keys go here\n   # and here\n")
+    with pytest.raises(ValueError, match="no key"):
+        make_app(api_keys_file=keys)
+
+
+def test_every_scoring_and_model_endpoint_needs_the_key(make_app) -> None:
+    client = make_app(api_keys=("secret-1",)).test_client()
+    for method, path in [("post", "/v1/score"), ("post", "/v1/rank"), ("post", "/get_reward"), ("post", "/classify")]:
+        assert getattr(client, method)(path, json=BREAD).status_code == 401, path
+    assert client.get("/v1/models").status_code == 401
+    assert client.get("/metrics").status_code == 200  # open unless RMSERVE_PROTECT_METRICS
+
+
+def test_protect_metrics_puts_metrics_behind_the_key(make_app) -> None:
+    client = make_app(api_keys=("secret-1",), protect_metrics=True).test_client()
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer secret-1"}).status_code == 200
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+
+
+def test_keys_and_bodies_never_reach_the_log(make_app, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG):
+        client = make_app(api_keys=("sekrit-key",)).test_client()
+        client.post(
+            "/v1/score",
+            json={"prompt": "private-prompt", "responses": ["x"]},
+            headers={"Authorization": "Bearer sekrit-guess"},
+        )
+        client.post(
+            "/v1/score",
+            json={"prompt": "private-prompt", "responses": ["x"]},
+            headers={"Authorization": "Bearer sekrit-key"},
+        )
+    assert "sekrit" not in caplog.text and "private-prompt" not in caplog.text

@@ -236,3 +236,94 @@ def test_an_item_cancelled_while_its_batch_is_being_cut_frees_its_tokens(model: 
     assert kept.result(timeout=0) == 5
     assert batcher.queued_tokens == 0
     assert not any((batch == 7).any() for batch in model.batches)
+
+
+# --- the batcher survives its own bugs -----------------------------------------------------------
+
+
+def test_a_cancel_racing_the_deadline_never_kills_the_thread(make_batcher, model: FakeModel) -> None:
+    """The request thread cancels at its deadline while the batcher fails the same item for it."""
+    clock = FakeClock()
+    batcher = make_batcher(clock=clock)
+    hold(model, batcher)
+    (racing,) = batcher.submit([[7, 7]], clock.now + 1)
+    check_cancelled = racing.cancelled
+
+    def cancelled_then_cancel() -> bool:  # the batcher saw "not cancelled"; the request cancels right after
+        seen = check_cancelled()
+        racing.cancel()
+        return seen
+
+    racing.cancelled = cancelled_then_cancel  # type: ignore[method-assign]
+    clock.now += 5
+    model.gate.set()
+    assert wait_all(batcher.submit([[9]], later(10) + 5), later(10) + 5) == [9]  # still scoring
+    assert batcher.healthy and batcher.restarts == 0
+    assert not any((batch == 7).any() for batch in model.batches)
+    assert batcher.queued_tokens == 0
+
+
+class FlakyClock:
+    """A clock that raises once when armed: a bug inside the batcher's own loop."""
+
+    def __init__(self) -> None:
+        self.armed = False
+
+    def __call__(self) -> float:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("bug in the batcher loop")
+        return time.monotonic()
+
+
+def test_a_crash_of_the_loop_is_logged_counted_and_the_batcher_restarts(
+    make_batcher, model: FakeModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    from rmserve import metrics
+
+    clock = FlakyClock()
+    batcher = make_batcher(clock=clock)
+    before = metrics.BATCHER_RESTARTS.labels("fake")._value.get()
+    hold(model, batcher)
+    futures = batcher.submit([[2, 2]], later())
+    clock.armed = True  # the loop crashes on this item's turn, keeps it, and restarts
+    model.gate.set()
+    assert wait_all(futures, later()) == [4]
+    assert wait_all(batcher.submit([[3]], later()), later()) == [3]
+    assert batcher.restarts == 1 and batcher.healthy
+    assert metrics.BATCHER_RESTARTS.labels("fake")._value.get() == before + 1
+    assert "batcher of model fake crashed" in caplog.text
+    assert batcher.queued_tokens == 0
+
+
+def test_a_crash_while_scoring_fails_that_batch_and_frees_its_tokens(make_batcher, model: FakeModel) -> None:
+    batcher = make_batcher()
+    original = batcher._resolve
+
+    def broken_resolve(entry, raw: float) -> None:
+        batcher._resolve = original  # type: ignore[method-assign]
+        raise RuntimeError("bug while resolving")
+
+    batcher._resolve = broken_resolve  # type: ignore[method-assign]
+    (crashed,) = batcher.submit([[5]], later())
+    with pytest.raises(InferenceFailed):
+        crashed.result(timeout=5)
+    assert wait_all(batcher.submit([[6]], later()), later()) == [6]
+    assert batcher.queued_tokens == 0 and batcher.restarts == 1
+
+
+def test_the_batcher_is_unhealthy_once_its_thread_has_ended(make_batcher) -> None:
+    batcher = make_batcher()
+    assert batcher.healthy
+    batcher.stop(timeout=5)
+    assert not batcher.healthy
+
+
+def test_when_one_item_of_a_request_fails_its_other_items_are_cancelled() -> None:
+    from concurrent.futures import Future
+
+    failed, waiting = Future(), Future()
+    failed.set_exception(InferenceFailed("the model failed on this item"))
+    with pytest.raises(InferenceFailed):
+        wait_all([failed, waiting], later())
+    assert waiting.cancelled()

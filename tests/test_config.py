@@ -69,3 +69,41 @@ def test_readme_documents_every_setting_with_its_default() -> None:
     for setting in fields(Settings):
         variable = f"RMSERVE_{setting.name.upper()}"
         assert f"| `{variable}` |" in readme, f"README's settings table lacks {variable}"
+
+
+# --- API keys: never fail open, never shown ------------------------------------------------------
+
+
+def keys_file(tmp_path: Path, text: str) -> Settings:
+    path = tmp_path / "keys"
+    path.write_text(text, encoding="utf-8")
+    return Settings.from_env({}, api_keys_file=path)
+
+
+@pytest.mark.parametrize("text", ["", "\n\n", "# trainers\n#  more\n", "   # indented comment\n  \n"])
+def test_a_keys_file_without_keys_is_an_error_not_no_auth(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ValueError, match=r"RMSERVE_API_KEYS_FILE.*no key"):
+        keys_file(tmp_path, text).all_api_keys()
+
+
+def test_a_missing_keys_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="RMSERVE_API_KEYS_FILE"):
+        Settings.from_env({}, api_keys_file=tmp_path / "absent").all_api_keys()
+
+
+def test_keys_file_lines_commas_and_indented_comments(tmp_path: Path) -> None:
+    settings = keys_file(tmp_path, "# trainers\n  # an indented comment is no key\n key-1 \nkey-2, key-3\n\n")
+    assert settings.all_api_keys() == {"key-1", "key-2", "key-3"}
+
+
+def test_settings_repr_never_shows_keys() -> None:
+    settings = Settings.from_env({"RMSERVE_API_KEYS": "sekrit-a,sekrit-b"})
+    assert "sekrit" not in repr(settings) and "sekrit" not in str(settings)
+    assert "<2 redacted>" in repr(settings)
+
+
+def test_boolean_settings_parse_and_refuse_nonsense() -> None:
+    assert Settings.from_env({"RMSERVE_PROTECT_METRICS": "true"}).protect_metrics is True
+    assert Settings.from_env({"RMSERVE_PROTECT_METRICS": "0"}).protect_metrics is False
+    with pytest.raises(ValueError, match="RMSERVE_PROTECT_METRICS"):
+        Settings.from_env({"RMSERVE_PROTECT_METRICS": "maybe"})

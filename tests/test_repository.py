@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -104,3 +105,120 @@ def test_no_valid_version_is_an_error(tmp_path: Path) -> None:
 def test_unknown_default_model_is_refused(tiny_repository: Path) -> None:
     with pytest.raises(ValueError, match="RMSERVE_DEFAULT_MODEL"):
         ModelRegistry.load(Settings.from_env({}, model_repository=tiny_repository, default_model="other"))
+
+
+# --- bad entries never stop the repository ------------------------------------------------------
+
+
+def mixed_repository(root: Path) -> Path:
+    """One good model, one whose only version has a truncated graph, and two non-model directories."""
+    write_version(root / "good" / "1", name="good", version=1)
+    write_version(root / "broken" / "1", name="broken", version=1)
+    graph = root / "broken" / "1" / MODEL_FILE
+    graph.write_bytes(graph.read_bytes()[:100])  # truncated copy
+    (root / "lost+found").mkdir()
+    (root / ".snapshot").mkdir()
+    return root
+
+
+def refused(entry: str, reason: str) -> float:
+    from rmserve import metrics
+
+    return metrics.REPOSITORY_REFUSED.labels(entry, reason)._value.get()
+
+
+def test_bad_entries_are_skipped_logged_and_counted_and_the_rest_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.from_env({}, model_repository=mixed_repository(tmp_path))
+    with caplog.at_level(logging.WARNING):
+        registry = ModelRegistry.load(settings).start()
+    assert sorted(registry.models) == ["good"] and registry.skipped == ["broken"]
+    assert "skipping model broken" in caplog.text and "lost+found: not a model directory" in caplog.text
+    assert refused("broken/1", "invalid_version") == 1 and refused("broken", "no_valid_version") == 1
+    assert refused("lost+found", "not_a_model") == 1 and refused(".snapshot", "not_a_model") == 1
+    client = create_app(settings, registry).test_client()
+    assert client.get("/readyz").get_json() == {"status": "ready", "models": ["good"], "skipped": ["broken"]}
+    assert client.post("/v1/score", json={"prompt": "hi", "responses": ["hello"]}).status_code == 200
+    registry.stop(timeout=5)
+
+
+def test_a_model_named_in_rmserve_models_that_cannot_load_stops_start_up(tmp_path: Path) -> None:
+    settings = Settings.from_env({"RMSERVE_MODELS": "good,broken"}, model_repository=mixed_repository(tmp_path))
+    with pytest.raises(InvalidModel, match=r"broken.*RMSERVE_MODELS"):
+        ModelRegistry.load(settings)
+
+
+def test_no_loadable_model_at_all_stops_start_up_and_says_why(tmp_path: Path) -> None:
+    root = mixed_repository(tmp_path)
+    (root / "good" / "1" / MODEL_FILE).write_bytes(b"tampered")
+    with pytest.raises(InvalidModel, match=r"no model .* could be loaded \(skipped: broken, good\)"):
+        ModelRegistry.load(Settings.from_env({}, model_repository=root))
+
+
+@pytest.mark.parametrize("name", ["../tiny", "/etc", "tiny/1", ".hidden", "lost+found", ""])
+def test_model_names_never_leave_the_repository(tiny_repository: Path, name: str) -> None:
+    with pytest.raises(InvalidModel, match="not a model name"):
+        ModelRegistry.load(Settings.from_env({}, model_repository=tiny_repository, models=(name,)))
+
+
+def test_a_request_cannot_name_a_path_for_a_model(client) -> None:
+    for name in ("../tiny", "/tmp", "tiny/1"):
+        response = client.post("/v1/score", json={"model": name, "prompt": "a", "responses": ["b"]})
+        assert response.status_code == 404 and response.get_json()["error"]["field"] == "model"
+
+
+def rewrite_manifest(directory: Path, **changes: object) -> None:
+    manifest = json.loads((directory / MANIFEST_FILE).read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            manifest[section][field] = value
+        else:
+            manifest[section] = value
+    (directory / MANIFEST_FILE).write_text(json.dumps(manifest))  # json writes NaN/Infinity as such
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        ({"normalization__mean": float("nan")}, "normalization.mean"),
+        ({"normalization__std": float("inf")}, "normalization.std"),
+        ({"normalization__mean": float("-inf")}, "normalization.mean"),
+        ({"tokens__pad_id": 100_000}, "tokens.pad_id = 100000 is outside the vocabulary"),
+        ({"tokens__eos_id": -1}, "tokens.eos_id = -1 is outside the vocabulary"),
+        ({"tokens__bos_id": 400}, "tokens.bos_id = 400 is outside the vocabulary"),
+    ],
+)
+def test_manifest_numbers_that_do_not_check_out_are_refused(tmp_path: Path, changes: dict, reason: str) -> None:
+    directory = tmp_path / "rm" / "1"
+    write_version(directory, name="rm", version=1)
+    rewrite_manifest(directory, **changes)
+    with pytest.raises(InvalidModel, match=re.escape(reason)):
+        load_version(directory, intra_op_threads=1)
+
+
+def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    from rmserve.core.manifest import TOKENIZER_FILE, sha256_of
+
+    no_tokenizer = tmp_path / "a" / "1"
+    write_version(no_tokenizer, name="a", version=1)
+    (no_tokenizer / TOKENIZER_FILE).unlink()
+    with pytest.raises(InvalidModel, match=r"no tokenizer\.json"):
+        load_version(no_tokenizer, intra_op_threads=1)
+
+    wrong_inputs = tmp_path / "b" / "1"
+    manifest = write_version(wrong_inputs, name="b", version=1)
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["tokens"], ["score"], to=TensorProto.FLOAT)],
+        "wrong_inputs",
+        [helper.make_tensor_value_info("tokens", TensorProto.INT64, ["b"])],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b"])],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(wrong_inputs / MODEL_FILE))
+    manifest.model_copy(update={"sha256": sha256_of(wrong_inputs / MODEL_FILE)}).write(wrong_inputs)
+    with pytest.raises(InvalidModel, match="need input_ids and attention_mask"):
+        load_version(wrong_inputs, intra_op_threads=1)

@@ -56,3 +56,17 @@ def requests_refused(base_url: str) -> bool:
     except requests.ConnectionError:
         return True
     return False
+
+
+def test_metrics_dir_keeps_what_it_did_not_create(tiny_repository: Path, tmp_path: Path) -> None:
+    metrics_dir = tmp_path / "operator-dir"
+    metrics_dir.mkdir()
+    (metrics_dir / "notes.txt").write_text("not rmserve's")
+    (metrics_dir / "counter_12345.db").write_bytes(b"stale")  # a sample file of an earlier run
+    with running_server(
+        tiny_repository, tmp_path / "server.log", env={"RMSERVE_METRICS_DIR": str(metrics_dir)}
+    ) as server:
+        assert requests.post(f"{server.base_url}/v1/score", json=BREAD, timeout=10).status_code == 200
+        assert "rmserve_items_scored_total" in requests.get(f"{server.base_url}/metrics", timeout=10).text
+    assert (metrics_dir / "notes.txt").read_text() == "not rmserve's"
+    assert not list(metrics_dir.glob("*.db"))

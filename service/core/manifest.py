@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 from rmserve.core.formats import InputFormat
 from rmserve.core.tokenizer import SpecialTokens
 
+# A model name is one plain path component: no `..`, no `/`, no dot-dirs, no `lost+found`.
+MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -22,10 +24,13 @@ class _Frozen(BaseModel):
 
 
 class Normalization(_Frozen):
-    """Mean and std of raw scores on training responses; served scores are (raw - mean) / std."""
+    """Mean and std of raw scores on training responses; served scores are (raw - mean) / std.
 
-    mean: float = 0.0
-    std: float = Field(1.0, gt=0.0)
+    Both finite: a NaN here would be served as NaN, which is not JSON and poisons a trainer.
+    """
+
+    mean: float = Field(0.0, allow_inf_nan=False)
+    std: float = Field(1.0, gt=0.0, allow_inf_nan=False)
 
 
 class Evaluation(_Frozen):
@@ -38,7 +43,7 @@ class Evaluation(_Frozen):
 
 
 class Manifest(_Frozen):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: PositiveInt
     created: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")

@@ -7,14 +7,15 @@ tokenizer loads). Running the graph is the engine's part (`rmserve.engine.versio
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from rmserve.core.formats import InputFormat
-from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, Manifest, sha256_of
-from rmserve.core.tokenizer import PairEncoder
+from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, MODEL_NAME_PATTERN, TOKENIZER_FILE, Manifest, sha256_of
+from rmserve.core.tokenizer import PairEncoder, SpecialTokens
 
 
 class InvalidModel(Exception):
@@ -59,17 +60,46 @@ def verify_version(directory: Path) -> VerifiedVersion:
         encoder = PairEncoder.from_file(directory / TOKENIZER_FILE, manifest.max_length, manifest.tokens)
     except Exception as error:  # tokenizers raises its own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
+    _check_token_ids(directory, manifest.tokens, encoder.tokenizer.get_vocab_size(with_added_tokens=True))
     return VerifiedVersion(manifest, directory, input_format, encoder)
+
+
+def _check_token_ids(directory: Path, special: SpecialTokens, vocab_size: int) -> None:
+    """pad/bos/sep/eos must be ids the tokenizer (and so the embedding) has."""
+    for role in ("pad_id", "bos_id", "sep_id", "eos_id"):
+        token_id = getattr(special, role)
+        if token_id is not None and not 0 <= token_id < vocab_size:
+            raise InvalidModel(
+                f"{directory}/{MANIFEST_FILE}: tokens.{role} = {token_id} is outside the vocabulary "
+                f"(0..{vocab_size - 1})"
+            )
+
+
+def is_model_name(name: str) -> bool:
+    """A plain directory name inside the repository (never `..`, a path, a dot-dir or `lost+found`)."""
+    return re.fullmatch(MODEL_NAME_PATTERN, name) is not None
 
 
 def version_dirs(repository: Path, name: str) -> list[Path]:
     """Numeric version directories of one model, highest first."""
+    if not is_model_name(name):
+        raise InvalidModel(f"{name!r} is not a model name (letters, digits, '.', '_', '-'; no paths)")
     model_dir = repository / name
+    if not model_dir.is_dir():
+        raise InvalidModel(f"{model_dir}: no such model directory")
     versions = [path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()]
     return sorted(versions, key=lambda path: int(path.name), reverse=True)
 
 
-def model_names(repository: Path) -> list[str]:
+def repository_entries(repository: Path) -> tuple[list[str], list[str]]:
+    """(model names, directories that are not models: dot-dirs, `lost+found`, other odd names)."""
     if not repository.is_dir():
         raise InvalidModel(f"model repository {repository} does not exist")
-    return sorted(path.name for path in repository.iterdir() if path.is_dir() and not path.name.startswith("."))
+    directories = sorted(path.name for path in repository.iterdir() if path.is_dir())
+    return [name for name in directories if is_model_name(name)], [
+        name for name in directories if not is_model_name(name)
+    ]
+
+
+def model_names(repository: Path) -> list[str]:
+    return repository_entries(repository)[0]

@@ -5,6 +5,12 @@ takes everything queued, drops what expired or was cancelled, and runs one sub-b
 time: the oldest waiting item plus the items closest to it in length, as long as the
 sub-batch stays under the padded-token budget and its padding stays bounded. Anchoring on
 the oldest item means long items are never starved by a stream of short ones.
+
+A request thread may cancel a future at any moment, so the batcher claims each future
+(`set_running_or_notify_cancel`) before it resolves it; only a claimed future is ever
+resolved. No exception ends the thread silently: a crash of the loop is logged and counted,
+fails the batch it was running, and the loop restarts; the batcher reports itself unhealthy
+until it runs again.
 """
 
 from __future__ import annotations
@@ -28,6 +34,8 @@ log = logging.getLogger(__name__)
 # (input_ids [batch, seq], attention_mask [batch, seq]) -> raw scores [batch]
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
+RESTART_DELAY_S = 0.1  # after a crash of the loop; the batcher reports unhealthy meanwhile
+
 
 @dataclass(eq=False)
 class Entry:
@@ -37,6 +45,7 @@ class Entry:
     deadline: float
     enqueued: float
     future: Future[float] = field(default_factory=Future)
+    released: bool = False  # its tokens have left the queue's count
 
     @property
     def tokens(self) -> int:
@@ -97,7 +106,11 @@ class Batcher:
         self._queued_tokens = 0  # accepted and not yet resolved
         self._tokens_per_second = 0.0  # moving average, for Retry-After
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{model}", daemon=True)
+        self._pending: list[Entry] = []  # taken from the queue, not yet in a batch; oldest first
+        self._running: list[Entry] = []  # the batch being scored
+        self._crashed = False  # between a crash of the loop and its restart
+        self.restarts = 0
+        self._thread = threading.Thread(target=self._supervise, name=f"batcher-{model}", daemon=True)
 
     def start(self) -> Batcher:
         self._thread.start()
@@ -106,6 +119,11 @@ class Batcher:
     @property
     def queued_tokens(self) -> int:
         return self._queued_tokens
+
+    @property
+    def healthy(self) -> bool:
+        """The thread runs its loop (false after a crash until it restarts, and once it has ended)."""
+        return self._thread.is_alive() and not self._crashed
 
     def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[float]]:
         """Queue a request's items as a whole, or refuse it whole (PayloadTooLarge / QueueFull / NotReady)."""
@@ -147,38 +165,70 @@ class Batcher:
             return 1
         return max(1, math.ceil(backlog / self._tokens_per_second))
 
+    def _supervise(self) -> None:
+        """Run the loop until stopped; a crash is logged, counted, and the loop restarts."""
+        while True:
+            try:
+                self._run()
+                return
+            except BaseException:  # nothing may end this thread silently
+                self._crashed = True
+                self.restarts += 1
+                log.exception("batcher of model %s crashed; failing its running batch and restarting", self.model)
+                metrics.BATCHER_RESTARTS.labels(self.model).inc()
+                running, self._running = self._running, []
+                for entry in running:
+                    self._fail(entry, InferenceFailed("the batcher failed while scoring this item"))
+                self._release(running, "batcher_crashed")
+                time.sleep(RESTART_DELAY_S)  # a loop that crashes at once again must not spin
+                self._crashed = False
+
     def _run(self) -> None:
-        pending: list[Entry] = []  # oldest first
         while True:
             with self._condition:
-                while not self._incoming and not pending and not self._stopping:
+                while not self._incoming and not self._pending and not self._stopping:
                     self._condition.wait()
-                if self._stopping and not self._incoming and not pending:
+                if self._stopping and not self._incoming and not self._pending:
                     return
-                pending.extend(self._incoming)
+                self._pending.extend(self._incoming)
                 self._incoming.clear()
-            pending = self._drop_unwanted(pending)
-            if not pending:
+            self._pending = self._drop_unwanted(self._pending)
+            if not self._pending:
                 continue
-            lengths = [entry.tokens for entry in pending]
+            lengths = [entry.tokens for entry in self._pending]
             chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, self.max_batch_size))
-            batch = [entry for index, entry in enumerate(pending) if index in chosen]
-            pending = [entry for index, entry in enumerate(pending) if index not in chosen]
-            self._execute(batch)
+            self._running = [entry for index, entry in enumerate(self._pending) if index in chosen]
+            self._pending = [entry for index, entry in enumerate(self._pending) if index not in chosen]
+            self._execute(self._running)
+            self._running = []
 
     def _drop_unwanted(self, pending: list[Entry]) -> list[Entry]:
-        """Fail expired items and forget cancelled ones; neither is ever scored."""
+        """Forget cancelled items and fail expired ones; neither is ever scored."""
         now = self.clock()
         kept = []
         for entry in pending:
             if entry.future.cancelled():
                 self._release([entry], "cancelled")
             elif entry.deadline <= now:
-                entry.future.set_exception(DeadlineExceeded("deadline passed while the item was queued"))
-                self._release([entry], "deadline_exceeded")
+                if self._fail(entry, DeadlineExceeded("deadline passed while the item was queued")):
+                    self._release([entry], "deadline_exceeded")
+                else:  # cancelled by its request thread since the check above
+                    self._release([entry], "cancelled")
             else:
                 kept.append(entry)
         return kept
+
+    @staticmethod
+    def _fail(entry: Entry, error: Exception) -> bool:
+        """Fail a future unless it was cancelled (or resolved) first; True if the error was set."""
+        future = entry.future
+        if future.done():
+            return False
+        # Claim it: a PENDING future becomes RUNNING (no longer cancellable), a cancelled one says so.
+        if not future.running() and not future.set_running_or_notify_cancel():
+            return False
+        future.set_exception(error)  # only this thread resolves a RUNNING future
+        return True
 
     def _execute(self, batch: list[Entry]) -> None:
         # From here on a future can no longer be cancelled; one cancelled just now is dropped.
@@ -196,7 +246,7 @@ class Batcher:
         except Exception:
             if len(batch) == 1:
                 log.exception("inference failed for one item of %d tokens", batch[0].tokens)
-                batch[0].future.set_exception(InferenceFailed("the model failed on this item"))
+                self._fail(batch[0], InferenceFailed("the model failed on this item"))
                 self._release(batch, "inference_failed")
                 return
             # Isolate the bad item: every other item still gets its score.
@@ -213,7 +263,7 @@ class Batcher:
             (raw,) = self._score([entry])
         except Exception:
             log.exception("inference failed for one item of %d tokens", entry.tokens)
-            entry.future.set_exception(InferenceFailed("the model failed on this item"))
+            self._fail(entry, InferenceFailed("the model failed on this item"))
             self._release([entry], "inference_failed")
             return
         self._resolve(entry, float(raw))
@@ -241,12 +291,16 @@ class Batcher:
             entry.future.set_result(raw)
             metrics.ITEMS_SCORED.labels(self.model).inc()
         else:
-            entry.future.set_exception(InferenceFailed(f"the model returned a non-finite score ({raw})"))
+            self._fail(entry, InferenceFailed(f"the model returned a non-finite score ({raw})"))
             metrics.ITEMS_FAILED.labels(self.model, "non_finite").inc()
 
     def _release(self, entries: list[Entry], failure: str | None) -> None:
-        tokens = sum(entry.tokens for entry in entries)
+        """Take entries' tokens off the queue's count, once per entry however often it is called."""
         with self._condition:
+            entries = [entry for entry in entries if not entry.released]
+            for entry in entries:
+                entry.released = True
+            tokens = sum(entry.tokens for entry in entries)
             self._queued_tokens -= tokens
         metrics.QUEUE_ITEMS.labels(self.model).dec(len(entries))
         metrics.QUEUE_TOKENS.labels(self.model).dec(tokens)

@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from rmserve import metrics
 from rmserve.config import Settings
-from rmserve.core.repository import model_names
+from rmserve.core.repository import InvalidModel, is_model_name, repository_entries
 from rmserve.engine.batcher import Batcher
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.errors import DeadlineExceeded, ModelNotFound
@@ -68,37 +69,72 @@ class ServedModel:
 
 
 def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:
-    """Results in order; at the deadline, cancel what is left so it is never scored."""
+    """Results in order; when any item fails or the deadline passes, cancel the rest so it is never scored."""
     try:
         return [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
     except FutureTimeout:
-        for future in futures:
-            future.cancel()
+        cancel_all(futures)
         raise DeadlineExceeded("the request's deadline passed before all its items were scored") from None
+    except BaseException:
+        cancel_all(futures)
+        raise
+
+
+def cancel_all(futures: Sequence[Future[float]]) -> None:
+    """Cancel every future still waiting in the queue (one already in a batch runs to its end)."""
+    for future in futures:
+        future.cancel()
+
+
+def _model_dirs(repository: Path) -> list[str]:
+    """The repository's model directories; the other directories are logged and counted."""
+    names, ignored = repository_entries(repository)
+    for entry in ignored:
+        log.warning("ignoring %s: not a model directory", repository / entry)
+        metrics.REPOSITORY_REFUSED.labels(entry, "not_a_model").set(1)
+    return names
 
 
 class ModelRegistry:
     """Loads the configured models from the repository and starts their batchers."""
 
-    def __init__(self, models: dict[str, ServedModel], default: str):
+    def __init__(self, models: dict[str, ServedModel], default: str, skipped: list[str] | None = None):
         self.models = models
         self.default = default
+        self.skipped = skipped or []  # models of the repository left out because no version loads
 
     @classmethod
     def load(cls, settings: Settings) -> ModelRegistry:
-        names = list(settings.models) or model_names(settings.model_repository)
+        """Every model in the repository that loads (the others are logged, counted and skipped),
+        or exactly RMSERVE_MODELS, where one that cannot load stops start-up."""
+        explicit = list(settings.models)
+        for name in explicit:
+            if not is_model_name(name):
+                raise InvalidModel(f"RMSERVE_MODELS: {name!r} is not a model name (letters, digits, '.', '_', '-')")
+        names = explicit or _model_dirs(settings.model_repository)
         threads = settings.intra_op_threads()
-        models = {}
+        models, skipped = {}, []
         for name in names:
-            version = load_model(settings.model_repository, name, threads, settings.pinned_version(name))
+            try:
+                version = load_model(settings.model_repository, name, threads, settings.pinned_version(name))
+            except InvalidModel as error:
+                if explicit:
+                    raise InvalidModel(f"{error} (named in RMSERVE_MODELS, so the server does not start)") from None
+                log.error("skipping model %s: %s", name, error)
+                metrics.REPOSITORY_REFUSED.labels(name, "no_valid_version").set(1)
+                skipped.append(name)
+                continue
             models[name] = ServedModel(version, settings)
             metrics.register_model(name, version.manifest.version, version.manifest.sha256)
         if not models:
-            raise ValueError(f"no models to serve in {settings.model_repository}")
-        default = settings.default_model or names[0]
+            raise InvalidModel(
+                f"no model in {settings.model_repository} could be loaded (skipped: {', '.join(skipped) or 'none'}); "
+                "the log says why for each"
+            )
+        default = settings.default_model or next(iter(models))
         if default not in models:
             raise ValueError(f"RMSERVE_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}")
-        return cls(models, default)
+        return cls(models, default, skipped)
 
     def start(self) -> ModelRegistry:
         for model in self.models.values():
@@ -108,6 +144,10 @@ class ModelRegistry:
     def stop(self, timeout: float | None = None) -> None:
         for model in self.models.values():
             model.batcher.stop(timeout)
+
+    def unhealthy(self) -> list[str]:
+        """Models whose batcher is not running its loop (restarting after a crash, or ended)."""
+        return sorted(name for name, model in self.models.items() if not model.batcher.healthy)
 
     def get(self, name: str | None) -> ServedModel:
         model = self.models.get(name or self.default)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rmserve import metrics
 from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
@@ -75,6 +76,7 @@ def load_model(repository: Path, name: str, intra_op_threads: int, pinned: int |
             model = load_version(directory, intra_op_threads)
         except InvalidModel as error:
             log.error("refusing model version: %s", error)
+            metrics.REPOSITORY_REFUSED.labels(f"{name}/{directory.name}", "invalid_version").set(1)
             continue
         log.info("loaded model %s version %s (sha256 %s)", name, model.manifest.version, model.manifest.sha256[:12])
         return model

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import time
 import uuid
@@ -12,8 +13,10 @@ from rmserve import metrics
 from rmserve.errors import Unauthorized
 from rmserve.http.state import state
 
-# Probes and scrapes answer without a key, so Kubernetes and Prometheus need none.
+# Probes and scrapes answer without a key, so Kubernetes and Prometheus need none
+# (/metrics needs one with RMSERVE_PROTECT_METRICS).
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+METRICS_PATH = "/metrics"
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 200
 
@@ -32,15 +35,25 @@ def _start_request() -> None:
 
 
 def _authenticate() -> None:
-    keys = state().api_keys
-    if not keys or request.path in OPEN_PATHS:
+    app_state = state()
+    if not app_state.api_keys or not needs_key(request.path, app_state.settings.protect_metrics):
         return
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
-    # Compare against every key in constant time, so timing reveals nothing about any key.
-    if not any([hmac.compare_digest(token.encode(), key.encode()) for key in keys]):  # noqa: C419 (all, not short-circuit)
+    if not key_matches(token, app_state.api_keys):
         raise Unauthorized("invalid API key")
+
+
+def needs_key(path: str, protect_metrics: bool) -> bool:
+    return path not in OPEN_PATHS or (protect_metrics and path == METRICS_PATH)
+
+
+def key_matches(token: str, keys: frozenset[str]) -> bool:
+    """Constant time: fixed-length digests compared against every key, so timing reveals no key or length."""
+    digest = hashlib.sha256(token.encode()).digest()
+    matches = [hmac.compare_digest(digest, hashlib.sha256(key.encode()).digest()) for key in keys]
+    return any(matches)
 
 
 def _finish_request(response: Response) -> Response:

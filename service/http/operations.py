@@ -45,9 +45,13 @@ def healthz() -> Any:
 def readyz() -> Any:
     """200 with models loaded and warmed; 503 while draining (a loading worker answers nothing yet)."""
     app_state = state()
-    if app_state.ready:
-        return jsonify({"status": "ready", "models": sorted(app_state.registry.models)})
-    response = jsonify({"status": "not_ready", "reason": "draining"})
+    reason = app_state.not_ready_reason()
+    if reason is None:
+        body: dict[str, Any] = {"status": "ready", "models": sorted(app_state.registry.models)}
+        if app_state.registry.skipped:
+            body["skipped"] = app_state.registry.skipped  # in the repository, but no version loads
+        return jsonify(body)
+    response = jsonify({"status": "not_ready", "reason": reason})
     response.status_code = 503
     response.headers["Retry-After"] = "1"
     return response
@@ -55,6 +59,7 @@ def readyz() -> Any:
 
 @route(operations, Route("/metrics", "get", "Prometheus metrics.", plain_response="text/plain", authenticated=False))
 def prometheus_metrics() -> Response:
+    state().not_ready_reason()  # brings rmserve_ready up to date
     body, content_type = metrics.exposition(state().settings.metrics_dir)
     return Response(body, content_type=content_type)
 

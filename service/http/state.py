@@ -23,14 +23,24 @@ class AppState:
     registry: ModelRegistry
     draining: bool = False
 
-    @property
-    def ready(self) -> bool:
-        return not self.draining
+    def not_ready_reason(self) -> str | None:
+        """Why this worker must not get traffic now (None: ready); keeps `rmserve_ready` in step."""
+        reason = None
+        if self.draining:
+            reason = "draining"
+        elif unhealthy := self.registry.unhealthy():
+            reason = f"batcher not running for {', '.join(unhealthy)}"
+        metrics.READY.set(0 if reason else 1)
+        return reason
+
+    def start_draining(self) -> None:
+        """SIGTERM: from now on /readyz answers 503 and `rmserve_ready` is 0."""
+        self.draining = True
+        metrics.READY.set(0)
 
     def drain(self, timeout: float) -> None:
         """Stop the batchers once accepted work is done (gunicorn's worker_exit, after SIGTERM)."""
-        self.draining = True
-        metrics.READY.set(0)
+        self.start_draining()
         self.registry.stop(timeout)
 
 
