@@ -1,10 +1,12 @@
-"""Continuous batching (SPEC §4): one thread per model drains the queue and never waits to fill.
+"""Continuous batching (SPEC §4): executor threads share one queue per model and never wait to fill.
 
-Request handlers `submit` token sequences and get one future per item. The batcher thread
-takes everything queued, drops what expired or was cancelled, and runs one sub-batch at a
-time: the oldest waiting item plus the items closest to it in length, as long as the
-sub-batch stays under the padded-token budget and its padding stays bounded. Anchoring on
-the oldest item means long items are never starved by a stream of short ones.
+Request handlers `submit` token sequences and get one future per item. Each executor thread,
+when free, drops what expired or was cancelled from the shared queue and takes one sub-batch:
+the oldest waiting item plus the items closest to it in length, as long as the sub-batch
+stays under the padded-token budget and its padding stays bounded. Anchoring on the oldest
+item means long items are never starved by a stream of short ones. With one executor per
+core, one sub-batch per core is in flight: small transformers scale across concurrent
+single-threaded runs far better than inside one run.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def cut_batch(
 
 
 class Batcher:
-    """Owns the queue of one model and the thread that scores it."""
+    """Owns the queue of one model and the executor threads that score it."""
 
     def __init__(
         self,
@@ -82,6 +84,7 @@ class Batcher:
         max_queue_tokens: int,
         max_padding_ratio: float,
         max_batch_size: int = 64,
+        executors: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.model = model
@@ -93,14 +96,19 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.clock = clock
         self._condition = threading.Condition()
-        self._incoming: list[Entry] = []
+        self._incoming: list[Entry] = []  # queued, oldest first; executors cut sub-batches from it
         self._queued_tokens = 0  # accepted and not yet resolved
-        self._tokens_per_second = 0.0  # moving average, for Retry-After
+        self._tokens_per_second = 0.0  # moving average of one run, for Retry-After
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name=f"batcher-{model}", daemon=True)
+        self._running = 0  # executors inside a run
+        self._threads = [
+            threading.Thread(target=self._run, name=f"batcher-{model}-{index}", daemon=True)
+            for index in range(executors)
+        ]
 
     def start(self) -> Batcher:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     @property
@@ -137,34 +145,52 @@ class Batcher:
         """Refuse new work, finish what was accepted, then end the thread."""
         with self._condition:
             self._stopping = True
-            self._condition.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._condition.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _retry_after(self, tokens: int) -> int:
         backlog = self._queued_tokens + tokens - self.max_queue_tokens
         if self._tokens_per_second <= 0:
             return 1
-        return max(1, math.ceil(backlog / self._tokens_per_second))
+        return max(1, math.ceil(backlog / (self._tokens_per_second * len(self._threads))))
 
     def _run(self) -> None:
-        pending: list[Entry] = []  # oldest first
+        """One executor: take a sub-batch from the shared queue, score it, repeat."""
         while True:
             with self._condition:
-                while not self._incoming and not pending and not self._stopping:
+                while not self._incoming and not self._stopping:
                     self._condition.wait()
-                if self._stopping and not self._incoming and not pending:
+                if not self._incoming:  # stopping, and every accepted item is scored or in flight
                     return
-                pending.extend(self._incoming)
-                self._incoming.clear()
-            pending = self._drop_unwanted(pending)
-            if not pending:
-                continue
-            lengths = [entry.tokens for entry in pending]
-            chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, self.max_batch_size))
-            batch = [entry for index, entry in enumerate(pending) if index in chosen]
-            pending = [entry for index, entry in enumerate(pending) if index not in chosen]
-            self._execute(batch)
+                self._incoming = self._drop_unwanted(self._incoming)
+                batch = self._take_batch()
+                if self._incoming:
+                    self._condition.notify()  # work left: wake another executor
+                self._running += 1
+            try:
+                if batch:
+                    self._execute(batch)
+            finally:
+                with self._condition:
+                    self._running -= 1
+
+    def _take_batch(self) -> list[Entry]:
+        """Remove and return the next sub-batch (caller holds the lock).
+
+        Rows are capped at an equal share of the queue per idle executor, so one request of
+        many items keeps every core busy instead of becoming one long single-threaded run.
+        """
+        queue = self._incoming
+        if not queue:
+            return []
+        idle = len(self._threads) - self._running  # this executor included
+        max_rows = min(self.max_batch_size, math.ceil(len(queue) / idle))
+        lengths = [entry.tokens for entry in queue]
+        chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, max_rows))
+        self._incoming = [entry for index, entry in enumerate(queue) if index not in chosen]
+        return [entry for index, entry in enumerate(queue) if index in chosen]
 
     def _drop_unwanted(self, pending: list[Entry]) -> list[Entry]:
         """Fail expired items and forget cancelled ones; neither is ever scored."""

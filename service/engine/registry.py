@@ -36,7 +36,7 @@ class Scored:
 
 
 class ServedModel:
-    """A loaded model version plus the batcher thread that owns its session."""
+    """A loaded model version plus the batcher whose executor threads share its one session."""
 
     def __init__(self, version: ModelVersion, settings: Settings):
         self.version = version
@@ -48,6 +48,7 @@ class ServedModel:
             max_queue_tokens=settings.max_queue_tokens,
             max_padding_ratio=settings.max_padding_ratio,
             max_batch_size=settings.max_batch_size,
+            executors=settings.executor_count(),
         )
 
     @property
