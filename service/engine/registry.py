@@ -62,9 +62,11 @@ class ServedModel:
         raw_scores = np.array(wait_all(futures, deadline), dtype=np.float64)
         scores = self.version.normalize(raw_scores)
         truncated = [encoding.truncated for encoding in encodings]
-        for score in scores:
-            metrics.SCORES.labels(self.name).observe(score)
-        metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
+        score_histogram = metrics.SCORES.labels(self.name)  # one label lookup per request, not per item
+        for score in scores.tolist():
+            score_histogram.observe(score)
+        if any(truncated):
+            metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
         return Scored(raw_scores, scores, truncated, [len(encoding.input_ids) for encoding in encodings])
 
 
