@@ -1,8 +1,10 @@
 """gunicorn configuration for rmserve (`rmserve serve` and the container use this file).
 
 Each worker process loads its own copy of the models *after* fork (no preload), so every
-ONNX Runtime session and batcher thread belongs to the process that uses it. Threads in a
-worker mostly wait on the batcher, so gthread workers with many threads are cheap.
+ONNX Runtime session and its executor threads belong to the process that uses it. Request
+threads mostly wait on the executors, so gthread workers with many threads are cheap. The
+executors and ONNX Runtime threads of a worker are its share of the usable CPUs (affinity and
+cgroup quota) unless RMSERVE_EXECUTORS / RMSERVE_INFERENCE_THREADS say otherwise.
 """
 
 import logging

@@ -14,7 +14,7 @@ from flask import Flask
 from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
-from rmserve.http import errors, middleware
+from rmserve.http import codec, errors, middleware
 from rmserve.http.openapi import attach_document
 from rmserve.http.operations import operations
 from rmserve.http.state import EXTENSION, AppState
@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
         log.info("serving %s (default %s)", ", ".join(registry.models), registry.default)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    codec.install(app)
     app.extensions[EXTENSION] = AppState(settings=settings, api_keys=settings.all_api_keys(), registry=registry)
     middleware.install(app)
     errors.register(app)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -28,7 +29,8 @@ class Settings:
     protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
     workers: int = 1  # gunicorn worker processes, each with its own model copy
     threads: int = 16  # request threads per worker (they mostly wait on the batcher)
-    inference_threads: int = 0  # ONNX Runtime intra-op threads per worker; 0 = cores / workers
+    executors: int = 0  # inference runs in flight per model and worker; 0 = usable CPUs / workers / inference_threads
+    inference_threads: int = 0  # ONNX Runtime intra-op threads per run; 0 = usable CPUs / workers / executors
     max_batch_tokens: int = 8192  # padded-token budget of one inference call
     max_batch_size: int = 64  # rows per inference call; bounds the memory one call needs
     max_padding_ratio: float = 1.25  # a sub-batch's padded tokens may exceed its real tokens by this factor
@@ -66,6 +68,9 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
+        for name in ("executors", "inference_threads"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be 0 (automatic) or positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
         if self.max_queue_tokens < self.max_batch_tokens:
@@ -108,8 +113,17 @@ class Settings:
                 return int(version)
         return None
 
+    def cpus_per_worker(self) -> int:
+        """This process's share of the CPUs it may use (affinity and cgroup quota), at least 1."""
+        return max(1, usable_cpus() // self.workers)
+
+    def executor_count(self) -> int:
+        """Inference runs in flight per model: by default one single-threaded run per CPU."""
+        return self.executors or max(1, self.cpus_per_worker() // (self.inference_threads or 1))
+
     def intra_op_threads(self) -> int:
-        return self.inference_threads or max(1, (os.cpu_count() or 1) // self.workers)
+        """ONNX Runtime threads of one run: by default the CPUs left to each executor (usually 1)."""
+        return self.inference_threads or max(1, self.cpus_per_worker() // self.executor_count())
 
     def as_environ(self) -> dict[str, str]:
         """These settings as `RMSERVE_*` variables (hands CLI flags to gunicorn workers)."""
@@ -140,6 +154,38 @@ def _parse_bool(setting: dataclasses.Field[Any], raw: str) -> bool:
     if raw.lower() in {"0", "false", "no", "off"}:
         return False
     raise ValueError(f"{PREFIX}{setting.name.upper()}={raw!r}: expected true or false")
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (rounded down).
+
+    `os.cpu_count()` is the node's count; inside a container limited to 2 CPUs on a 64-core
+    node, 64 threads would fight over 2 CPUs' worth of time.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota(cgroup_root)
+    return max(1, min(cpus, math.floor(quota))) if quota is not None else max(1, cpus)
+
+
+def _cgroup_quota(cgroup_root: Path) -> float | None:
+    """CPUs' worth of time per period from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`; None = no limit."""
+    cpu_max = _read(cgroup_root / "cpu.max")  # v2: "max 100000" or "200000 100000"
+    if cpu_max is not None:
+        quota, period = cpu_max.split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    quota_us = _read(cgroup_root / "cpu" / "cpu.cfs_quota_us")  # v1: -1 = no limit
+    period_us = _read(cgroup_root / "cpu" / "cpu.cfs_period_us")
+    if quota_us is None or period_us is None or int(quota_us) <= 0:
+        return None
+    return int(quota_us) / int(period_us)
+
+
+def _read(path: Path) -> str | None:
+    """A kernel interface file's text, or None where this kernel or container has no such file."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
 
 
 def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:

@@ -327,3 +327,53 @@ def test_when_one_item_of_a_request_fails_its_other_items_are_cancelled() -> Non
     with pytest.raises(InferenceFailed):
         wait_all([failed, waiting], later())
     assert waiting.cancelled()
+
+
+class BarrierModel:
+    """Every call waits at a barrier of `parties`: it returns only if that many calls run at once."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.rows: list[int] = []
+        self.threads: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        with self.lock:
+            self.rows.append(len(input_ids))
+            self.threads.add(threading.current_thread().name)
+        self.barrier.wait()  # BrokenBarrierError (a failed batch) unless `parties` runs are in flight together
+        return (input_ids * attention_mask).sum(axis=1).astype(np.float64)
+
+
+def test_executors_run_sub_batches_concurrently() -> None:
+    fake = BarrierModel(parties=2)
+    batcher = Batcher("fake", fake, PAD, 64, 1000, 1.5, executors=2).start()
+    first = batcher.submit([[1] * 4], later())
+    second = batcher.submit([[2] * 30], later())  # too long to share a sub-batch with the first
+    assert wait_all(first + second, later()) == [4, 60]
+    assert len(fake.threads) == 2
+    batcher.stop(timeout=5)
+
+
+def test_one_request_of_many_items_is_shared_between_executors() -> None:
+    fake = BarrierModel(parties=3)
+    batcher = Batcher("fake", fake, PAD, 10_000, 10_000, 1.5, executors=3)
+    futures = batcher.submit([[1, 1]] * 30, later())  # queued before any executor runs
+    batcher.start()
+    assert wait_all(futures, later()) == [2] * 30
+    assert sorted(fake.rows) == [10, 10, 10]
+    batcher.stop(timeout=5)
+
+
+def test_stop_waits_for_every_executor_to_finish_accepted_work(model: FakeModel) -> None:
+    batcher = Batcher("fake", model, PAD, 8, 1000, 1.0, executors=3).start()
+    model.gate.clear()
+    accepted = batcher.submit([[1] * 8, [2] * 8, [3] * 8, [4] * 8], later())
+    stopper = threading.Thread(target=batcher.stop, kwargs={"timeout": 5})
+    stopper.start()
+    model.gate.set()
+    stopper.join(5)
+    assert not stopper.is_alive()
+    assert [future.result(timeout=0) for future in accepted] == [8, 16, 24, 32]
+    assert batcher.queued_tokens == 0

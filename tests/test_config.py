@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
+from rmserve import config
 from rmserve.cli import build_parser, settings_from
 from rmserve.config import Settings
 
@@ -59,11 +61,6 @@ def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> 
         Settings.from_env(environ)
 
 
-def test_inference_threads_split_cores_between_workers() -> None:
-    assert Settings.from_env({}, inference_threads=3).intra_op_threads() == 3
-    assert Settings.from_env({}, workers=64).intra_op_threads() == 1
-
-
 def test_readme_documents_every_setting_with_its_default() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     for setting in fields(Settings):
@@ -107,3 +104,34 @@ def test_boolean_settings_parse_and_refuse_nonsense() -> None:
     assert Settings.from_env({"RMSERVE_PROTECT_METRICS": "0"}).protect_metrics is False
     with pytest.raises(ValueError, match="RMSERVE_PROTECT_METRICS"):
         Settings.from_env({"RMSERVE_PROTECT_METRICS": "maybe"})
+
+
+def test_executors_follow_usable_cpus_one_single_threaded_run_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(config, "usable_cpus", lambda: 8)
+    assert (Settings.from_env({}).executor_count(), Settings.from_env({}).intra_op_threads()) == (8, 1)
+    two_workers = Settings.from_env({}, workers=2)
+    assert (two_workers.executor_count(), two_workers.intra_op_threads()) == (4, 1)
+    wide_runs = Settings.from_env({"RMSERVE_INFERENCE_THREADS": "2"})
+    assert (wide_runs.executor_count(), wide_runs.intra_op_threads()) == (4, 2)
+    one_run = Settings.from_env({"RMSERVE_EXECUTORS": "1"})
+    assert (one_run.executor_count(), one_run.intra_op_threads()) == (1, 8)
+    assert Settings.from_env({}, workers=64).intra_op_threads() == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "cpus"),
+    [
+        ({"cpu.max": "150000 100000\n"}, 1),  # cgroup v2, 1.5 CPUs: rounded down
+        ({"cpu.max": "400000 100000\n"}, 4),
+        ({"cpu.max": "max 100000\n"}, None),  # no limit: the affinity mask decides
+        ({"cpu/cpu.cfs_quota_us": "200000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 2),  # cgroup v1
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({}, None),
+    ],
+)
+def test_usable_cpus_honour_the_cgroup_quota(tmp_path: Path, files: dict[str, str], cpus: int | None) -> None:
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    affinity = len(os.sched_getaffinity(0))
+    assert config.usable_cpus(tmp_path) == (affinity if cpus is None else min(cpus, affinity))

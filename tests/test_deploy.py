@@ -175,8 +175,9 @@ def test_deployment_probes_drains_and_runs_locked_down(base: list[dict[str, Any]
     assert tmp and "emptyDir" in {volume["name"]: volume for volume in pod["volumes"]}[tmp[0]["name"]]
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"]) & set(resources["limits"])
-    # ONNX Runtime sees the node's cores, not the limit: its thread count is set to the limit.
-    assert float(config["data"]["RMSERVE_INFERENCE_THREADS"]) == cpu_cores(resources["limits"]["cpu"])
+    # Executors and ONNX Runtime threads follow the CPU limit (cgroup quota), never the node's cores.
+    assert config["data"]["RMSERVE_EXECUTORS"] == config["data"]["RMSERVE_INFERENCE_THREADS"] == "0"
+    assert cpu_cores(resources["limits"]["cpu"]) >= 1
 
     api_keys = {variable["name"]: variable for variable in container["env"]}["RMSERVE_API_KEYS"]
     assert api_keys["valueFrom"]["secretKeyRef"]["optional"] is True

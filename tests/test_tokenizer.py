@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmserve.core.tokenizer import PairEncoder, SpecialTokens
+from rmserve.core.tokenizer import PairEncoder, PromptCache, PromptTokens, SpecialTokens
 from tests.tiny_model import TOKENS, train_tokenizer
 
 TOKENIZER = train_tokenizer()
@@ -59,3 +59,23 @@ def test_never_longer_than_max_length_and_truncation_is_honest(prompt: str, resp
     assert encoding.truncated == (full > max_length)
     if not encoding.truncated:
         assert len(encoding.input_ids) == full
+
+
+def test_a_repeated_prompt_encodes_the_same_from_the_cache() -> None:
+    prompt = " ".join(f"turn{n}" for n in range(200)) + " final question"
+    pair_encoder = encoder(32)
+    cold = pair_encoder.encode([prompt, "short"], ["short answer", "a much longer answer " * 4])
+    warm = pair_encoder.encode([prompt, "short"], ["short answer", "a much longer answer " * 4])
+    assert warm == cold
+    assert warm == encoder(32).encode([prompt, "short"], ["short answer", "a much longer answer " * 4])
+
+
+def test_the_prompt_cache_forgets_the_least_recently_used() -> None:
+    cache = PromptCache(size=2, keep=3)
+    cache.store("a", [1, 2, 3, 4])
+    cache.store("b", [5])
+    cache.lookup(["a"])  # "a" is now the most recent
+    cache.store("c", [6])
+    found, missing = cache.lookup(["a", "b", "c"])
+    assert missing == ["b"]
+    assert found["a"] == PromptTokens(length=4, tail=[2, 3, 4])

@@ -8,6 +8,8 @@ Training and serving both encode through this class.
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,9 @@ from tokenizers import Tokenizer
 
 # Share of the token budget kept for the prompt when a long response would crowd it out.
 PROMPT_FLOOR = 0.25
+# Prompts whose tokens are remembered: RL trainers send each prompt with 8-16 sampled responses,
+# often one per request, and an HH prompt takes several times as long to tokenize as its response.
+PROMPT_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class PairEncoder:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.special = special
+        self._prompt_cache = PromptCache(PROMPT_CACHE_SIZE, keep=max_length)
 
     @classmethod
     def from_file(cls, path: Path, max_length: int, special: SpecialTokens) -> PairEncoder:
@@ -58,22 +64,26 @@ class PairEncoder:
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
         """Encode pairs; tokenizers' batch call runs in parallel outside the GIL.
 
-        A group of responses to one prompt (GRPO) tokenizes that prompt once.
+        A group of responses to one prompt (GRPO) tokenizes that prompt once, and a prompt seen
+        in a recent request is not tokenized again.
         """
-        unique_prompts = list(dict.fromkeys(prompts))
-        encoded = self.tokenizer.encode_batch(unique_prompts, add_special_tokens=False)
-        prompt_ids = {prompt: encoding.ids for prompt, encoding in zip(unique_prompts, encoded, strict=True)}
+        prompt_tokens, missing = self._prompt_cache.lookup(list(dict.fromkeys(prompts)))
+        if missing:
+            encoded = self.tokenizer.encode_batch(missing, add_special_tokens=False)
+            for prompt, encoding in zip(missing, encoded, strict=True):
+                prompt_tokens[prompt] = self._prompt_cache.store(prompt, encoding.ids)
         response_ids = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
         return [
-            self._join(prompt_ids[prompt], response.ids) for prompt, response in zip(prompts, response_ids, strict=True)
+            self._join(prompt_tokens[prompt], response.ids)
+            for prompt, response in zip(prompts, response_ids, strict=True)
         ]
 
-    def _join(self, prompt: list[int], response: list[int]) -> Encoding:
+    def _join(self, prompt: PromptTokens, response: list[int]) -> Encoding:
         budget = self.max_length - self.special.count
-        prompt_floor = min(len(prompt), int(budget * PROMPT_FLOOR))
+        prompt_floor = min(prompt.length, int(budget * PROMPT_FLOOR))
         response_kept = response[: budget - prompt_floor]
-        prompt_kept = prompt[max(0, len(prompt) - (budget - len(response_kept))) :]
-        truncated = len(prompt_kept) < len(prompt) or len(response_kept) < len(response)
+        prompt_kept = prompt.tail[max(0, len(prompt.tail) - (budget - len(response_kept))) :]
+        truncated = len(prompt_kept) < prompt.length or len(response_kept) < len(response)
         special = self.special
         ids = (
             _optional(special.bos_id)
@@ -83,6 +93,45 @@ class PairEncoder:
             + _optional(special.eos_id)
         )
         return Encoding(input_ids=ids, truncated=truncated)
+
+
+@dataclass(frozen=True)
+class PromptTokens:
+    """A prompt's token count and its last tokens (truncation keeps the end of a prompt, never more)."""
+
+    length: int
+    tail: list[int]
+
+
+class PromptCache:
+    """Least-recently-used prompt tokens, shared by the request threads."""
+
+    def __init__(self, size: int, keep: int):
+        self.size = size
+        self.keep = keep
+        self._entries: OrderedDict[str, PromptTokens] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def lookup(self, prompts: Sequence[str]) -> tuple[dict[str, PromptTokens], list[str]]:
+        """(tokens of the prompts cached, the prompts not cached)."""
+        found, missing = {}, []
+        with self._lock:
+            for prompt in prompts:
+                tokens = self._entries.get(prompt)
+                if tokens is None:
+                    missing.append(prompt)
+                else:
+                    found[prompt] = tokens
+                    self._entries.move_to_end(prompt)
+        return found, missing
+
+    def store(self, prompt: str, ids: list[int]) -> PromptTokens:
+        tokens = PromptTokens(len(ids), ids[-self.keep :])
+        with self._lock:
+            self._entries[prompt] = tokens
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        return tokens
 
 
 def _optional(token_id: int | None) -> list[int]:

@@ -1,16 +1,18 @@
-"""Continuous batching (SPEC §4): one thread per model drains the queue and never waits to fill.
+"""Continuous batching (SPEC §4): executor threads share one queue per model and never wait to fill.
 
-Request handlers `submit` token sequences and get one future per item. The batcher thread
-takes everything queued, drops what expired or was cancelled, and runs one sub-batch at a
-time: the oldest waiting item plus the items closest to it in length, as long as the
-sub-batch stays under the padded-token budget and its padding stays bounded. Anchoring on
-the oldest item means long items are never starved by a stream of short ones.
+Request handlers `submit` token sequences and get one future per item. Each executor thread,
+when free, drops what expired or was cancelled from the shared queue and takes one sub-batch:
+the oldest waiting item plus the items closest to it in length, as long as the sub-batch
+stays under the padded-token budget and its padding stays bounded. Anchoring on the oldest
+item means long items are never starved by a stream of short ones. With one executor per
+core, one sub-batch per core is in flight: small transformers scale across concurrent
+single-threaded runs far better than inside one run.
 
-A request thread may cancel a future at any moment, so the batcher claims each future
+A request thread may cancel a future at any moment, so an executor claims each future
 (`set_running_or_notify_cancel`) before it resolves it; only a claimed future is ever
-resolved. No exception ends the thread silently: a crash of the loop is logged and counted,
-fails the batch it was running, and the loop restarts; the batcher reports itself unhealthy
-until it runs again.
+resolved. No exception ends an executor silently: a crash of its loop is logged and counted,
+fails the sub-batch it was running, and the loop restarts; the batcher reports itself
+unhealthy until it runs again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ log = logging.getLogger(__name__)
 # (input_ids [batch, seq], attention_mask [batch, seq]) -> raw scores [batch]
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-RESTART_DELAY_S = 0.1  # after a crash of the loop; the batcher reports unhealthy meanwhile
+RESTART_DELAY_S = 0.1  # after a crash of an executor's loop; the batcher reports unhealthy meanwhile
 
 
 @dataclass(eq=False)
@@ -80,7 +82,7 @@ def cut_batch(
 
 
 class Batcher:
-    """Owns the queue of one model and the thread that scores it."""
+    """Owns the queue of one model and the executor threads that score it."""
 
     def __init__(
         self,
@@ -91,6 +93,7 @@ class Batcher:
         max_queue_tokens: int,
         max_padding_ratio: float,
         max_batch_size: int = 64,
+        executors: int = 1,
         clock: Callable[[], float] = time.monotonic,
     ):
         self.model = model
@@ -102,18 +105,22 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.clock = clock
         self._condition = threading.Condition()
-        self._incoming: list[Entry] = []
+        self._incoming: list[Entry] = []  # queued, oldest first; executors cut sub-batches from it
         self._queued_tokens = 0  # accepted and not yet resolved
-        self._tokens_per_second = 0.0  # moving average, for Retry-After
+        self._tokens_per_second = 0.0  # moving average of one run, for Retry-After
         self._stopping = False
-        self._pending: list[Entry] = []  # taken from the queue, not yet in a batch; oldest first
-        self._running: list[Entry] = []  # the batch being scored
-        self._crashed = False  # between a crash of the loop and its restart
+        self._running = 0  # executors inside a run
+        self._in_flight: dict[int, list[Entry]] = {}  # executor -> the sub-batch it is scoring
+        self._crashed: set[int] = set()  # executors between a crash of their loop and its restart
         self.restarts = 0
-        self._thread = threading.Thread(target=self._supervise, name=f"batcher-{model}", daemon=True)
+        self._threads = [
+            threading.Thread(target=self._supervise, args=(index,), name=f"batcher-{model}-{index}", daemon=True)
+            for index in range(executors)
+        ]
 
     def start(self) -> Batcher:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     @property
@@ -122,8 +129,8 @@ class Batcher:
 
     @property
     def healthy(self) -> bool:
-        """The thread runs its loop (false after a crash until it restarts, and once it has ended)."""
-        return self._thread.is_alive() and not self._crashed
+        """Every executor runs its loop (false after a crash until it restarts, and once one has ended)."""
+        return all(thread.is_alive() for thread in self._threads) and not self._crashed
 
     def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[float]]:
         """Queue a request's items as a whole, or refuse it whole (PayloadTooLarge / QueueFull / NotReady)."""
@@ -155,52 +162,72 @@ class Batcher:
         """Refuse new work, finish what was accepted, then end the thread."""
         with self._condition:
             self._stopping = True
-            self._condition.notify()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+            self._condition.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout)
 
     def _retry_after(self, tokens: int) -> int:
         backlog = self._queued_tokens + tokens - self.max_queue_tokens
         if self._tokens_per_second <= 0:
             return 1
-        return max(1, math.ceil(backlog / self._tokens_per_second))
+        return max(1, math.ceil(backlog / (self._tokens_per_second * len(self._threads))))
 
-    def _supervise(self) -> None:
-        """Run the loop until stopped; a crash is logged, counted, and the loop restarts."""
+    def _supervise(self, executor: int) -> None:
+        """Run one executor's loop until stopped; a crash is logged, counted, and the loop restarts."""
         while True:
             try:
-                self._run()
+                self._run(executor)
                 return
             except BaseException:  # nothing may end this thread silently
-                self._crashed = True
+                self._crashed.add(executor)
                 self.restarts += 1
                 log.exception("batcher of model %s crashed; failing its running batch and restarting", self.model)
                 metrics.BATCHER_RESTARTS.labels(self.model).inc()
-                running, self._running = self._running, []
+                running = self._in_flight.pop(executor, [])
                 for entry in running:
                     self._fail(entry, InferenceFailed("the batcher failed while scoring this item"))
                 self._release(running, "batcher_crashed")
                 time.sleep(RESTART_DELAY_S)  # a loop that crashes at once again must not spin
-                self._crashed = False
+                self._crashed.discard(executor)
 
-    def _run(self) -> None:
+    def _run(self, executor: int) -> None:
+        """One executor: take a sub-batch from the shared queue, score it, repeat."""
         while True:
             with self._condition:
-                while not self._incoming and not self._pending and not self._stopping:
+                while not self._incoming and not self._stopping:
                     self._condition.wait()
-                if self._stopping and not self._incoming and not self._pending:
+                if not self._incoming:  # stopping, and every accepted item is scored or in flight
                     return
-                self._pending.extend(self._incoming)
-                self._incoming.clear()
-            self._pending = self._drop_unwanted(self._pending)
-            if not self._pending:
-                continue
-            lengths = [entry.tokens for entry in self._pending]
-            chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, self.max_batch_size))
-            self._running = [entry for index, entry in enumerate(self._pending) if index in chosen]
-            self._pending = [entry for index, entry in enumerate(self._pending) if index not in chosen]
-            self._execute(self._running)
-            self._running = []
+                self._incoming = self._drop_unwanted(self._incoming)
+                batch = self._take_batch()
+                if self._incoming:
+                    self._condition.notify()  # work left: wake another executor
+                self._running += 1
+            try:
+                if batch:
+                    self._in_flight[executor] = batch
+                    self._execute(batch)
+                    del self._in_flight[executor]
+            finally:
+                with self._condition:
+                    self._running -= 1
+
+    def _take_batch(self) -> list[Entry]:
+        """Remove and return the next sub-batch (caller holds the lock).
+
+        Rows are capped at an equal share of the queue per idle executor, so one request of
+        many items keeps every core busy instead of becoming one long single-threaded run.
+        """
+        queue = self._incoming
+        if not queue:
+            return []
+        idle = len(self._threads) - self._running  # this executor included
+        max_rows = min(self.max_batch_size, math.ceil(len(queue) / idle))
+        lengths = [entry.tokens for entry in queue]
+        chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, max_rows))
+        self._incoming = [entry for index, entry in enumerate(queue) if index not in chosen]
+        return [entry for index, entry in enumerate(queue) if index in chosen]
 
     def _drop_unwanted(self, pending: list[Entry]) -> list[Entry]:
         """Forget cancelled items and fail expired ones; neither is ever scored."""

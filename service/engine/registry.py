@@ -37,7 +37,7 @@ class Scored:
 
 
 class ServedModel:
-    """A loaded model version plus the batcher thread that owns its session."""
+    """A loaded model version plus the batcher whose executor threads share its one session."""
 
     def __init__(self, version: ModelVersion, settings: Settings):
         self.version = version
@@ -49,6 +49,7 @@ class ServedModel:
             max_queue_tokens=settings.max_queue_tokens,
             max_padding_ratio=settings.max_padding_ratio,
             max_batch_size=settings.max_batch_size,
+            executors=settings.executor_count(),
         )
 
     @property
@@ -62,9 +63,11 @@ class ServedModel:
         raw_scores = np.array(wait_all(futures, deadline), dtype=np.float64)
         scores = self.version.normalize(raw_scores)
         truncated = [encoding.truncated for encoding in encodings]
-        for score in scores:
-            metrics.SCORES.labels(self.name).observe(score)
-        metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
+        score_histogram = metrics.SCORES.labels(self.name)  # one label lookup per request, not per item
+        for score in scores.tolist():
+            score_histogram.observe(score)
+        if any(truncated):
+            metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
         return Scored(raw_scores, scores, truncated, [len(encoding.input_ids) for encoding in encodings])
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
 from flask import g, request
 
 from rmserve.errors import InvalidField, MalformedJSON
+from rmserve.http import codec
 from rmserve.http.state import state
 
 TIMEOUT_HEADER = "X-Timeout-Ms"
@@ -17,8 +17,8 @@ TIMEOUT_HEADER = "X-Timeout-Ms"
 def read_json() -> Any:
     """The request body as JSON, whatever Content-Type the client sent (curl's default included)."""
     try:
-        return json.loads(request.get_data(cache=False))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        return codec.loads(request.get_data(cache=False))
+    except ValueError as error:  # orjson.JSONDecodeError, invalid UTF-8 included
         raise MalformedJSON(f"request body is not valid JSON: {error}") from None
 
 
