@@ -38,7 +38,7 @@ lint: $(VENV)/.installed-dev
 	ln -s "$(CURDIR)/models" $(LINT_TREE)/rmserve/training
 	cd $(LINT_TREE) && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
 		-p rmserve.core -p rmserve.engine -p rmserve.http -p rmserve.protocols \
-		-m rmserve.app -m rmserve.cli -m rmserve.client -m rmserve.config -m rmserve.errors -m rmserve.metrics -m rmserve.offline
+		-m rmserve.app -m rmserve.cli -m rmserve.client -m rmserve.config -m rmserve.errors -m rmserve.metrics -m rmserve.offline -m rmserve.usage
 	cd $(LINT_TREE) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
 
 # Load, container and real-Prometheus tests; .ci/run runs them after `make test`.

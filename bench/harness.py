@@ -179,7 +179,9 @@ def policy_table(workload: Workload, measured: list[Measurement]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model-repository", type=Path, default=Path("models/repository"))
+    parser.add_argument(
+        "--model-repository", type=Path, default=Path("models/repository"), help="model repository (models/repository)"
+    )
     parser.add_argument("--model", help="model name (default: the first in the repository)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
     parser.add_argument("--items", type=int, default=256, help="items per workload (default 256)")
@@ -197,8 +199,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[1.1, 1.25, 1.5, 2.0],
         help="max_padding_ratio values to compare (default 1.1 1.25 1.5 2.0)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", type=Path, help="write the markdown report here as well as to stdout")
+    parser.add_argument("--seed", type=int, default=0, help="seed for sampling the workloads (default 0)")
+    parser.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write the markdown report to this file instead of stdout (make bench: bench/results.md)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -13,21 +13,46 @@ DisRM path does with the reward model's chat template, and returns the normalize
 
 Settings (environment of the veRL workers): REWARD_SERVER_URL (default http://127.0.0.1:8000),
 REWARD_SERVER_API_KEY, REWARD_SERVER_MODEL.
+
+Needs `rmserve.client`: either rmserve installed (`pip install rmserve`, no extra), or only the
+client file, rmserve's `service/client.py`, copied next to this file as `client.py` (it needs
+nothing but `requests`).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import sys
 from functools import cache
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from rmserve.client import RewardClient  # or copy service/client.py (rmserve.client) here: it needs only requests
+COPIED_CLIENT = Path(__file__).with_name("client.py")
+
+
+def client_module() -> ModuleType:
+    """`rmserve.client` if rmserve is installed, else the client file copied next to this one."""
+    if importlib.util.find_spec("rmserve") is not None:
+        return importlib.import_module("rmserve.client")
+    # veRL loads this file by path, so its folder is not on sys.path: load the copy by path too.
+    spec = importlib.util.spec_from_file_location("rmserve_client", COPIED_CLIENT)
+    if spec is None or spec.loader is None or not COPIED_CLIENT.is_file():
+        raise ImportError(
+            f"rmserve's client is neither installed nor at {COPIED_CLIENT}: pip install rmserve, "
+            "or copy rmserve's service/client.py there"
+        )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
 
 
 @cache
-def reward_client() -> RewardClient:
-    """One pooled client per veRL worker process."""
-    return RewardClient(
+def reward_client() -> Any:
+    """One pooled `RewardClient` per veRL worker process."""
+    return client_module().RewardClient(
         os.environ.get("REWARD_SERVER_URL", "http://127.0.0.1:8000"),
         api_key=os.environ.get("REWARD_SERVER_API_KEY"),
         model=os.environ.get("REWARD_SERVER_MODEL"),

@@ -16,6 +16,7 @@ from typing import Any
 from rmserve.config import DEFAULT_REPOSITORY
 from rmserve.training.config import EVAL_THREADS, ExportConfig, ModelConfig, TrainConfig
 from rmserve.training.data import LineRange
+from rmserve.usage import UsageError, add_debug_flag, missing_repository, run
 
 DATA_FORMATS = (
     "JSONL, plain or .gz, one object per line: HH-RLHF {chosen, rejected} transcripts; "
@@ -31,6 +32,14 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         if action.default is None or action.default is False:
             return action.help
         return super()._get_help_string(action)
+
+
+def line_range(text: str) -> LineRange:
+    """`--lines 1-1800`; a malformed range is argparse's one-line usage error, not a traceback."""
+    try:
+        return LineRange.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +71,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("data", type=Path, help=DATA_FORMATS)
     parser.add_argument("-o", "--out", type=Path, required=True, help="run directory to write")
-    parser.add_argument("--lines", type=LineRange.parse, help="use only these 1-based lines, e.g. 1-1800")
+    parser.add_argument("--lines", type=line_range, help="use only these 1-based lines, e.g. 1-1800")
     parser.add_argument("--base", type=Path, help="local Hugging Face checkpoint directory to fine-tune")
     # Defaults come from TrainConfig and ModelConfig, where they are defined once.
     train_default, model_default = _defaults(TrainConfig), _defaults(ModelConfig)
@@ -151,7 +160,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("run", type=Path, help="run directory written by `rmserve train`")
     parser.add_argument("--held-out", type=Path, required=True, help="preference file for parity and evaluation")
-    parser.add_argument("--held-out-lines", type=LineRange.parse, help="use only these lines, e.g. 1801-2312")
+    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument("--name", required=True, help="model name, e.g. hh-harmless")
     parser.add_argument(
@@ -172,7 +181,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model", help="model name in the repository, or a version directory")
     parser.add_argument("file", type=Path, help=DATA_FORMATS)
-    parser.add_argument("--lines", type=LineRange.parse, help="use only these lines, e.g. 1801-2312")
+    parser.add_argument("--lines", type=line_range, help="use only these lines, e.g. 1801-2312")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument("--version", type=int, help="version to evaluate (default: highest)")
     parser.add_argument(
@@ -180,8 +189,14 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         type=Path,
         help="training data for the bag-of-words baseline (default: the model's training data)",
     )
-    parser.add_argument("--baseline-lines", type=LineRange.parse, help="lines of --baseline-data to train on")
+    parser.add_argument("--baseline-lines", type=line_range, help="lines of --baseline-data to train on")
     parser.add_argument("--threads", type=int, default=EVAL_THREADS, help="ONNX Runtime intra-op threads")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also write DIR/report.png (score distributions, accuracy by length, calibration) and DIR/report.json",
+    )
     parser.set_defaults(handler=_eval)
 
 
@@ -275,8 +290,10 @@ def _eval(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     if model_path.is_dir():
         version = load_version(model_path, args.threads)
-    else:
+    elif args.repository.is_dir():
         version = load_model(args.repository, args.model, args.threads, args.version)
+    else:
+        raise missing_repository(args.repository, "--repository")
     manifest = version.manifest
     held_out = read_comparisons(args.file, args.lines, version.format)
     scores = score_comparisons(version.scorer, encode_comparisons(version.encoder, held_out), manifest.tokens.pad_id)
@@ -284,15 +301,26 @@ def _eval(args: argparse.Namespace) -> int:
     if baseline_path is None:
         training = manifest.training or {}
         if "data" not in training:
-            print("rmserve eval: the manifest records no training data; pass --baseline-data", file=sys.stderr)
-            return 2
+            raise UsageError("the manifest names no training data for the bag-of-words baseline: pass --baseline-data")
         baseline_path = Path(training["data"])
         baseline_lines = LineRange.parse(training["lines"]) if training.get("lines") else None
+        if not baseline_path.is_file():
+            raise UsageError(
+                f"the bag-of-words baseline trains on the model's training data, {baseline_path}, not found from "
+                f"{Path.cwd()}: run where the model was trained (the project root), or pass --baseline-data"
+            )
     baselines = baseline_accuracies(read_comparisons(baseline_path, baseline_lines, version.format), held_out)
     pairs = sum(len(s) * (len(s) - 1) // 2 for s in scores)
     where = f"{args.file}" + (f" lines {args.lines}" if args.lines else "")
     label = f"{manifest.name} v{manifest.version}"
     _print_accuracy_table(where, pairs, pairwise_accuracy(scores), baselines, label)
+    if args.report:
+        from rmserve.training.report import report_numbers, write_report
+
+        numbers = report_numbers(held_out, scores, manifest.normalization)
+        data_name = args.file.name + (f" lines {args.lines}" if args.lines else "")
+        png, numbers_file = write_report(args.report, numbers, f"{label} on {data_name}")
+        print(f"\nreport: {png} and {numbers_file}")
     return 0
 
 
@@ -325,9 +353,11 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run train/export/eval without the serving CLI: `python -m rmserve.training.cli train ...`."""
     parser = argparse.ArgumentParser(prog="rmserve")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    return int(args.handler(args) or 0)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    register(commands)
+    for command in commands.choices.values():
+        add_debug_flag(command)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -26,10 +26,11 @@ from typing import Any
 
 from rmserve.core.formats import InputFormat
 from rmserve.errors import InvalidField
+from rmserve.usage import UsageError
 
 
-class DataError(ValueError):
-    """A line of a preference file that cannot be read; the message names file and line."""
+class DataError(UsageError, ValueError):
+    """A line of a preference file that cannot be read; the message names file and line (no traceback)."""
 
 
 class RecordError(ValueError):

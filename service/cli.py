@@ -7,54 +7,60 @@ import importlib
 import importlib.util
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
 from rmserve.config import Settings
 from rmserve.training.cli import register as register_training
+from rmserve.usage import UsageError, add_debug_flag, missing_repository, run
 
 GUNICORN_CONFIG = Path("deploy/gunicorn.conf.py")
 # The source tree, when rmserve is installed from a checkout (`pip install -e .`, as `make` does).
 CHECKOUT = Path(__file__).resolve().parents[1]
 
 
-def add_settings_flags(parser: argparse.ArgumentParser) -> None:
+# Every flag that overrides a setting, written once: (flag, type, help). `serve` takes them all,
+# `score` only those that matter offline.
+SETTINGS_FLAGS: dict[str, tuple[str, type, str]] = {
+    "host": ("--host", str, "bind address (RMSERVE_HOST, default 0.0.0.0)"),
+    "port": ("--port", int, "port (RMSERVE_PORT, default 8000)"),
+    "model_repository": (
+        "--model-repository",
+        Path,
+        "model repository directory (RMSERVE_MODEL_REPOSITORY, default models/repository)",
+    ),
+    "models": ("--models", str, "comma-separated model names to load (RMSERVE_MODELS, default all)"),
+    "default_model": ("--default-model", str, "model used when a request names none (RMSERVE_DEFAULT_MODEL)"),
+    "workers": ("--workers", int, "gunicorn worker processes (RMSERVE_WORKERS, default 1)"),
+    "threads": ("--threads", int, "request threads per worker (RMSERVE_THREADS, default 16)"),
+    "max_batch_tokens": (
+        "--max-batch-tokens",
+        int,
+        "padded tokens per inference call (RMSERVE_MAX_BATCH_TOKENS, default 8192)",
+    ),
+    "max_queue_tokens": ("--max-queue-tokens", int, "tokens queued before 429 (RMSERVE_MAX_QUEUE_TOKENS)"),
+    "log_level": ("--log-level", str, "debug, info, warning, error (RMSERVE_LOG_LEVEL, default info)"),
+}
+SCORE_SETTINGS = ("model_repository", "max_batch_tokens")
+
+
+def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] = tuple(SETTINGS_FLAGS)) -> None:
     """Flags that override `RMSERVE_*` settings (default: the environment, then built-in defaults)."""
     group = parser.add_argument_group("settings (each overrides its RMSERVE_* variable)")
-    group.add_argument("--host", help="bind address (RMSERVE_HOST, default 0.0.0.0)")
-    group.add_argument("--port", type=int, help="port (RMSERVE_PORT, default 8000)")
-    group.add_argument(
-        "--model-repository", type=Path, help="model repository (RMSERVE_MODEL_REPOSITORY, default models/repository)"
-    )
-    group.add_argument("--models", help="comma-separated model names to load (RMSERVE_MODELS, default all)")
-    group.add_argument("--default-model", help="model used when a request names none (RMSERVE_DEFAULT_MODEL)")
-    group.add_argument("--workers", type=int, help="gunicorn worker processes (RMSERVE_WORKERS, default 1)")
-    group.add_argument("--threads", type=int, help="request threads per worker (RMSERVE_THREADS, default 16)")
-    group.add_argument(
-        "--max-batch-tokens", type=int, help="padded tokens per inference call (RMSERVE_MAX_BATCH_TOKENS)"
-    )
-    group.add_argument("--max-queue-tokens", type=int, help="tokens queued before 429 (RMSERVE_MAX_QUEUE_TOKENS)")
-    group.add_argument("--log-level", help="debug, info, warning, error (RMSERVE_LOG_LEVEL, default info)")
+    for name in names:
+        flag, kind, help_text = SETTINGS_FLAGS[name]
+        group.add_argument(flag, dest=name, type=kind, help=help_text)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides = {
-        name: getattr(args, name, None)
-        for name in (
-            "host",
-            "port",
-            "model_repository",
-            "default_model",
-            "workers",
-            "threads",
-            "max_batch_tokens",
-            "max_queue_tokens",
-            "log_level",
-        )
-    }
+    overrides = {name: getattr(args, name, None) for name in SETTINGS_FLAGS if name != "models"}
     if getattr(args, "models", None):
         overrides["models"] = tuple(name.strip() for name in args.models.split(",") if name.strip())
-    return Settings.from_env(**overrides)
+    try:
+        return Settings.from_env(**overrides)
+    except ValueError as error:  # a setting out of range, from a flag or the environment
+        raise UsageError(str(error)) from None
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -62,14 +68,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = settings_from(args)
     config = args.gunicorn_config
     if not config.is_file():
-        print(
-            f"rmserve serve: gunicorn config {config} not found (run from the project root, or pass --gunicorn-config)",
-            file=sys.stderr,
+        raise UsageError(
+            f"no gunicorn config at {config.resolve()}: run from the project root, or pass --gunicorn-config"
         )
-        return 2
     if not settings.model_repository.is_dir():
-        print(f"rmserve serve: model repository {settings.model_repository} does not exist", file=sys.stderr)
-        return 2
+        raise missing_repository(settings.model_repository, "--model-repository")
     os.environ.update(settings.as_environ())
     argv = [sys.executable, "-m", "gunicorn", "--config", str(config)]
     os.execv(sys.executable, argv)
@@ -80,6 +83,10 @@ def score(args: argparse.Namespace) -> int:
     from rmserve.offline import score_file
 
     settings = settings_from(args)
+    if not settings.model_repository.is_dir():
+        raise missing_repository(settings.model_repository, "--model-repository")
+    if args.model:  # load only the model asked for
+        settings = settings.replace(models=(args.model,))
     return score_file(settings, args.input, args.output, args.model, args.chunk_size)
 
 
@@ -123,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     score_parser.add_argument("-o", "--output", type=Path, help="output JSONL (default: stdout)")
     score_parser.add_argument("--model", help="model name (default: the default model)")
     score_parser.add_argument("--chunk-size", type=int, default=256, help="lines queued at a time (default 256)")
-    add_settings_flags(score_parser)
+    add_settings_flags(score_parser, SCORE_SETTINGS)
     score_parser.set_defaults(handler=score)
 
     harness = _bench_harness()
@@ -137,12 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
         bench_parser.set_defaults(handler=harness.run)
 
     register_training(commands)
+    for command in commands.choices.values():
+        add_debug_flag(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.handler(args) or 0)
+    return run(build_parser().parse_args(argv))
 
 
 if __name__ == "__main__":

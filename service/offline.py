@@ -17,6 +17,7 @@ from rmserve.engine.registry import ModelRegistry, ServedModel
 from rmserve.errors import ServiceError
 from rmserve.protocols.inputs import item_pairs
 from rmserve.protocols.schemas import ChatItem, ItemBody, PairItem, parse
+from rmserve.usage import UsageError
 
 NumberedItem = tuple[int, PairItem | ChatItem]  # (line number, item)
 
@@ -33,9 +34,9 @@ def read_items(path: Path) -> Iterator[NumberedItem]:
             try:
                 yield number, parse(ItemBody, json.loads(line)).root
             except json.JSONDecodeError as error:
-                raise SystemExit(f"{path}:{number}: not valid JSON: {error}") from None
+                raise UsageError(f"{path}:{number}: not valid JSON ({error.msg}, column {error.colno})") from None
             except ServiceError as error:
-                raise SystemExit(f"{path}:{number}: {error.field}: {error.message}") from None
+                raise UsageError(f"{path}:{number}: {error.field}: {error.message}") from None
 
 
 def chunks(items: Iterator[NumberedItem], size: int) -> Iterator[list[NumberedItem]]:

@@ -152,6 +152,19 @@ def test_422_empty_list(client: FlaskClient, body: dict) -> None:
     assert error_of(response)["code"] == "empty_input"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"items": [{"prompt": "a", "response": "b"}], "prompt": "a", "responses": ["b"]},
+        {"items": [{"prompt": "a", "response": "b"}], "responses": ["b"]},
+    ],
+)
+def test_422_mixed_request_forms_say_so(client: FlaskClient, body: dict) -> None:
+    response = client.post("/v1/score", json=body)
+    assert response.status_code == 422
+    assert "cannot be mixed" in error_of(response)["message"]
+
+
 def test_422_text_over_the_limit_names_the_item(make_app) -> None:
     client = make_app(max_text_chars=50).test_client()
     items = [{"prompt": "a", "response": "ok"}, {"prompt": "a", "response": "x" * 51}]

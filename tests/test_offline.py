@@ -40,7 +40,9 @@ def test_offline_scores_equal_http_scores(client: FlaskClient, tiny_repository: 
     assert [row["tokens"] for row in offline] == online["tokens"]
 
 
-def test_a_bad_line_stops_with_its_number(tiny_repository: Path, tmp_path: Path) -> None:
+def test_a_bad_line_stops_with_its_number(
+    tiny_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     source = write_jsonl(tmp_path / "in.jsonl", [ITEMS[0], {"prompt": "x", "response": 5}])
-    with pytest.raises(SystemExit, match=r"in.jsonl:2: response"):
-        main(["score", str(source), "--model-repository", str(tiny_repository)])
+    assert main(["score", str(source), "--model-repository", str(tiny_repository)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"rmserve score: {source}:2: response")

@@ -10,7 +10,8 @@ from typing import Annotated, Any
 
 import numpy as np
 from flask import Blueprint, jsonify
-from pydantic import BaseModel, Discriminator, Field, RootModel, Tag
+from pydantic import BaseModel, Discriminator, Field, RootModel, Tag, model_validator
+from pydantic_core import PydanticCustomError
 
 from rmserve.config import Settings
 from rmserve.core.formats import InputFormat
@@ -32,6 +33,16 @@ class ItemsRequest(Strict):
 
     model: str | None = None
     items: list[Item] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, value: Any) -> Any:
+        """`items` beside `prompt`/`responses` is a mix of the two forms, not a typo: say so."""
+        if isinstance(value, dict) and value.keys() & set(GroupRequest.model_fields) - {"model"}:
+            raise PydanticCustomError(
+                "mixed_forms", "send either items or prompt with responses: the two request forms cannot be mixed"
+            )
+        return value
 
 
 class GroupRequest(Strict):

@@ -1,0 +1,160 @@
+"""Every user error of every `rmserve` command: one or two lines on stderr, exit status 2, no traceback.
+
+And every command's `--help` lists only its own flags, each with a sentence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmserve.cli import build_parser, main
+from rmserve.usage import UsageError
+from tests.conftest import ROOT
+
+SERVER_ONLY_FLAGS = ("--host", "--port", "--workers", "--threads", "--default-model", "--max-queue-tokens")
+
+
+def user_error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+    """Run `rmserve argv`, expect a user error, and return what it printed on stderr."""
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert 1 <= len(lines) <= 2, captured.err
+    assert lines[0].startswith(f"rmserve {argv[0]}: ")
+    return captured.err
+
+
+def test_score_outside_the_project_root_says_where_it_looked_and_the_flag(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RMSERVE_MODEL_REPOSITORY", raising=False)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    message = user_error(capsys, ["score", "in.jsonl"])
+    assert str(tmp_path / "models" / "repository") in message
+    assert "--model-repository" in message
+
+
+def test_serve_and_eval_outside_the_project_root(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RMSERVE_MODEL_REPOSITORY", raising=False)
+    assert "--gunicorn-config" in user_error(capsys, ["serve"])
+    config = ROOT / "deploy" / "gunicorn.conf.py"
+    assert "--model-repository" in user_error(capsys, ["serve", "--gunicorn-config", str(config)])
+    (tmp_path / "held_out.jsonl").write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    message = user_error(capsys, ["eval", "hh-harmless", "held_out.jsonl"])
+    assert str(tmp_path / "models" / "repository") in message and "--repository" in message
+
+
+def test_a_missing_input_file_is_named(capsys: pytest.CaptureFixture[str], tiny_repository: Path) -> None:
+    message = user_error(capsys, ["score", "no-such.jsonl", "--model-repository", str(tiny_repository)])
+    assert "no-such.jsonl: No such file or directory" in message
+
+
+def test_an_unknown_model_lists_the_known_ones(
+    capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    message = user_error(
+        capsys, ["score", str(tmp_path / "in.jsonl"), "--model", "nope", "--model-repository", str(tiny_repository)]
+    )
+    assert "nope" in message
+
+
+def test_a_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    argv = ["score", str(tmp_path / "in.jsonl"), "--model-repository", str(tiny_repository)]
+    assert "MAX_BATCH_TOKENS must be positive" in user_error(capsys, [*argv, "--max-batch-tokens", "0"])
+
+
+def test_a_bad_training_line_is_file_line_what(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    data = tmp_path / "prefs.jsonl.gz"
+    with gzip.open(data, "wt") as stream:
+        stream.write('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": "b"}\n')
+    message = user_error(capsys, ["train", str(data), "-o", str(tmp_path / "run")])
+    assert f"{data}:2: unknown format" in message
+
+
+def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RMSERVE_MODEL_REPOSITORY", raising=False)
+    (tmp_path / "in.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
+    with pytest.raises(UsageError, match="no model repository"):
+        main(["score", "in.jsonl", "--debug"])
+
+
+def test_a_malformed_line_range_is_a_usage_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "prefs.jsonl", "-o", str(tmp_path), "--lines", "first-last"])
+    assert exit_info.value.code == 2
+    assert "--lines: line range must look like 1-1800" in capsys.readouterr().err
+
+
+BLOCK_PACKAGES = """
+import sys
+from importlib.abc import MetaPathFinder
+
+class NotInstalled(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {blocked!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
+
+sys.meta_path.insert(0, NotInstalled())
+from rmserve.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("blocked", "argv", "package"),
+    [
+        ({"scipy"}, ["eval", "hh-harmless", "held_out.jsonl"], "scipy"),
+        ({"torch"}, ["train", "prefs.jsonl", "-o", "run"], "torch"),
+        ({"torch"}, ["export", "run", "--held-out", "held_out.jsonl", "--name", "x"], "torch"),
+    ],
+)
+def test_a_missing_extra_gives_the_pip_install_line(
+    blocked: set[str], argv: list[str], package: str, tmp_path: Path
+) -> None:
+    """As on a serving-only install: the training extra's packages cannot be imported."""
+    finished = subprocess.run(
+        [sys.executable, "-c", BLOCK_PACKAGES.format(blocked=blocked), *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert finished.returncode == 2, finished.stderr
+    assert "Traceback" not in finished.stderr
+    assert finished.stderr.strip() == (
+        f"rmserve {argv[0]}: needs {package}, from the [train] extra: "
+        "pip install -e '.[train]' in a checkout, or pip install 'rmserve[train]'"
+    )
+
+
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+    return dict(commands.choices)
+
+
+@pytest.mark.parametrize("command", sorted(subcommands()))
+def test_every_flag_has_a_sentence_of_help(command: str) -> None:
+    parser = subcommands()[command]
+    for action in parser._actions:
+        assert action.help and action.help != argparse.SUPPRESS, f"rmserve {command} {action.option_strings}"
+
+
+def test_score_help_lists_no_server_flags() -> None:
+    options = {option for action in subcommands()["score"]._actions for option in action.option_strings}
+    assert not options & set(SERVER_ONLY_FLAGS)
+    assert {"--model-repository", "--model", "--chunk-size", "-o", "--debug"} <= options
