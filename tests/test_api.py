@@ -43,8 +43,7 @@ def test_group_form_returns_one_normalized_score_per_response(client: FlaskClien
 def test_scores_match_the_model_computed_by_hand(app: Flask, client: FlaskClient, tiny_repository: Path) -> None:
     body = client.post("/v1/score", json=BREAD).get_json()
     model = app.extensions["rmserve"].registry.get(None).version
-    prompt = model.format.prompt_text(BREAD["prompt"])
-    encodings = model.encoder.encode([prompt] * 2, BREAD["responses"])
+    encodings = model.format.encode_texts([BREAD["prompt"]] * 2, BREAD["responses"])
     expected = expected_raw_scores(tiny_repository / "tiny" / "1", [e.input_ids for e in encodings])
     np.testing.assert_allclose(body["raw_scores"], expected, rtol=1e-5)
 

@@ -87,9 +87,10 @@ def test_graph_that_does_not_match_the_manifest_is_refused(tmp_path: Path) -> No
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b", "s"])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(directory / MODEL_FILE))
-    from rmserve.core.manifest import sha256_of
+    from rmserve.core.manifest import file_digests, sha256_of
 
-    manifest.model_copy(update={"sha256": sha256_of(directory / MODEL_FILE)}).write(directory)
+    update = {"sha256": sha256_of(directory / MODEL_FILE), "files": file_digests(directory)}
+    manifest.model_copy(update=update).write(directory)
     with pytest.raises(InvalidModel, match="expected \\[batch\\]"):
         load_version(directory, intra_op_threads=1)
 
