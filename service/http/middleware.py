@@ -13,7 +13,7 @@ from rmserve.errors import Unauthorized
 from rmserve.http.state import state
 
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"})
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 200
 

@@ -54,6 +54,30 @@ def group_exchanges(
     ]
 
 
+def paired_exchanges(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    fields: tuple[str, str],
+    input_format: InputFormat,
+    settings: Settings,
+) -> list[Exchange]:
+    """Parallel lists of prompts and responses (the Open Inference Protocol's `prompt` and `response` tensors)."""
+    prompt_field, response_field = fields
+    check_count(len(responses), response_field, settings)
+    if len(prompts) != len(responses):
+        raise InvalidField(prompt_field, f"has {len(prompts)} entries for {len(responses)} in {response_field}")
+    return [
+        answered(
+            prompt_turns(
+                check_text(prompt, f"{prompt_field}[{i}]", settings), f"{prompt_field}[{i}]", input_format.layouts
+            ),
+            check_text(response, f"{response_field}[{i}]", settings),
+            f"{response_field}[{i}]",
+        )
+        for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True))
+    ]
+
+
 def item_exchanges(
     items: Sequence[PairItem | ChatItem], input_format: InputFormat, settings: Settings
 ) -> list[Exchange]:
