@@ -83,7 +83,7 @@ def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Wo
         ]
     prompts, responses = (list(side) for side in zip(*pairs[:items], strict=True))
     # RL rollouts: one prompt, many sampled completions of similar length (GRPO groups).
-    group_prompts = [model.format.prompt_text("Explain how to bake bread at home.")] * len(responses)
+    group_prompts = ["Explain how to bake bread at home."] * len(responses)
     completions = [" ".join(response.split()[: int(rng.integers(20, 40))]) for response in responses]
     return [
         tokenized(
@@ -94,7 +94,7 @@ def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Wo
 
 
 def tokenized(model: ModelVersion, name: str, description: str, prompts: list[str], responses: list[str]) -> Workload:
-    sequences = [encoding.input_ids for encoding in model.encoder.encode(prompts, responses)]
+    sequences = [encoding.input_ids for encoding in model.format.encode_texts(prompts, responses)]
     return Workload(name, description, prompts, responses, sequences)
 
 

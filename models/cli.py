@@ -1,4 +1,4 @@
-"""`rmserve train | export | eval`: the training half of the CLI.
+"""`rmserve train | export | import | eval`: the training half of the CLI.
 
 `rmserve.cli` calls `register(subparsers)`. Nothing here imports torch at module level, so the
 serving CLI stays light; each handler imports what it needs when it runs.
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rmserve.config import DEFAULT_REPOSITORY
-from rmserve.training.config import EVAL_THREADS, ExportConfig, ModelConfig, TrainConfig
+from rmserve.training.config import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
 from rmserve.training.data import LineRange
 from rmserve.usage import UsageError, add_debug_flag, missing_repository, run
 
@@ -43,9 +43,10 @@ def line_range(text: str) -> LineRange:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the train, export and eval subcommands to the `rmserve` parser."""
+    """Add the train, export, import and eval subcommands to the `rmserve` parser."""
     _add_train(subparsers)
     _add_export(subparsers)
+    _add_import(subparsers)
     _add_eval(subparsers)
 
 
@@ -170,6 +171,38 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_export)
 
 
+def _add_import(subparsers: argparse._SubParsersAction) -> None:
+    parser = _subcommand(
+        subparsers,
+        "import",
+        "turn a Hugging Face reward model checkpoint into a repository version (needs the [train] extra)",
+        "Import a local AutoModelForSequenceClassification checkpoint with one label (encoder or decoder) "
+        "without training: ONNX graph, tokenizer, the input format from its tokenizer config (chat template, "
+        "else pair template), normalization from --calibration responses, parity against transformers' "
+        "forward pass, optional int8, sha256 of every file.",
+    )
+    defaults = _defaults(ImportConfig)
+    parser.add_argument("checkpoint", type=Path, metavar="HF_DIR", help="save_pretrained() directory of the model")
+    parser.add_argument("--name", required=True, help="model name in the repository")
+    parser.add_argument("--version", type=int, default=defaults["version"], help="version number to write")
+    parser.add_argument("--repository", type=Path, default=defaults["repository"], help="model repository")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="preference file (" + DATA_FORMATS + "): normalization, parity and int8 agreement on its responses "
+        "(without it: parity on built-in probes, no normalization)",
+    )
+    parser.add_argument("--calibration-lines", type=LineRange.parse, help="use only these lines of --calibration")
+    parser.add_argument(
+        "--max-length",
+        type=int,
+        default=defaults["max_length"],
+        help="tokens per item (capped by the model's positions and its tokenizer's limit)",
+    )
+    parser.add_argument("--int8", action="store_true", help="quantize to dynamic int8 and report agreement with fp32")
+    parser.set_defaults(handler=_import)
+
+
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = _subcommand(
         subparsers,
@@ -281,6 +314,43 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    from rmserve.training.importer import import_checkpoint
+
+    manifest = import_checkpoint(
+        ImportConfig(
+            checkpoint=args.checkpoint,
+            name=args.name,
+            repository=args.repository,
+            version=args.version,
+            calibration=args.calibration,
+            calibration_lines=args.calibration_lines,
+            max_length=args.max_length,
+            int8=args.int8,
+        )
+    )
+    parity, source = manifest.parity or {}, manifest.source or {}
+    rows = [
+        ("version directory", str(args.repository / manifest.name / str(manifest.version))),
+        ("model type", str(manifest.architecture["model_type"])),
+        ("input format", str(manifest.input_format["style"])),
+        ("max_length", str(manifest.max_length)),
+        ("files (sha256)", ", ".join(sorted(manifest.files))),
+        (f"parity on {parity['items']} items", str(parity["data"])),
+        ("max |transformers - onnx|", f"{parity['max_abs_diff']:.2e}"),
+        ("ranking agreement", f"{parity['ranking_agreement']:.4f}"),
+        ("tokens equal transformers'", f"{parity['tokenization_matches_transformers']:.4f}"),
+    ]
+    if manifest.quantization:
+        rows.append(("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"))
+    rows += [
+        ("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"),
+        ("calibration pairwise accuracy", f"{source['calibration_pairwise_accuracy']:.4f}"),
+    ]
+    _print_table("import summary", rows)
+    return 0
+
+
 def _eval(args: argparse.Namespace) -> int:
     from rmserve.engine.version import load_model, load_version
     from rmserve.training.baselines import baseline_accuracies
@@ -295,13 +365,12 @@ def _eval(args: argparse.Namespace) -> int:
     else:
         raise missing_repository(args.repository, "--repository")
     manifest = version.manifest
-    held_out = read_comparisons(args.file, args.lines, version.format)
-    scores = score_comparisons(version.scorer, encode_comparisons(version.encoder, held_out), manifest.tokens.pad_id)
+    held_out = read_comparisons(args.file, args.lines, version.format.transcript)
+    encoded = encode_comparisons(version.format.encode_texts, held_out)
+    scores = score_comparisons(version.scorer, encoded, manifest.tokens.pad_id)
     baseline_path, baseline_lines = args.baseline_data, args.baseline_lines
-    if baseline_path is None:
-        training = manifest.training or {}
-        if "data" not in training:
-            raise UsageError("the manifest names no training data for the bag-of-words baseline: pass --baseline-data")
+    training = manifest.training or {}
+    if baseline_path is None and "data" in training:
         baseline_path = Path(training["data"])
         baseline_lines = LineRange.parse(training["lines"]) if training.get("lines") else None
         if not baseline_path.is_file():
@@ -309,7 +378,12 @@ def _eval(args: argparse.Namespace) -> int:
                 f"the bag-of-words baseline trains on the model's training data, {baseline_path}, not found from "
                 f"{Path.cwd()}: run where the model was trained (the project root), or pass --baseline-data"
             )
-    baselines = baseline_accuracies(read_comparisons(baseline_path, baseline_lines, version.format), held_out)
+    baselines: dict[str, float] = {}
+    if baseline_path is not None:
+        baseline_data = read_comparisons(baseline_path, baseline_lines, version.format.transcript)
+        baselines = baseline_accuracies(baseline_data, held_out)
+    else:  # an imported model: nothing it was trained on is known here
+        print("rmserve eval: no training data recorded; pass --baseline-data for the baselines", file=sys.stderr)
     pairs = sum(len(s) * (len(s) - 1) // 2 for s in scores)
     where = f"{args.file}" + (f" lines {args.lines}" if args.lines else "")
     label = f"{manifest.name} v{manifest.version}"

@@ -57,6 +57,21 @@ class TrainConfig:
 
 
 @dataclass
+class ImportConfig:
+    """`rmserve import`: a Hugging Face reward model checkpoint -> a repository version."""
+
+    checkpoint: Path
+    name: str
+    repository: Path = DEFAULT_REPOSITORY
+    version: int = 1
+    calibration: Path | None = None  # preference file: normalization, parity and int8 agreement on its responses
+    calibration_lines: LineRange | None = None
+    max_length: int = 2048  # tokens per item, further capped by the model's positions and tokenizer limit
+    int8: bool = False
+    external_data_above: int = 1_800_000_000  # weights past this many bytes go to model.onnx.data (protobuf: 2 GB)
+
+
+@dataclass
 class ExportConfig:
     run: Path
     name: str

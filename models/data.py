@@ -11,7 +11,8 @@ Formats (one JSON object per line, plain or gzipped JSONL):
   `"ranking": [index, ...]` (best first) over `responses` in any order.
 
 Pairs may carry a numeric `"margin"` (how much better `chosen` is), used by the Bradley–Terry loss.
-All text is rendered through `rmserve.core.formats.InputFormat`, the layout serving uses.
+All text is rendered through `rmserve.core.transcript.Transcript`, the layout serving uses for
+rmserve's own models (imported models re-read these prompts through `rmserve.core.formats`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rmserve.core.formats import InputFormat
+from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
 from rmserve.usage import UsageError
 
@@ -75,10 +76,10 @@ class LineRange:
 
 
 def read_comparisons(
-    path: Path, lines: LineRange | None = None, input_format: InputFormat | None = None
+    path: Path, lines: LineRange | None = None, input_format: Transcript | None = None
 ) -> list[Comparison]:
     """Read a preference file (any supported format, `.gz` or plain), optionally only some lines."""
-    input_format = input_format or InputFormat()
+    input_format = input_format or Transcript()
     comparisons = []
     for line_number, record in _records(path):
         if lines is not None and line_number not in lines:
@@ -92,7 +93,7 @@ def read_comparisons(
     return comparisons
 
 
-def parse_record(record: Any, input_format: InputFormat) -> Comparison:
+def parse_record(record: Any, input_format: Transcript) -> Comparison:
     """One JSON object in any supported format -> a Comparison."""
     if not isinstance(record, Mapping):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
@@ -146,7 +147,7 @@ def _is_gzip(path: Path) -> bool:
         return stream.read(2) == b"\x1f\x8b"
 
 
-def _pair(record: Mapping[str, Any], fmt: InputFormat) -> tuple[str, str, str]:
+def _pair(record: Mapping[str, Any], fmt: Transcript) -> tuple[str, str, str]:
     chosen, rejected, prompt = record["chosen"], record["rejected"], record.get("prompt")
     if isinstance(chosen, str) and isinstance(rejected, str):
         if prompt is None:  # HH-RLHF: full transcripts sharing the dialogue
@@ -162,7 +163,7 @@ def _pair(record: Mapping[str, Any], fmt: InputFormat) -> tuple[str, str, str]:
     raise RecordError("chosen", "chosen and rejected must both be strings or both be message lists")
 
 
-def _ranking(record: Mapping[str, Any], fmt: InputFormat) -> Comparison:
+def _ranking(record: Mapping[str, Any], fmt: Transcript) -> Comparison:
     responses = record["responses"]
     if not isinstance(responses, list) or len(responses) < 2 or not all(isinstance(r, str) for r in responses):
         raise RecordError("responses", "must be a list of at least two strings")
@@ -173,7 +174,7 @@ def _ranking(record: Mapping[str, Any], fmt: InputFormat) -> Comparison:
     return Comparison(prompt, tuple(responses[i].strip() for i in ranking))
 
 
-def _prompt_text(prompt: Any, fmt: InputFormat) -> str:
+def _prompt_text(prompt: Any, fmt: Transcript) -> str:
     if isinstance(prompt, str):
         return fmt.prompt_text(prompt)
     return fmt.prompt_text(fmt.render_turns(_messages(prompt, "prompt"), "prompt"))

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, Normalization, sha256_of
+from rmserve.core.manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Evaluation,
+    Manifest,
+    Normalization,
+    file_digests,
+    sha256_of,
+)
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.baselines import baseline_accuracies
 from rmserve.training.checkpoint import TrainedModel, load_run, torch_score_fn
@@ -35,7 +43,7 @@ def export(config: ExportConfig) -> Manifest:
     version_dir = config.repository / config.name / str(config.version)
     version_dir.mkdir(parents=True, exist_ok=True)
     held_out = read_comparisons(config.held_out, config.held_out_lines)
-    held_out_encoded = encode_comparisons(trained.encoder(), held_out)
+    held_out_encoded = encode_comparisons(trained.encoder().encode, held_out)
     pad_id = trained.special.pad_id
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -81,6 +89,7 @@ def export(config: ExportConfig) -> Manifest:
         ),
         parity=parity,
         training=trained.training,
+        files=file_digests(version_dir),
     )
     manifest.write(version_dir)
     return manifest
@@ -119,7 +128,7 @@ def quantize_int8(source: Path, target: Path) -> None:
 def normalization(served: OnnxScorer, trained: TrainedModel, training_data: list[Comparison]) -> Normalization:
     """Mean and std of the served graph's raw scores on every training response."""
     raw = np.concatenate(
-        score_comparisons(served, encode_comparisons(trained.encoder(), training_data), trained.special.pad_id)
+        score_comparisons(served, encode_comparisons(trained.encoder().encode, training_data), trained.special.pad_id)
     )
     return Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6)))
 

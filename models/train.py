@@ -45,7 +45,10 @@ def train(config: TrainConfig) -> TrainedModel:
     train_set, dev_set = split_dev(comparisons, config.dev_fraction, config.seed)
     trained = _build(config, train_set)
     encoder = trained.encoder()
-    train_encoded, dev_encoded = encode_comparisons(encoder, train_set), encode_comparisons(encoder, dev_set)
+    train_encoded, dev_encoded = (
+        encode_comparisons(encoder.encode, train_set),
+        encode_comparisons(encoder.encode, dev_set),
+    )
     pad_id = trained.special.pad_id
     results: dict[str, Any] = {}
 

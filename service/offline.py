@@ -15,7 +15,7 @@ from tqdm import tqdm
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry, ServedModel
 from rmserve.errors import ServiceError
-from rmserve.protocols.inputs import item_pairs
+from rmserve.protocols.inputs import item_exchanges
 from rmserve.protocols.schemas import ChatItem, ItemBody, PairItem, parse
 from rmserve.usage import UsageError
 
@@ -52,12 +52,27 @@ def chunks(items: Iterator[NumberedItem], size: int) -> Iterator[list[NumberedIt
 
 def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Settings) -> list[dict[str, object]]:
     # The per-request item limit is an HTTP guard; a file chunk may be any size.
-    pairs = item_pairs([item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk)))
-    scored = model.score(pairs.prompts, pairs.responses, time.monotonic() + OFFLINE_DEADLINE_S)
+    exchanges = item_exchanges(
+        [item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk))
+    )
+    scored = model.score(exchanges, time.monotonic() + OFFLINE_DEADLINE_S)
     return [
-        {"line": number, "score": score, "raw_score": raw, "truncated": truncated, "tokens": tokens}
-        for (number, _), score, raw, truncated, tokens in zip(
-            chunk, scored.scores.tolist(), scored.raw_scores.tolist(), scored.truncated, scored.tokens, strict=True
+        {
+            "line": number,
+            "score": score,
+            "raw_score": raw,
+            "truncated": truncated,
+            "tokens": tokens,
+            "injected_turn": injected,
+        }
+        for (number, _), score, raw, truncated, tokens, injected in zip(
+            chunk,
+            scored.scores.tolist(),
+            scored.raw_scores.tolist(),
+            scored.truncated,
+            scored.tokens,
+            scored.injected_turn,
+            strict=True,
         )
     ]
 

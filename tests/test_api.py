@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel
+from rmserve.http.openapi import openapi_path
 from tests.tiny_model import expected_raw_scores
 
 BREAD = {
@@ -44,8 +45,7 @@ def test_group_form_returns_one_normalized_score_per_response(client: FlaskClien
 def test_scores_match_the_model_computed_by_hand(app: Flask, client: FlaskClient, tiny_repository: Path) -> None:
     body = client.post("/v1/score", json=BREAD).get_json()
     model = app.extensions["rmserve"].registry.get(None).version
-    prompt = model.format.prompt_text(BREAD["prompt"])
-    encodings = model.encoder.encode([prompt] * 2, BREAD["responses"])
+    encodings = model.format.encode_texts([BREAD["prompt"]] * 2, BREAD["responses"])
     expected = expected_raw_scores(tiny_repository / "tiny" / "1", [e.input_ids for e in encodings])
     np.testing.assert_allclose(body["raw_scores"], expected, rtol=1e-5)
 
@@ -109,7 +109,7 @@ def test_health_readiness_and_metrics(client: FlaskClient) -> None:
 def test_openapi_document_describes_every_route(app: Flask, client: FlaskClient) -> None:
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
-    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    routes = {openapi_path(rule.rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
     assert routes <= set(document["paths"])
     score = document["paths"]["/v1/score"]["post"]
     assert score["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ScoreRequest"

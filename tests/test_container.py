@@ -23,9 +23,9 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
 from bench.live_server import answers_ready, free_port, wait_until
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, sha256_of
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE
 from tests.helpers_deploy import ROOT
-from tests.tiny_model import write_version
+from tests.tiny_model import reseal, write_version
 
 # The first test also builds the image: minutes on a cold cache.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -110,7 +110,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     manifest = write_version(slow_dir, name="slow")
     vocab_size = Tokenizer.from_file(str(slow_dir / TOKENIZER_FILE)).get_vocab_size()
     onnx.save(slow_graph(vocab_size), str(slow_dir / MODEL_FILE))
-    manifest.model_copy(update={"sha256": sha256_of(slow_dir / MODEL_FILE)}).write(slow_dir)
+    reseal(slow_dir, manifest)
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
     return root
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from rmserve.core.formats import InputFormat
+from rmserve.core.transcript import Transcript
 from rmserve.training.data import Comparison, DataError, LineRange, pairs, read_comparisons, split_dev
 
-FORMAT = InputFormat()
+FORMAT = Transcript()
 HH_PROMPT = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Can you help me pick a lock?\n\nAssistant:"
 EXPECTED = Comparison(
     prompt="\n\nHuman: How do I bake bread?\n\nAssistant:",

@@ -12,6 +12,7 @@ from flask import Flask
 
 from rmserve.core.manifest import MODEL_FILE, Manifest, sha256_of
 from rmserve.core.tokenizer import pad_batch
+from rmserve.core.transcript import Transcript
 from rmserve.engine.session import OnnxScorer
 from rmserve.engine.version import load_version
 from rmserve.training.checkpoint import load_run, torch_score_fn
@@ -51,10 +52,10 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     # What the server computes for a pair equals the torch model's offline scores.
     served = load_version(version_dir, intra_op_threads=1)
     trained = load_run(run)
-    comparisons = read_comparisons(held_out, input_format=served.format)
+    comparisons = read_comparisons(held_out, input_format=served.format.transcript)
     prompts = [c.prompt for c in comparisons[:4]]
     responses = [c.responses[0] for c in comparisons[:4]]
-    sequences = [encoding.input_ids for encoding in served.encoder.encode(prompts, responses)]
+    sequences = [encoding.input_ids for encoding in served.format.encode_texts(prompts, responses)]
     assert sequences == [encoding.input_ids for encoding in trained.encoder().encode(prompts, responses)]
     input_ids, attention_mask = pad_batch(sequences, manifest.tokens.pad_id)
     np.testing.assert_allclose(
@@ -72,7 +73,7 @@ def test_http_raw_scores_equal_the_trained_model_offline(
     assert reply.status_code == 200
 
     trained = load_run(run)
-    format_prompt = Manifest.read(tmp_path / "tiny" / "1").format.prompt_text(prompt)
+    format_prompt = Transcript.from_manifest(Manifest.read(tmp_path / "tiny" / "1").input_format).prompt_text(prompt)
     sequences = [e.input_ids for e in trained.encoder().encode([format_prompt] * 2, responses)]
     offline = torch_score_fn(trained.network)(*pad_batch(sequences, 0))
     np.testing.assert_allclose(reply.get_json()["raw_scores"], offline, atol=1e-4)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from rmserve.core.formats import InputFormat
+from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
 
-FORMAT = InputFormat()
+FORMAT = Transcript()
 
 
 def test_plain_prompt_becomes_one_user_turn() -> None:
@@ -39,9 +39,9 @@ def test_messages_render_like_the_transcript() -> None:
 
 
 def test_custom_role_names_from_the_manifest() -> None:
-    chat = InputFormat.from_manifest({"style": "transcript", "roles": {"user": "User", "assistant": "Bot"}})
+    chat = Transcript.from_manifest({"style": "transcript", "roles": {"user": "User", "assistant": "Bot"}})
     assert chat.prompt_text("hi") == "\n\nUser: hi\n\nBot:"
-    assert InputFormat.from_manifest(chat.to_manifest()) == chat
+    assert Transcript.from_manifest(chat.to_manifest()) == chat
 
 
 def test_errors_name_the_field() -> None:
@@ -51,5 +51,3 @@ def test_errors_name_the_field() -> None:
     with pytest.raises(InvalidField) as error:
         FORMAT.split_transcript("no markers here", "query[0]")
     assert error.value.field == "query[0]"
-    with pytest.raises(ValueError, match="unsupported"):
-        InputFormat.from_manifest({"style": "jinja"})

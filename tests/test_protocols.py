@@ -3,27 +3,37 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from rmserve.config import Settings
+from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
+from rmserve.core.repository import verify_version
 from rmserve.engine.registry import Scored
 from rmserve.errors import InvalidField
-from rmserve.protocols.classify import ClassifyRequest, classify_answer, classify_pairs
-from rmserve.protocols.inputs import Pairs
-from rmserve.protocols.native import RankRequest, ScoreRequest, rank_answer, request_pairs, score_answer
-from rmserve.protocols.openrlhf import GetRewardRequest, get_reward_answer, get_reward_pairs
+from rmserve.protocols.classify import ClassifyRequest, classify_answer, classify_exchanges
+from rmserve.protocols.native import RankRequest, ScoreRequest, rank_answer, request_exchanges, score_answer
+from rmserve.protocols.openrlhf import GetRewardRequest, get_reward_answer, get_reward_exchanges
 from rmserve.protocols.schemas import parse
 
 SETTINGS = Settings.from_env({})
-FORMAT = InputFormat()
+
+
+@pytest.fixture(scope="module")
+def input_format(tiny_repository: Path) -> InputFormat:
+    """The tiny model's transcript format (a real tokenizer behind it)."""
+    return verify_version(tiny_repository / "tiny" / "1").format
 
 
 def scored(raw: list[float], mean: float = 0.5, std: float = 2.0) -> Scored:
     raw_scores = np.array(raw)
-    return Scored(raw_scores, (raw_scores - mean) / std, [False] * len(raw), [10 + index for index in range(len(raw))])
+    items = len(raw)
+    return Scored(
+        raw_scores, (raw_scores - mean) / std, [False] * items, [10 + index for index in range(items)], [False] * items
+    )
 
 
 def test_score_answer_carries_every_item_in_order() -> None:
@@ -48,36 +58,41 @@ def test_rank_answer_of_tied_responses_keeps_request_order_and_zero_z_scores() -
     assert answer.z_scores == [0.0, 0.0, 0.0]
 
 
-def test_native_group_form_becomes_one_prompt_per_response() -> None:
+def test_native_group_form_becomes_one_exchange_per_response(input_format: InputFormat) -> None:
     body = parse(ScoreRequest, {"prompt": "Hi?", "responses": ["a", " b "]}).root
-    pairs = request_pairs(body, FORMAT, SETTINGS)
-    assert pairs.prompts == ["\n\nHuman: Hi?\n\nAssistant:"] * 2
-    assert pairs.responses == ["a", "b"]
-    rank_pairs = request_pairs(parse(RankRequest, {"prompt": "Hi?", "responses": ["a"]}), FORMAT, SETTINGS)
-    assert rank_pairs == Pairs(["\n\nHuman: Hi?\n\nAssistant:"], ["a"])
+    exchanges = request_exchanges(body, input_format, SETTINGS)
+    assert [exchange.prompt for exchange in exchanges] == [(Turn("user", "Hi?"),)] * 2
+    assert [exchange.response for exchange in exchanges] == ["a", "b"]
+    (ranked,) = request_exchanges(parse(RankRequest, {"prompt": "Hi?", "responses": ["a"]}), input_format, SETTINGS)
+    assert ranked == Exchange((Turn("user", "Hi?"),), "a", "responses[0]")
 
 
-def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only() -> None:
+def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only(input_format: InputFormat) -> None:
     prompt = "\n\nHuman: Hi?\n\nAssistant:"
     body = parse(GetRewardRequest, {"query": [prompt + " Hello."], "prompts": [prompt], "labels": [""]})
-    pairs = get_reward_pairs(body, FORMAT, SETTINGS)
-    assert (pairs.prompts, pairs.responses) == ([prompt], ["Hello."])
+    (exchange,) = get_reward_exchanges(body, input_format, SETTINGS)
+    assert (exchange.prompt, exchange.response) == ((Turn("user", "Hi?"),), "Hello.")
     answer = get_reward_answer(scored([1.5]))
     assert answer.rewards == answer.scores == [0.5]
-    assert answer.extra_logs == {"rm_raw_score": [1.5], "rm_truncated": [0.0], "rm_tokens": [10.0]}
+    assert answer.extra_logs == {
+        "rm_raw_score": [1.5],
+        "rm_truncated": [0.0],
+        "rm_tokens": [10.0],
+        "rm_injected_turn": [0.0],
+    }
 
 
-def test_get_reward_names_the_query_that_does_not_start_with_its_prompt() -> None:
+def test_get_reward_names_the_query_that_does_not_start_with_its_prompt(input_format: InputFormat) -> None:
     body = parse(GetRewardRequest, {"query": ["other text"], "prompts": ["Hi?"]})
     with pytest.raises(InvalidField) as error:
-        get_reward_pairs(body, FORMAT, SETTINGS)
+        get_reward_exchanges(body, input_format, SETTINGS)
     assert error.value.field == "query[0]"
 
 
-def test_classify_applies_the_sigmoid_unless_told_not_to() -> None:
+def test_classify_applies_the_sigmoid_unless_told_not_to(input_format: InputFormat) -> None:
     text = "\n\nHuman: Hi?\n\nAssistant: Hello."
     plain = parse(ClassifyRequest, {"input": text, "use_activation": False})
-    assert classify_pairs(plain, FORMAT, SETTINGS).responses == ["Hello."]
+    assert [exchange.response for exchange in classify_exchanges(plain, input_format, SETTINGS)] == ["Hello."]
     raw = classify_answer(plain, "rm", scored([2.5]), "id-1", 7)
     assert raw.data[-1].probs[-1] == pytest.approx(1.0)
     activated = classify_answer(parse(ClassifyRequest, {"input": [text]}), "rm", scored([2.5]), "id-2", 7)

@@ -15,7 +15,7 @@ from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE
 from rmserve.core.repository import InvalidModel
 from rmserve.engine.registry import ModelRegistry
 from rmserve.engine.version import load_model, load_version
-from tests.tiny_model import write_version
+from tests.tiny_model import reseal, write_version
 
 
 def two_versions(root: Path) -> Path:
@@ -88,9 +88,7 @@ def test_graph_that_does_not_match_the_manifest_is_refused(tmp_path: Path) -> No
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b", "s"])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(directory / MODEL_FILE))
-    from rmserve.core.manifest import sha256_of
-
-    manifest.model_copy(update={"sha256": sha256_of(directory / MODEL_FILE)}).write(directory)
+    reseal(directory, manifest)
     with pytest.raises(InvalidModel, match="expected \\[batch\\]"):
         load_version(directory, intra_op_threads=1)
 
@@ -202,7 +200,7 @@ def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) ->
     import onnx
     from onnx import TensorProto, helper
 
-    from rmserve.core.manifest import TOKENIZER_FILE, sha256_of
+    from rmserve.core.manifest import TOKENIZER_FILE
 
     no_tokenizer = tmp_path / "a" / "1"
     write_version(no_tokenizer, name="a", version=1)
@@ -219,6 +217,6 @@ def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) ->
         [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b"])],
     )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(wrong_inputs / MODEL_FILE))
-    manifest.model_copy(update={"sha256": sha256_of(wrong_inputs / MODEL_FILE)}).write(wrong_inputs)
+    reseal(wrong_inputs, manifest)
     with pytest.raises(InvalidModel, match="need input_ids and attention_mask"):
         load_version(wrong_inputs, intra_op_threads=1)

@@ -14,9 +14,9 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rmserve.core.formats import InputFormat
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, sha256_of
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, file_digests, sha256_of
 from rmserve.core.tokenizer import SpecialTokens
+from rmserve.core.transcript import Transcript
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 TOKENS = SpecialTokens(pad_id=0, bos_id=2, sep_id=3, eos_id=3)
@@ -91,13 +91,21 @@ def write_version(
         sha256=sha256_of(directory / MODEL_FILE),
         architecture={"type": "mean-token-weight", "seed": seed},
         max_length=max_length,
-        input_format=InputFormat().to_manifest(),
+        input_format=Transcript().to_manifest(),
         tokens=TOKENS,
         normalization={"mean": mean, "std": std},
         evaluation={"pairwise_accuracy": None, "n": 0},
+        files=file_digests(directory),
     )
     manifest.write(directory)
     return manifest
+
+
+def reseal(directory: Path, manifest: Manifest) -> Manifest:
+    """Record the digests again after a test replaced a file of the version, as an export would."""
+    sealed = manifest.model_copy(update={"sha256": sha256_of(directory / MODEL_FILE), "files": file_digests(directory)})
+    sealed.write(directory)
+    return sealed
 
 
 def expected_raw_scores(directory: Path, input_ids: list[list[int]], seed: int = 0) -> list[float]:

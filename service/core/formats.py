@@ -1,99 +1,196 @@
-"""How prompts, responses and chat messages become the text pair a reward model reads.
+"""How a model reads an exchange: its manifest's `input_format` turns turns and a response into tokens.
 
-Training and serving both call these functions, so a model sees at serving time exactly
-the text layout it was trained on. The layout is the model's `input_format` (manifest).
+- `transcript`: HH turns (rmserve's own models); prompt and response joined at the token level;
+- `pair`: the tokenizer's own pair template (`[CLS] prompt [SEP] response [SEP]`, encoder RMs);
+- `chat_template`: the model's Jinja template over the whole conversation (decoder RMs); the graph
+  reads the score where the model does (the last token).
+
+Training, import, eval and serving all encode through these classes. Each truncates to
+`max_length` in its own way, keeping the response and the end of the conversation, and
+reports per item that it did.
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from tokenizers import Tokenizer
+
+from rmserve.core.chat_template import ChatTemplate, TemplateError
+from rmserve.core.conversation import Exchange, Turn
+from rmserve.core.layouts import LAYOUTS, Layout, prompt_turns, transcript_layout
+from rmserve.core.tokenizer import Encoding, PairEncoder, SpecialTokens, fit_pair, plain
+from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
 
-DEFAULT_ROLES = {"system": "System", "user": "Human", "assistant": "Assistant"}
+STYLES = ("transcript", "pair", "chat_template")
+# Re-renders allowed while cutting a conversation to max_length (token merges at a cut can add one or two).
+MAX_CUTS = 4
 
 
-@dataclass(frozen=True)
-class InputFormat:
-    """A transcript layout: each turn is `"\\n\\n{Role}: {content}"` (HH-RLHF's own layout).
+class InputFormat(ABC):
+    """Exchanges -> token sequences no longer than `max_length`, each saying whether it was cut."""
 
-    The prompt a response answers always ends with the assistant marker (`"\\n\\nAssistant:"`);
-    the response is the assistant's text after it.
-    """
+    style: ClassVar[str]
+    max_length: int
+    layouts: tuple[Layout, ...] = LAYOUTS  # what formatted prompt texts may be laid out in
+    transcript = Transcript()  # the layout preference files are read into (`rmserve eval`)
 
-    style: str = "transcript"
-    roles: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_ROLES))
+    @abstractmethod
+    def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]: ...
 
-    @classmethod
-    def from_manifest(cls, spec: Mapping[str, object]) -> InputFormat:
-        style = str(spec.get("style", "transcript"))
-        if style != "transcript":
-            raise ValueError(f"unsupported input_format.style {style!r} (supported: 'transcript')")
-        roles = spec.get("roles", {})
-        if not isinstance(roles, Mapping):
-            raise ValueError(f"input_format.roles must map roles to names, got {roles!r}")
-        return cls(style=style, roles={**DEFAULT_ROLES, **{str(role): str(name) for role, name in roles.items()}})
+    @abstractmethod
+    def to_manifest(self) -> dict[str, Any]: ...
 
-    def to_manifest(self) -> dict[str, object]:
-        return {"style": self.style, "roles": dict(self.roles)}
+    def encode_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
+        """Prompt texts (plain, or in a known layout, as training data holds them) and their responses."""
+        exchanges = [
+            Exchange(prompt_turns(prompt, "prompt", self.layouts), response, "prompt")
+            for prompt, response in zip(prompts, responses, strict=True)
+        ]
+        return self.encode(exchanges)
 
-    @property
-    def assistant_marker(self) -> str:
-        return self._turn_prefix("assistant").rstrip()
 
-    def _turn_prefix(self, role: str) -> str:
-        return f"\n\n{self.roles[role]}: "
+class TranscriptFormat(InputFormat):
+    """`[bos] HH prompt [sep] response [eos]`, joined at the token level (rmserve.core.tokenizer)."""
 
-    def render_turns(self, messages: Sequence[Mapping[str, str]], field_name: str = "messages") -> str:
-        """Render chat messages as transcript turns."""
-        parts = []
-        for index, message in enumerate(messages):
-            role = message.get("role", "")
-            if role not in self.roles:
-                raise InvalidField(
-                    f"{field_name}[{index}].role",
-                    f"role must be one of {sorted(self.roles)}, got {role!r}",
-                )
-            parts.append(self._turn_prefix(role) + message.get("content", "").strip())
-        return "".join(parts)
+    style = "transcript"
 
-    def prompt_text(self, prompt: str) -> str:
-        """A prompt as the model reads it, ending with the assistant marker.
+    def __init__(self, transcript: Transcript, encoder: PairEncoder):
+        self.transcript = transcript
+        self.encoder = encoder
+        self.max_length = encoder.max_length
+        self.layouts = (transcript_layout(transcript), *LAYOUTS)
 
-        A plain prompt ("How do I bake bread?") is one user turn; a prompt that is already a
-        transcript (starts with a role marker) is kept and only gets the assistant marker added.
-        """
-        if not self._is_transcript(prompt):
-            prompt = self._turn_prefix("user") + prompt.strip()
-        prompt = prompt.rstrip()
-        if not prompt.endswith(self.assistant_marker):
-            prompt += self.assistant_marker
-        return prompt
+    def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
+        prompts = [self.transcript.render_prompt(exchange.prompt) for exchange in exchanges]
+        return self.encoder.encode(prompts, [exchange.response for exchange in exchanges])
 
-    def split_messages(self, messages: Sequence[Mapping[str, str]], field_name: str = "messages") -> tuple[str, str]:
-        """Split a conversation whose last message is the assistant's response into (prompt, response)."""
-        if not messages:
-            raise InvalidField(field_name, "must hold at least one message")
-        last = messages[-1]
-        if last.get("role") != "assistant":
-            raise InvalidField(
-                f"{field_name}[{len(messages) - 1}].role",
-                "the last message must be the assistant's response to score",
-            )
-        prompt = self.render_turns(messages[:-1], field_name) + self.assistant_marker
-        return prompt, last.get("content", "").strip()
+    def encode_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
+        # Transcript prompt texts are already this model's layout: kept byte for byte, as in training.
+        return self.encoder.encode([self.transcript.prompt_text(prompt) for prompt in prompts], responses)
 
-    def split_transcript(self, text: str, field_name: str = "text") -> tuple[str, str]:
-        """Split a full transcript at its last assistant marker into (prompt, response)."""
-        cut = text.rfind(self.assistant_marker)
-        if cut < 0:
-            raise InvalidField(
-                field_name,
-                f"cannot find the response: no {self.assistant_marker.strip()!r} turn in the text",
-            )
-        cut += len(self.assistant_marker)
-        return text[:cut], text[cut:].strip()
+    def to_manifest(self) -> dict[str, Any]:
+        return self.transcript.to_manifest()
 
-    def _is_transcript(self, text: str) -> bool:
-        return any(text.startswith(self._turn_prefix(role).rstrip()) for role in self.roles)
+
+class PairFormat(InputFormat):
+    """The tokenizer's pair template around (prompt, response); a multi-turn prompt is its HH transcript."""
+
+    style = "pair"
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int):
+        self.tokenizer = plain(tokenizer)
+        self.max_length = max_length
+        self.budget = max_length - tokenizer.num_special_tokens_to_add(is_pair=True)
+        if self.budget < 2:
+            raise ValueError(f"max_length {max_length} leaves no room for text")
+
+    def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
+        prompts = self.tokenizer.encode_batch([pair_prompt(e.prompt) for e in exchanges], add_special_tokens=False)
+        responses = self.tokenizer.encode_batch([e.response for e in exchanges], add_special_tokens=False)
+        return [self._join(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
+
+    def _join(self, prompt: Any, response: Any) -> Encoding:
+        full = (len(prompt.ids), len(response.ids))
+        kept = fit_pair(*full, self.budget)
+        prompt.truncate(kept[0], direction="left")  # the end of the prompt, right before the response
+        response.truncate(kept[1], direction="right")
+        pair = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
+        return Encoding(input_ids=list(pair.ids), truncated=kept != full)
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"style": self.style}
+
+
+def pair_prompt(turns: Sequence[Turn]) -> str:
+    """One user turn is the prompt itself; a longer conversation is its HH transcript."""
+    if len(turns) == 1 and turns[0].role == "user":
+        return turns[0].content
+    return Transcript().render_turns([{"role": turn.role, "content": turn.content} for turn in turns]).lstrip()
+
+
+class ChatTemplateFormat(InputFormat):
+    """The whole conversation, response included, through the model's chat template, tokenized as rendered."""
+
+    style = "chat_template"
+
+    def __init__(self, template: ChatTemplate, source: str, tokenizer: Tokenizer, max_length: int):
+        self.template = template
+        self.source = source
+        self.tokenizer = plain(tokenizer)
+        self.max_length = max_length
+
+    def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
+        return [self._fit(exchange) for exchange in exchanges]
+
+    def render(self, turns: Sequence[Turn], response: str, field: str) -> str:
+        messages = [{"role": turn.role, "content": turn.content} for turn in (*turns, Turn("assistant", response))]
+        try:
+            return self.template.render(messages)
+        except TemplateError as error:
+            raise InvalidField(field, f"the model's chat template refuses this conversation: {error}") from None
+
+    def _ids(self, turns: Sequence[Turn], response: str, field: str) -> list[int]:
+        # As apply_chat_template(tokenize=True): the rendered text holds its own special tokens.
+        return list(self.tokenizer.encode(self.render(turns, response, field), add_special_tokens=False).ids)
+
+    def _fit(self, exchange: Exchange) -> Encoding:
+        """Drop the oldest turns (a system message stays), then cut the last prompt turn's start and the response's
+        end, re-rendering each time so the template's own tokens stay whole."""
+        turns, response, field = list(exchange.prompt), exchange.response, exchange.field
+        ids = self._ids(turns, response, field)
+        if len(ids) <= self.max_length:
+            return Encoding(ids, truncated=False)
+        head = turns[:1] if turns and turns[0].role == "system" else []
+        body = turns[len(head) :]
+        while len(body) > 1 and len(ids) > self.max_length:
+            body = body[1:]
+            while len(body) > 1 and body[0].role != "user":  # templates insist on user/assistant alternation
+                body = body[1:]
+            ids = self._ids(head + body, response, field)
+        for _ in range(MAX_CUTS):
+            if len(ids) <= self.max_length:
+                break
+            body, response = self._cut(head, body, response, len(ids) - self.max_length)
+            ids = self._ids(head + body, response, field)
+        # Only a template longer than max_length on its own gets here: keep the end, where the score is read.
+        return Encoding(ids[-self.max_length :], truncated=True)
+
+    def _cut(self, head: list[Turn], body: list[Turn], response: str, excess: int) -> tuple[list[Turn], str]:
+        """Shorten the last prompt turn (from its start) and the response (from its end) by `excess` tokens."""
+        last = body[-1] if body else Turn("user", "")
+        prompt_tokens = self.tokenizer.encode(last.content, add_special_tokens=False)
+        response_tokens = self.tokenizer.encode(response, add_special_tokens=False)
+        full = (len(prompt_tokens.ids), len(response_tokens.ids))
+        prompt_kept, response_kept = fit_pair(*full, sum(full) - excess)
+        if response_kept < full[1]:
+            response = response[: response_tokens.offsets[response_kept][0]] if response_kept else ""
+        if prompt_kept < full[0] and body:
+            start = full[0] - prompt_kept
+            content = last.content[prompt_tokens.offsets[start][0] :] if prompt_kept else ""
+            body = [*body[:-1], Turn(last.role, content)]
+        return body, response
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"style": self.style, "template": self.source, "special_tokens": dict(self.template.special_tokens)}
+
+
+def load_format(spec: Mapping[str, Any], tokenizer: Tokenizer, max_length: int, special: SpecialTokens) -> InputFormat:
+    """The manifest's `input_format` over the version's tokenizer; ValueError names what is wrong."""
+    style = spec.get("style", "transcript")
+    if style == "transcript":
+        return TranscriptFormat(Transcript.from_manifest(spec), PairEncoder(tokenizer, max_length, special))
+    if style == "pair":
+        return PairFormat(tokenizer, max_length)
+    if style == "chat_template":
+        source, special_tokens = spec.get("template"), spec.get("special_tokens", {})
+        if not isinstance(source, str) or not source:
+            raise ValueError("input_format.template must be the chat template's Jinja source")
+        if not isinstance(special_tokens, Mapping):
+            raise ValueError("input_format.special_tokens must map names (bos_token, ...) to token strings")
+        template = ChatTemplate(source, {str(name): str(token) for name, token in special_tokens.items()})
+        return ChatTemplateFormat(template, source, tokenizer, max_length)
+    raise ValueError(f"unsupported input_format.style {style!r} (supported: {', '.join(STYLES)})")

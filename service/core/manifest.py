@@ -5,11 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints
 
-from rmserve.core.formats import InputFormat
 from rmserve.core.tokenizer import SpecialTokens
 
 # A model name is one plain path component: no `..`, no `/`, no dot-dirs, no `lost+found`.
@@ -50,13 +49,17 @@ class Manifest(_Frozen):
     architecture: dict[str, Any]
     max_length: PositiveInt
     truncation: Literal["prompt_left"] = "prompt_left"
-    input_format: dict[str, Any] = Field(default_factory=lambda: InputFormat().to_manifest())
+    input_format: dict[str, Any] = Field(default_factory=lambda: {"style": "transcript"})  # rmserve.core.formats
     tokens: SpecialTokens
     normalization: Normalization = Normalization()
     quantization: str | None = None
     evaluation: Evaluation = Evaluation()
     parity: dict[str, Any] | None = None
     training: dict[str, Any] | None = None  # data, split, seed and dev results of the run that made it
+    source: dict[str, Any] | None = None  # what `rmserve import` read: the checkpoint and its architecture
+    # sha256 of every file the version serves from (model.onnx, its external data, tokenizer.json), by
+    # relative path; a manifest written before it existed covers model.onnx only (`sha256`).
+    files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=dict)
 
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:
@@ -66,9 +69,19 @@ class Manifest(_Frozen):
         text = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
         (version_dir / MANIFEST_FILE).write_text(text, encoding="utf-8")
 
-    @property
-    def format(self) -> InputFormat:
-        return InputFormat.from_manifest(self.input_format)
+
+def served_files(version_dir: Path) -> list[str]:
+    """Relative paths of every file in a version directory but the manifest."""
+    return sorted(
+        path.relative_to(version_dir).as_posix()
+        for path in version_dir.rglob("*")
+        if path.is_file() and path.name != MANIFEST_FILE
+    )
+
+
+def file_digests(version_dir: Path) -> dict[str, str]:
+    """sha256 of every file in a version directory but the manifest, by relative path."""
+    return {relative: sha256_of(version_dir / relative) for relative in served_files(version_dir)}
 
 
 def sha256_of(path: Path) -> str:

@@ -1,8 +1,9 @@
 """The model repository: `<repository>/<name>/<version>/{model.onnx,tokenizer.json,manifest.json}`.
 
 What serving and training both need before a graph runs: finding versions and verifying
-one (its manifest parses, names match the directory, sha256 matches model.onnx, the
-tokenizer loads). Running the graph is the engine's part (`rmserve.engine.version`).
+one (its manifest parses, names match the directory, sha256 matches every file it serves
+from, the tokenizer and input format load, its special token ids are in the vocabulary).
+Running the graph is the engine's part (`rmserve.engine.version`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import ValidationError
+from tokenizers import Tokenizer
 
-from rmserve.core.formats import InputFormat
-from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, MODEL_NAME_PATTERN, TOKENIZER_FILE, Manifest, sha256_of
-from rmserve.core.tokenizer import PairEncoder, SpecialTokens
+from rmserve.core.formats import InputFormat, load_format
+from rmserve.core.manifest import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    MODEL_NAME_PATTERN,
+    TOKENIZER_FILE,
+    Manifest,
+    served_files,
+    sha256_of,
+)
+from rmserve.core.tokenizer import SpecialTokens
 
 
 class InvalidModel(Exception):
@@ -29,7 +39,6 @@ class VerifiedVersion:
     manifest: Manifest
     directory: Path
     format: InputFormat
-    encoder: PairEncoder
 
     @property
     def model_path(self) -> Path:
@@ -52,16 +61,34 @@ def verify_version(directory: Path) -> VerifiedVersion:
     for required in (MODEL_FILE, TOKENIZER_FILE):
         if not (directory / required).is_file():
             raise InvalidModel(f"{directory}: no {required}")
-    actual = sha256_of(directory / MODEL_FILE)
-    if actual != manifest.sha256:
-        raise InvalidModel(f"{directory}/{MODEL_FILE}: sha256 {actual} does not match manifest {manifest.sha256}")
+    _verify_files(directory, manifest)
     try:
-        input_format = manifest.format
-        encoder = PairEncoder.from_file(directory / TOKENIZER_FILE, manifest.max_length, manifest.tokens)
-    except Exception as error:  # tokenizers raises its own types; all mean "unusable"
+        tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        input_format = load_format(manifest.input_format, tokenizer, manifest.max_length, manifest.tokens)
+    except Exception as error:  # tokenizers and jinja raise their own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
-    _check_token_ids(directory, manifest.tokens, encoder.tokenizer.get_vocab_size(with_added_tokens=True))
-    return VerifiedVersion(manifest, directory, input_format, encoder)
+    _check_token_ids(directory, manifest.tokens, tokenizer.get_vocab_size(with_added_tokens=True))
+    return VerifiedVersion(manifest, directory, input_format)
+
+
+def _verify_files(directory: Path, manifest: Manifest) -> None:
+    """Every file served from must match its sha256; with a file list, nothing unlisted may sit beside them."""
+    expected = dict(manifest.files) or {MODEL_FILE: manifest.sha256}
+    if manifest.files:
+        if manifest.files.get(MODEL_FILE) != manifest.sha256:
+            raise InvalidModel(f"{directory}/{MANIFEST_FILE}: files[{MODEL_FILE!r}] differs from sha256")
+        if TOKENIZER_FILE not in manifest.files:
+            raise InvalidModel(f"{directory}/{MANIFEST_FILE}: files lists no {TOKENIZER_FILE}")
+        unlisted = sorted(set(served_files(directory)) - set(manifest.files))
+        if unlisted:
+            raise InvalidModel(f"{directory}: files not covered by the manifest's sha256 list: {', '.join(unlisted)}")
+    for relative, digest in expected.items():
+        path = (directory / relative).resolve()
+        if not path.is_relative_to(directory.resolve()) or not path.is_file():
+            raise InvalidModel(f"{directory}: manifest lists {relative!r}, which is not a file in the version")
+        actual = sha256_of(path)
+        if actual != digest:
+            raise InvalidModel(f"{directory}/{relative}: sha256 {actual} does not match manifest {digest}")
 
 
 def _check_token_ids(directory: Path, special: SpecialTokens, vocab_size: int) -> None:

@@ -50,9 +50,7 @@ class PairEncoder:
     def __init__(self, tokenizer: Tokenizer, max_length: int, special: SpecialTokens):
         if max_length <= special.count + 1:
             raise ValueError(f"max_length {max_length} leaves no room for text")
-        tokenizer.no_truncation()
-        tokenizer.no_padding()
-        self.tokenizer = tokenizer
+        self.tokenizer = plain(tokenizer)
         self.max_length = max_length
         self.special = special
         self._prompt_cache = PromptCache(PROMPT_CACHE_SIZE, keep=max_length)
@@ -79,11 +77,10 @@ class PairEncoder:
         ]
 
     def _join(self, prompt: PromptTokens, response: list[int]) -> Encoding:
-        budget = self.max_length - self.special.count
-        prompt_floor = min(prompt.length, int(budget * PROMPT_FLOOR))
-        response_kept = response[: budget - prompt_floor]
-        prompt_kept = prompt.tail[max(0, len(prompt.tail) - (budget - len(response_kept))) :]
-        truncated = len(prompt_kept) < prompt.length or len(response_kept) < len(response)
+        prompt_length, response_length = fit_pair(prompt.length, len(response), self.max_length - self.special.count)
+        prompt_kept = prompt.tail[len(prompt.tail) - prompt_length :]
+        response_kept = response[:response_length]
+        truncated = prompt_length < prompt.length or response_length < len(response)
         special = self.special
         ids = (
             _optional(special.bos_id)
@@ -132,6 +129,24 @@ class PromptCache:
             if len(self._entries) > self.size:
                 self._entries.popitem(last=False)
         return tokens
+
+
+def fit_pair(prompt_length: int, response_length: int, budget: int) -> tuple[int, int]:
+    """Tokens to keep of a prompt (its end) and a response (its start) in `budget` tokens.
+
+    The response is kept whole as far as possible, but a long one leaves the prompt PROMPT_FLOOR of the budget.
+    """
+    budget = max(budget, 0)
+    prompt_floor = min(prompt_length, int(budget * PROMPT_FLOOR))
+    response_kept = min(response_length, budget - prompt_floor)
+    return min(prompt_length, budget - response_kept), response_kept
+
+
+def plain(tokenizer: Tokenizer) -> Tokenizer:
+    """The tokenizer with any truncation or padding its file configures turned off: formats do their own."""
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
 
 
 def _optional(token_id: int | None) -> list[int]:

@@ -18,6 +18,7 @@ import numpy as np
 
 from rmserve import metrics
 from rmserve.config import Settings
+from rmserve.core.conversation import Exchange
 from rmserve.core.repository import InvalidModel, is_model_name, repository_entries
 from rmserve.engine.batcher import Batcher
 from rmserve.engine.version import ModelVersion, load_model
@@ -34,6 +35,7 @@ class Scored:
     scores: np.ndarray  # [items], normalized
     truncated: list[bool]
     tokens: list[int]
+    injected_turn: list[bool]
 
 
 class ServedModel:
@@ -56,9 +58,9 @@ class ServedModel:
     def name(self) -> str:
         return self.version.name
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str], deadline: float) -> Scored:
-        """Tokenize, queue, wait until `deadline` (monotonic seconds), and normalize."""
-        encodings = self.version.encoder.encode(prompts, responses)
+    def score(self, exchanges: Sequence[Exchange], deadline: float) -> Scored:
+        """Lay out and tokenize in the model's input format, queue, wait until `deadline` (monotonic s), normalize."""
+        encodings = self.version.format.encode(exchanges)
         futures = self.batcher.submit([encoding.input_ids for encoding in encodings], deadline)
         raw_scores = np.array(wait_all(futures, deadline), dtype=np.float64)
         scores = self.version.normalize(raw_scores)
@@ -68,7 +70,8 @@ class ServedModel:
             score_histogram.observe(score)
         if any(truncated):
             metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
-        return Scored(raw_scores, scores, truncated, [len(encoding.input_ids) for encoding in encodings])
+        tokens = [len(encoding.input_ids) for encoding in encodings]
+        return Scored(raw_scores, scores, truncated, tokens, [exchange.injected_turn for exchange in exchanges])
 
 
 def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:

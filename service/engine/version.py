@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from rmserve import metrics
+from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
-from rmserve.core.tokenizer import PairEncoder, pad_batch
+from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.session import OnnxScorer
 
 log = logging.getLogger(__name__)
@@ -30,7 +31,6 @@ class ModelVersion:
     manifest: Manifest
     directory: Path
     format: InputFormat
-    encoder: PairEncoder
     scorer: OnnxScorer
 
     @property
@@ -49,14 +49,14 @@ def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:
         scorer = OnnxScorer(verified.model_path, intra_op_threads)
     except Exception as error:  # onnxruntime raises its own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
-    model = ModelVersion(verified.manifest, directory, verified.format, verified.encoder, scorer)
+    model = ModelVersion(verified.manifest, directory, verified.format, scorer)
     _check_graph(model)
     return model
 
 
 def _check_graph(model: ModelVersion) -> None:
     """Run one tiny batch (this also warms the session): one finite score per row."""
-    (encoding,) = model.encoder.encode(["warm-up"], ["warm-up"])
+    (encoding,) = model.format.encode([Exchange((Turn("user", "warm-up"),), "warm-up", "warm-up")])
     input_ids, attention_mask = pad_batch([encoding.input_ids] * 2, model.manifest.tokens.pad_id)
     try:
         raw = model.scorer(input_ids, attention_mask)

@@ -15,7 +15,7 @@ from rmserve.http.state import state
 
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none
 # (/metrics needs one with RMSERVE_PROTECT_METRICS).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"})
 METRICS_PATH = "/metrics"
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 200

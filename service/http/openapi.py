@@ -7,6 +7,7 @@ Schemas come from the same pydantic models that parse requests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -19,6 +20,7 @@ from rmserve import __version__
 from rmserve.http.errors import ErrorBody
 
 REF = "#/components/schemas/{model}"
+_PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
 DOCUMENT_EXTENSION = "rmserve.openapi"  # where create_app keeps the app's document
 
 ERRORS = {
@@ -86,7 +88,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     )
     paths: dict[str, dict[str, Any]] = {}
     for spec in routes:
-        paths.setdefault(spec.path, {})[spec.method] = _operation(spec)
+        paths.setdefault(openapi_path(spec.path), {})[spec.method] = _operation(spec)
     return {
         "openapi": "3.1.0",
         "info": {"title": "rmserve", "version": __version__, "description": "Reward-model scoring for RL trainers."},
@@ -98,9 +100,17 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     }
 
 
+def openapi_path(path: str) -> str:
+    """A Flask rule's path in OpenAPI's spelling: `/v2/models/<name>` -> `/v2/models/{name}`."""
+    return _PATH_PARAMETER.sub(r"{\1}", path)
+
+
 def _operation(spec: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": spec.summary, "responses": {"200": _ok(spec)}}
     operation["parameters"] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in _PATH_PARAMETER.findall(spec.path)
+    ] + [
         {
             "name": "X-Request-ID",
             "in": "header",

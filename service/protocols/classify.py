@@ -15,14 +15,15 @@ from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
 from rmserve.config import Settings
+from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json
 from rmserve.http.state import state
-from rmserve.protocols.inputs import Pairs, transcript_pairs
+from rmserve.protocols.inputs import text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_pairs, sigmoid
+from rmserve.protocols.scoring import score_exchanges, sigmoid
 
 classify = Blueprint("classify", __name__)
 
@@ -34,7 +35,10 @@ class ClassifyRequest(Lenient):
     """vLLM's classification request, as veRL's reward loop sends it."""
 
     model: str | None = None
-    input: str | list[str] = Field(description="full chat-formatted texts; each is split at its last assistant turn")
+    input: str | list[str] = Field(
+        description="full chat-formatted texts (ChatML, Llama 3, Gemma, Mistral, HH); each is split at its last "
+        "assistant turn"
+    )
     use_activation: bool | None = Field(None, description="sigmoid the score (default true, as in vLLM)")
     activation: bool | None = Field(None, description="vLLM's older name for use_activation (older veRL sends it)")
 
@@ -77,10 +81,10 @@ class ClassifyResponse(BaseModel):
     usage: ClassifyUsage
 
 
-def classify_pairs(body: ClassifyRequest, input_format: InputFormat, settings: Settings) -> Pairs:
+def classify_exchanges(body: ClassifyRequest, input_format: InputFormat, settings: Settings) -> list[Exchange]:
     """One text or a list; errors name `input`, or `input[i]` in a list."""
     texts = [body.input] if isinstance(body.input, str) else body.input
-    return transcript_pairs(texts, "input", input_format, settings, indexed=isinstance(body.input, list))
+    return text_exchanges(texts, "input", input_format, settings, indexed=isinstance(body.input, list))
 
 
 def classify_answer(
@@ -111,6 +115,6 @@ def classify_answer(
 def classify_texts() -> Any:
     body = parse(ClassifyRequest, read_json())
     model = state().registry.get(body.model)
-    scored = score_pairs(model, classify_pairs(body, model.version.format, state().settings))
+    scored = score_exchanges(model, classify_exchanges(body, model.version.format, state().settings))
     answer = classify_answer(body, model.name, scored, f"classify-{uuid.uuid4().hex}", int(time.time()))
     return jsonify(answer.model_dump())

@@ -1,24 +1,22 @@
-"""Request bodies -> (prompt, response) text pairs in the model's input format, within limits.
+"""Request bodies -> exchanges (the turns before a response, and the response), within limits.
 
-Every endpoint (native and compatibility) builds its pairs here, so the limits and the
-field names in errors are the same everywhere.
+Every endpoint (native and compatibility) builds its exchanges here, so the limits, the field
+names in errors and the reading of formatted text are the same everywhere. Text laid out in a
+known chat layout is parsed into turns (`rmserve.core.layouts`); the model's input format lays
+them out its own way. Where the prompt is known, the response is everything after it, scored
+whole even if it writes turns of its own (flagged `injected_turn`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from rmserve.config import Settings
+from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
+from rmserve.core.layouts import has_turn_markers, prompt_turns, split_text, strip_end_tokens
 from rmserve.errors import EmptyInput, InvalidField, PayloadTooLarge
 from rmserve.protocols.schemas import ChatItem, PairItem
-
-
-@dataclass(frozen=True)
-class Pairs:
-    prompts: list[str]
-    responses: list[str]
 
 
 def check_count(count: int, field: str, settings: Settings) -> None:
@@ -38,61 +36,105 @@ def check_text(text: str, field: str, settings: Settings) -> str:
     return text
 
 
-def group_pairs(prompt: str, responses: Sequence[str], input_format: InputFormat, settings: Settings) -> Pairs:
+def answered(prompt: Sequence[Turn], response: str, field: str) -> Exchange:
+    """A known prompt and its response: the response is scored whole, flagged if it writes turns."""
+    response = response.strip()
+    return Exchange(tuple(prompt), response, field, injected_turn=has_turn_markers(response))
+
+
+def group_exchanges(
+    prompt: str, responses: Sequence[str], input_format: InputFormat, settings: Settings
+) -> list[Exchange]:
     """One prompt, several responses (the group form of /v1/score, and /v1/rank)."""
     check_count(len(responses), "responses", settings)
-    prompt_text = input_format.prompt_text(check_text(prompt, "prompt", settings))
-    texts = [check_text(response, f"responses[{index}]", settings).strip() for index, response in enumerate(responses)]
-    return Pairs([prompt_text] * len(texts), texts)
+    turns = prompt_turns(check_text(prompt, "prompt", settings), "prompt", input_format.layouts)
+    return [
+        answered(turns, check_text(response, f"responses[{index}]", settings), f"responses[{index}]")
+        for index, response in enumerate(responses)
+    ]
 
 
-def item_pairs(items: Sequence[PairItem | ChatItem], input_format: InputFormat, settings: Settings) -> Pairs:
+def paired_exchanges(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    fields: tuple[str, str],
+    input_format: InputFormat,
+    settings: Settings,
+) -> list[Exchange]:
+    """Parallel lists of prompts and responses (the Open Inference Protocol's `prompt` and `response` tensors)."""
+    prompt_field, response_field = fields
+    check_count(len(responses), response_field, settings)
+    if len(prompts) != len(responses):
+        raise InvalidField(prompt_field, f"has {len(prompts)} entries for {len(responses)} in {response_field}")
+    return [
+        answered(
+            prompt_turns(
+                check_text(prompt, f"{prompt_field}[{i}]", settings), f"{prompt_field}[{i}]", input_format.layouts
+            ),
+            check_text(response, f"{response_field}[{i}]", settings),
+            f"{response_field}[{i}]",
+        )
+        for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True))
+    ]
+
+
+def item_exchanges(
+    items: Sequence[PairItem | ChatItem], input_format: InputFormat, settings: Settings
+) -> list[Exchange]:
     """The items form of /v1/score: prompt+response items and conversations, mixed freely."""
     check_count(len(items), "items", settings)
-    prompts, responses = [], []
+    exchanges = []
     for index, item in enumerate(items):
         field = f"items[{index}]"
         if isinstance(item, ChatItem):
-            for turn, message in enumerate(item.messages):
-                check_text(message.content, f"{field}.messages[{turn}].content", settings)
-            messages = [message.model_dump() for message in item.messages]
-            prompt, response = input_format.split_messages(messages, f"{field}.messages")
+            turns = [
+                Turn(message.role, check_text(message.content, f"{field}.messages[{turn}].content", settings))
+                for turn, message in enumerate(item.messages)
+            ]
+            if turns[-1].role != "assistant":
+                raise InvalidField(
+                    f"{field}.messages[{len(turns) - 1}].role",
+                    "the last message must be the assistant's response to score",
+                )
+            exchanges.append(answered(turns[:-1], turns[-1].content, f"{field}.messages"))
         else:
-            prompt = input_format.prompt_text(check_text(item.prompt, f"{field}.prompt", settings))
-            response = check_text(item.response, f"{field}.response", settings).strip()
-        prompts.append(prompt)
-        responses.append(response)
-    return Pairs(prompts, responses)
+            prompt = check_text(item.prompt, f"{field}.prompt", settings)
+            turns = list(prompt_turns(prompt, f"{field}.prompt", input_format.layouts))
+            exchanges.append(answered(turns, check_text(item.response, f"{field}.response", settings), field))
+    return exchanges
 
 
-def transcript_pairs(
+def text_exchanges(
     texts: Sequence[str], field: str, input_format: InputFormat, settings: Settings, indexed: bool = True
-) -> Pairs:
-    """Full transcripts (prompt and response in one text), split at their last assistant marker.
+) -> list[Exchange]:
+    """Full formatted texts (prompt and response in one), split at their last assistant turn.
 
     `field` names the list (`query`, `input`); with `indexed`, errors name the entry (`query[2]`).
     """
     check_count(len(texts), field, settings)
-    prompts, responses = [], []
+    exchanges = []
     for index, text in enumerate(texts):
         text_field = f"{field}[{index}]" if indexed else field
-        prompt, response = input_format.split_transcript(text, text_field)
-        prompts.append(check_text(prompt, text_field, settings))
-        responses.append(check_text(response, text_field, settings))
-    return Pairs(prompts, responses)
+        turns, response = split_text(check_text(text, text_field, settings), text_field, input_format.layouts)
+        exchanges.append(Exchange(turns, response, text_field))
+    return exchanges
 
 
-def prefixed_pairs(
+def prefixed_exchanges(
     texts: Sequence[str], prompts: Sequence[str], field: str, input_format: InputFormat, settings: Settings
-) -> Pairs:
-    """Full texts that start with their given prompt: the response is the rest of the text."""
+) -> list[Exchange]:
+    """Full texts that start with their given prompt: the response is the rest (end-of-turn tokens dropped)."""
     check_count(len(texts), field, settings)
     if len(prompts) != len(texts):
         raise InvalidField("prompts", f"has {len(prompts)} entries for {len(texts)} in {field}; send one per entry")
-    prompt_texts, responses = [], []
+    exchanges = []
     for index, (text, prompt) in enumerate(zip(texts, prompts, strict=True)):
+        text_field = f"{field}[{index}]"
         if not text.startswith(prompt):
-            raise InvalidField(f"{field}[{index}]", f"does not start with prompts[{index}], so the response is unknown")
-        prompt_texts.append(input_format.prompt_text(check_text(prompt, f"prompts[{index}]", settings)))
-        responses.append(check_text(text[len(prompt) :], f"{field}[{index}]", settings).strip())
-    return Pairs(prompt_texts, responses)
+            raise InvalidField(text_field, f"does not start with prompts[{index}], so the response is unknown")
+        turns = prompt_turns(
+            check_text(prompt, f"prompts[{index}]", settings), f"prompts[{index}]", input_format.layouts
+        )
+        response = strip_end_tokens(check_text(text[len(prompt) :], text_field, settings))
+        exchanges.append(answered(turns, response, text_field))
+    return exchanges

@@ -14,14 +14,15 @@ from pydantic import BaseModel, Discriminator, Field, RootModel, Tag, model_vali
 from pydantic_core import PydanticCustomError
 
 from rmserve.config import Settings
+from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json, request_id
 from rmserve.http.state import state
-from rmserve.protocols.inputs import Pairs, group_pairs, item_pairs
+from rmserve.protocols.inputs import group_exchanges, item_exchanges
 from rmserve.protocols.schemas import Item, Strict, parse
-from rmserve.protocols.scoring import score_pairs, sigmoid
+from rmserve.protocols.scoring import score_exchanges, sigmoid
 
 native = Blueprint("native", __name__)
 
@@ -79,6 +80,9 @@ class ScoreResponse(BaseModel):
     raw_scores: list[float]
     truncated: list[bool] = Field(description="whether the item was cut to the model's max_length")
     tokens: list[int] = Field(description="tokens the model read per item")
+    injected_turn: list[bool] = Field(
+        description="the response writes turn markers of its own (a fake `Human:` turn); scored whole, never split"
+    )
     request_id: str
 
 
@@ -88,10 +92,12 @@ class RankResponse(ScoreResponse):
     pairwise: list[list[float]] = Field(description="pairwise[i][j] = P(i preferred over j) = sigmoid(r_i - r_j)")
 
 
-def request_pairs(body: ItemsRequest | GroupRequest, input_format: InputFormat, settings: Settings) -> Pairs:
+def request_exchanges(
+    body: ItemsRequest | GroupRequest, input_format: InputFormat, settings: Settings
+) -> list[Exchange]:
     if isinstance(body, ItemsRequest):
-        return item_pairs(body.items, input_format, settings)
-    return group_pairs(body.prompt, body.responses, input_format, settings)
+        return item_exchanges(body.items, input_format, settings)
+    return group_exchanges(body.prompt, body.responses, input_format, settings)
 
 
 def score_answer(model: str, version: int, scored: Scored, request_id: str) -> ScoreResponse:
@@ -102,6 +108,7 @@ def score_answer(model: str, version: int, scored: Scored, request_id: str) -> S
         raw_scores=scored.raw_scores.tolist(),
         truncated=scored.truncated,
         tokens=scored.tokens,
+        injected_turn=scored.injected_turn,
         request_id=request_id,
     )
 
@@ -137,7 +144,7 @@ def rank_answer(model: str, version: int, scored: Scored, request_id: str) -> Ra
 def score() -> Any:
     body = parse(ScoreRequest, read_json()).root
     model = state().registry.get(body.model)
-    scored = score_pairs(model, request_pairs(body, model.version.format, state().settings))
+    scored = score_exchanges(model, request_exchanges(body, model.version.format, state().settings))
     return jsonify(score_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())
 
 
@@ -155,5 +162,5 @@ def score() -> Any:
 def rank() -> Any:
     body = parse(RankRequest, read_json())
     model = state().registry.get(body.model)
-    scored = score_pairs(model, request_pairs(body, model.version.format, state().settings))
+    scored = score_exchanges(model, request_exchanges(body, model.version.format, state().settings))
     return jsonify(rank_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())

@@ -13,14 +13,15 @@ from flask import Blueprint, jsonify, request
 from pydantic import BaseModel, Field
 
 from rmserve.config import Settings
+from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json
 from rmserve.http.state import state
-from rmserve.protocols.inputs import Pairs, prefixed_pairs, transcript_pairs
+from rmserve.protocols.inputs import prefixed_exchanges, text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_pairs
+from rmserve.protocols.scoring import score_exchanges
 
 openrlhf = Blueprint("openrlhf", __name__)
 
@@ -42,15 +43,16 @@ class GetRewardResponse(BaseModel):
     rewards: list[float] = Field(description="one normalized score per query (what /v1/score calls `scores`)")
     scores: list[float] = Field(description="the same numbers as `rewards`")
     extra_logs: dict[str, list[float]] = Field(
-        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_truncated (0/1), rm_tokens"
+        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_truncated (0/1), rm_tokens, "
+        "rm_injected_turn (0/1)"
     )
 
 
-def get_reward_pairs(body: GetRewardRequest, input_format: InputFormat, settings: Settings) -> Pairs:
+def get_reward_exchanges(body: GetRewardRequest, input_format: InputFormat, settings: Settings) -> list[Exchange]:
     """With `prompts`, each response is what follows its prompt; without, split at the last assistant turn."""
     if body.prompts is None:
-        return transcript_pairs(body.query, "query", input_format, settings)
-    return prefixed_pairs(body.query, body.prompts, "query", input_format, settings)
+        return text_exchanges(body.query, "query", input_format, settings)
+    return prefixed_exchanges(body.query, body.prompts, "query", input_format, settings)
 
 
 def get_reward_answer(scored: Scored) -> GetRewardResponse:
@@ -60,6 +62,7 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
         "rm_raw_score": scored.raw_scores.tolist(),
         "rm_truncated": [float(truncated) for truncated in scored.truncated],
         "rm_tokens": [float(tokens) for tokens in scored.tokens],
+        "rm_injected_turn": [float(injected) for injected in scored.injected_turn],
     }
     return GetRewardResponse(rewards=rewards, scores=rewards, extra_logs=extra_logs)
 
@@ -78,5 +81,5 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
 def get_reward() -> Any:
     body = parse(GetRewardRequest, read_json())
     model = state().registry.get(body.model or request.args.get("model"))
-    scored = score_pairs(model, get_reward_pairs(body, model.version.format, state().settings))
+    scored = score_exchanges(model, get_reward_exchanges(body, model.version.format, state().settings))
     return jsonify(get_reward_answer(scored).model_dump())

@@ -1,17 +1,19 @@
-"""The step every protocol shares between parsing and answering: text pairs in, scores out."""
+"""The step every protocol shares between parsing and answering: exchanges in, scores out."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from rmserve.core.conversation import Exchange
 from rmserve.engine.registry import Scored, ServedModel
 from rmserve.http.request import deadline
-from rmserve.protocols.inputs import Pairs
 
 
-def score_pairs(model: ServedModel, pairs: Pairs) -> Scored:
+def score_exchanges(model: ServedModel, exchanges: Sequence[Exchange]) -> Scored:
     """Score within the request's deadline (`X-Timeout-Ms`, or the default)."""
-    return model.score(pairs.prompts, pairs.responses, deadline())
+    return model.score(exchanges, deadline())
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:

@@ -1,0 +1,104 @@
+"""Tiny random-weight Hugging Face reward models, built locally (no hub): one encoder, two decoder families.
+
+Each is a `save_pretrained` directory with a one-label sequence classifier and a fast tokenizer
+trained on a few lines; the decoders carry a chat template in their tokenizer config, as real
+Llama 3 and Qwen2 reward models do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+CORPUS = [
+    "How do I bake bread? Mix flour, water, yeast and salt, knead, let it rise, bake at 230C.",
+    "What is the capital of France? Paris is the capital of France.",
+    "I'm sorry, I can't help with that. Please ask something else.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Reward models score responses; RL trainers query them millions of times.",
+    "system user assistant model Human Assistant You are a helpful assistant.",
+]
+
+# Llama 3's own template, as in Meta-Llama-3-8B-Instruct's tokenizer_config.json.
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}"
+    "{% endif %}{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+# Qwen2's own template (Qwen2-0.5B-Instruct): a default system turn when the conversation has none.
+QWEN2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+FAMILIES = ("deberta", "llama", "qwen2")
+
+
+def _tokenizer(special: list[str], vocab_size: int = 300) -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE(unk_token=special[1] if len(special) > 1 else None))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(CORPUS, trainer)
+    return tokenizer
+
+
+def _config(family: str, vocab_size: int, pad_id: int) -> object:
+    from transformers import DebertaV2Config, LlamaConfig, Qwen2Config
+
+    sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+    common = {"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": 1, "max_position_embeddings": 256}
+    if family == "deberta":
+        return DebertaV2Config(**sizes, **common, relative_attention=True, position_buckets=32, type_vocab_size=0)
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
+    return config_class(**sizes, **common, num_key_value_heads=2, tie_word_embeddings=False)
+
+
+def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
+    """A `save_pretrained` reward model of `family` (deberta, llama, qwen2) in `directory`."""
+    from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
+
+    if family == "deberta":
+        backend = _tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
+        cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
+        backend.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B [SEP]",
+            special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        )
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+        )
+    elif family == "llama":
+        special = ["<|pad|>", "<|unk|>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=_tokenizer(special),
+            pad_token="<|pad|>",
+            bos_token="<|begin_of_text|>",
+            eos_token="<|eot_id|>",
+        )
+        tokenizer.chat_template = LLAMA3_TEMPLATE
+    else:
+        special = ["<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=_tokenizer(special), pad_token="<|endoftext|>", eos_token="<|im_end|>"
+        )
+        tokenizer.chat_template = QWEN2_TEMPLATE
+    torch.manual_seed(seed)
+    config = _config(family, len(tokenizer), tokenizer.pad_token_id)
+    model = AutoModelForSequenceClassification.from_config(config)
+    # Random init scores everything near 0; a larger head spreads scores so rankings mean something.
+    with torch.no_grad():
+        head = model.classifier if family == "deberta" else model.score
+        head.weight.normal_(0.0, 1.0)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory

@@ -1,0 +1,185 @@
+"""`rmserve import` on tiny local checkpoints (an encoder and two decoder families), served and scored.
+
+The served score must equal transformers' own forward pass on the text transformers renders
+(`apply_chat_template`, or the tokenizer's pair template), for items of mixed lengths in one batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from flask import Flask
+
+from rmserve.core.manifest import MODEL_FILE, Manifest, file_digests
+from rmserve.core.repository import InvalidModel, verify_version
+from rmserve.training.cli import main as cli_main
+from rmserve.training.config import ImportConfig
+from rmserve.training.importer import EXTERNAL_DATA_FILE, CheckpointError, import_checkpoint
+from tests.hf_checkpoints import FAMILIES, write_checkpoint
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}],
+    [
+        {"role": "user", "content": "How do I bake bread?"},
+        {"role": "assistant", "content": "Do you have yeast?"},
+        {"role": "user", "content": "yes"},
+        {"role": "assistant", "content": "Mix flour, water, yeast and salt, knead, let it rise, then bake at 230C."},
+    ],
+    [{"role": "user", "content": "What is the capital of France?"}, {"role": "assistant", "content": "Paris."}],
+]
+
+
+@pytest.fixture(scope="module")
+def imported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    """A repository with each family imported (built-in probes, no calibration), and the checkpoints."""
+    root = tmp_path_factory.mktemp("import")
+    checkpoints = {family: write_checkpoint(root / "hf" / family, family) for family in FAMILIES}
+    for family, checkpoint in checkpoints.items():
+        import_checkpoint(ImportConfig(checkpoint=checkpoint, name=family, repository=root / "repo", max_length=256))
+    return root / "repo", checkpoints
+
+
+def transformers_scores(checkpoint: Path, conversations: list[list[dict[str, str]]]) -> list[float]:
+    """What transformers computes: its own rendering and tokenization, the model's forward pass, item by item."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    scores = []
+    for messages in conversations:
+        if tokenizer.chat_template:
+            ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+        else:  # the pair template; an earlier conversation is its HH transcript, as rmserve documents
+            earlier = messages[:-1]
+            transcript = "".join(
+                f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in earlier
+            )
+            prompt = earlier[0]["content"] if len(earlier) == 1 else transcript.lstrip()
+            ids = tokenizer(prompt, messages[-1]["content"])["input_ids"]
+        with torch.no_grad():
+            scores.append(float(model(input_ids=torch.tensor([ids])).logits[0, 0]))
+    return scores
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_imported_model_scores_like_transformers_everywhere(
+    family: str, imported: tuple[Path, dict[str, Path]], make_app: Callable[..., Flask]
+) -> None:
+    repository, checkpoints = imported
+    client = make_app(model_repository=repository, models=(family,)).test_client()
+    expected = transformers_scores(checkpoints[family], CONVERSATIONS)
+
+    # /v1/score, messages: three conversations of mixed lengths in one padded batch
+    answer = client.post("/v1/score", json={"items": [{"messages": c} for c in CONVERSATIONS]})
+    assert answer.status_code == 200, answer.get_json()
+    assert answer.get_json()["raw_scores"] == pytest.approx(expected, abs=1e-3)
+    assert answer.get_json()["truncated"] == [False] * 3
+
+    # /v1/score, plain prompt + response
+    single_turn = [CONVERSATIONS[0], CONVERSATIONS[2]]
+    items = [{"prompt": c[0]["content"], "response": c[-1]["content"]} for c in single_turn]
+    plain = client.post("/v1/score", json={"items": items}).get_json()
+    assert plain["raw_scores"] == pytest.approx([expected[0], expected[2]], abs=1e-3)
+
+    # /classify (veRL): a ChatML string, whatever the served model's own template is
+    chatml = [
+        "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation)
+        for conversation in CONVERSATIONS
+    ]
+    classified = client.post("/classify", json={"input": chatml, "use_activation": False}).get_json()
+    normalized = answer.get_json()["scores"]
+    assert [entry["probs"][-1] for entry in classified["data"]] == pytest.approx(normalized, abs=1e-3)
+
+    # /get_reward (OpenRLHF): Llama 3 text with prompts, end-of-turn tokens after the response
+    prompts = [
+        "<|begin_of_text|>"
+        + "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in c[:-1])
+        + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+        for c in CONVERSATIONS
+    ]
+    queries = [prompt + c[-1]["content"] + "<|eot_id|>" for prompt, c in zip(prompts, CONVERSATIONS, strict=True)]
+    rewarded = client.post("/get_reward", json={"query": queries, "prompts": prompts}).get_json()
+    assert rewarded["rewards"] == pytest.approx(normalized, abs=1e-3)
+    assert rewarded["extra_logs"]["rm_injected_turn"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_manifest_records_format_parity_and_every_file(family: str, imported: tuple[Path, dict[str, Path]]) -> None:
+    repository, _ = imported
+    manifest = Manifest.read(repository / family / "1")
+    assert manifest.input_format["style"] == ("pair" if family == "deberta" else "chat_template")
+    assert manifest.parity["max_abs_diff"] < 1e-3
+    assert manifest.parity["ranking_agreement"] == 1.0
+    assert manifest.parity["tokenization_matches_transformers"] == 1.0
+    assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
+    assert manifest.files == file_digests(repository / family / "1")
+
+
+def test_a_tampered_tokenizer_is_refused(imported: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
+    repository, _ = imported
+    copy = tmp_path / "qwen2" / "1"
+    copy.parent.mkdir()
+    import shutil
+
+    shutil.copytree(repository / "qwen2" / "1", copy)
+    tokenizer = json.loads((copy / "tokenizer.json").read_text())
+    tokenizer["added_tokens"][0]["content"] = "<|tampered|>"
+    (copy / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(InvalidModel, match=r"tokenizer\.json: sha256"):
+        verify_version(copy)
+    (copy / "tokenizer.json").unlink()
+    shutil.copy(repository / "qwen2" / "1" / "tokenizer.json", copy)
+    (copy / "extra.bin").write_bytes(b"x")
+    with pytest.raises(InvalidModel, match="not covered"):
+        verify_version(copy)
+
+
+def test_cli_import_with_calibration_int8_and_external_data_then_eval(
+    imported: tuple[Path, dict[str, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, checkpoints = imported
+    calibration = tmp_path / "calibration.jsonl"
+    lines = [
+        {"prompt": "How do I bake bread?", "chosen": "Knead, rise, bake at 230C.", "rejected": "no"},
+        {"prompt": "What is the capital of France?", "chosen": "Paris.", "rejected": "I will not say."},
+        {
+            "chosen": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}],
+            "rejected": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "go away"}],
+        },
+    ]
+    calibration.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    argv = ["import", str(checkpoints["llama"]), "--name", "llama-cli", "--repository", str(tmp_path), "--int8"]
+    assert cli_main([*argv, "--calibration", str(calibration)]) == 0
+    assert "import summary" in capsys.readouterr().out
+    manifest = Manifest.read(tmp_path / "llama-cli" / "1")
+    assert manifest.quantization == "int8-dynamic"
+    assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
+    assert manifest.normalization.std > 0 and manifest.normalization.mean != 0.0
+    assert manifest.source["calibration_comparisons"] == 3
+
+    import_checkpoint(
+        ImportConfig(checkpoint=checkpoints["qwen2"], name="qwen2-ext", repository=tmp_path, external_data_above=0)
+    )
+    version = tmp_path / "qwen2-ext" / "1"
+    assert (version / EXTERNAL_DATA_FILE).is_file()
+    assert set(Manifest.read(version).files) == {MODEL_FILE, EXTERNAL_DATA_FILE, "tokenizer.json"}
+    verify_version(version)
+
+    assert cli_main(["eval", "llama-cli", str(calibration), "--repository", str(tmp_path)]) == 0
+    assert "pairwise accuracy on 3 pairs" in capsys.readouterr().out
+
+
+def test_a_checkpoint_with_several_labels_is_refused(tmp_path: Path) -> None:
+    from transformers import AutoConfig
+
+    checkpoint = write_checkpoint(tmp_path / "two", "qwen2")
+    config = AutoConfig.from_pretrained(checkpoint)
+    config.num_labels = 2
+    config.save_pretrained(checkpoint)
+    with pytest.raises(CheckpointError, match="has 2 labels"):
+        import_checkpoint(ImportConfig(checkpoint=checkpoint, name="two", repository=tmp_path / "repo"))
+    assert not (tmp_path / "repo" / "two" / "1").exists()
