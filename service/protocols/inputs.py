@@ -32,9 +32,10 @@ def check_count(count: int, field: str, settings: Settings) -> None:
         )
 
 
-def check_text(text: str, field: str, settings: Settings) -> str:
-    if len(text) > settings.max_text_chars:
-        raise InvalidField(field, f"is {len(text)} characters; the limit is {settings.max_text_chars}")
+def check_text(text: str, field: str, settings: Settings, limit: int | None = None) -> str:
+    limit = limit or settings.max_text_chars
+    if len(text) > limit:
+        raise InvalidField(field, f"is {len(text)} characters; the limit is {limit}")
     return text
 
 
@@ -76,6 +77,7 @@ def transcript_pairs(
     prompts, responses = [], []
     for index, text in enumerate(texts):
         text_field = f"{field}[{index}]" if indexed else field
+        check_text(text, text_field, settings, limit=2 * settings.max_text_chars)  # before the split costs anything
         prompt, response = input_format.split_transcript(text, text_field)
         prompts.append(check_text(prompt, text_field, settings))
         responses.append(check_text(response, text_field, settings))
