@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.live_server import wait_until
 from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel
@@ -383,3 +384,20 @@ def test_an_unexpected_error_is_500_internal_error_without_a_traceback(
     assert error["code"] == "internal_error" and "req-42" in error["message"]
     assert "Traceback" not in response.get_data(as_text=True) and "a bug deep inside" not in error["message"]
     assert "a bug deep inside" in caplog.text  # the log has it
+
+
+def test_when_every_scoring_slot_is_busy_requests_get_429_and_probes_still_answer(make_app) -> None:
+    app = make_app(threads=3)  # one scoring slot; two threads kept for probes
+    gate = hold_batcher(app)  # that slot waits on the model
+    client = app.test_client()
+    response = client.post("/v1/score", json=BREAD)
+    assert response.status_code == 429 and error_of(response)["code"] == "queue_full"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+    gate.set()
+    wait_until(lambda: client.post("/v1/score", json=BREAD).status_code == 200, 10, "the slot to free up")
+
+
+def test_the_throughput_behind_retry_after_is_measured_at_load(app: Flask) -> None:
+    batcher = app.extensions["rmserve"].registry.get(None).batcher
+    assert batcher.seconds_to_score(10_000) < 10_000  # a real rate before the first request, not a guess of 1 s

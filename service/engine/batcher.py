@@ -92,6 +92,7 @@ class Batcher:
         max_padding_ratio: float,
         max_batch_size: int = 64,
         clock: Callable[[], float] = time.monotonic,
+        tokens_per_second: float = 0.0,
     ):
         self.model = model
         self.score_fn = score_fn
@@ -104,7 +105,7 @@ class Batcher:
         self._condition = threading.Condition()
         self._incoming: list[Entry] = []
         self._queued_tokens = 0  # accepted and not yet resolved
-        self._tokens_per_second = 0.0  # moving average, for Retry-After
+        self._tokens_per_second = tokens_per_second  # moving average (seeded at load), for Retry-After
         self._stopping = False
         self._pending: list[Entry] = []  # taken from the queue, not yet in a batch; oldest first
         self._running: list[Entry] = []  # the batch being scored
@@ -159,11 +160,15 @@ class Batcher:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def seconds_to_score(self, tokens: int) -> float:
+        """How long the queue needs to score `tokens` more than it holds, at the measured rate."""
+        if self._tokens_per_second <= 0:
+            return 1.0
+        return tokens / self._tokens_per_second
+
     def _retry_after(self, tokens: int) -> int:
         backlog = self._queued_tokens + tokens - self.max_queue_tokens
-        if self._tokens_per_second <= 0:
-            return 1
-        return max(1, math.ceil(backlog / self._tokens_per_second))
+        return max(1, math.ceil(self.seconds_to_score(backlog)))
 
     def _supervise(self) -> None:
         """Run the loop until stopped; a crash is logged, counted, and the loop restarts."""
