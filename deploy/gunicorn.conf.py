@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 from rmserve.config import Settings
@@ -26,8 +28,10 @@ threads = settings.threads
 preload_app = False
 # After SIGTERM, workers stop accepting and finish accepted requests for this long.
 graceful_timeout = round(settings.graceful_timeout_s)
-# A worker silent this long is restarted; scoring never blocks the worker's main loop.
+# A worker silent this long is restarted; scoring never blocks the worker's main loop. While a
+# worker loads its models it is kept alive for up to RMSERVE_BOOT_TIMEOUT_S instead (post_fork).
 timeout = 120
+BATCHER_STOP_S = 5  # after the drain, for the batcher threads to end (their queues are empty by then)
 keepalive = 75  # longer than the idle timeouts of common client pools and load balancers
 loglevel = settings.log_level
 accesslog = "-"
@@ -66,30 +70,61 @@ def on_exit(server):
 
 
 def post_fork(server, worker):
-    """Send rmserve's log lines (model loading comes next) where gunicorn's go."""
+    """Send rmserve's log lines (model loading comes next) where gunicorn's go; keep a loading worker alive."""
     service_log = logging.getLogger("rmserve")
     service_log.handlers = logging.getLogger("gunicorn.error").handlers
     service_log.setLevel(settings.log_level.upper())
     service_log.propagate = False
+    # gunicorn kills a worker silent for `timeout` s, booting or not; verifying and warming a big
+    # model takes longer. Heartbeat until the app is up, for RMSERVE_BOOT_TIMEOUT_S at most.
+    worker.rmserve_booted = threading.Event()
+
+    def heartbeat():
+        give_up = time.monotonic() + settings.boot_timeout_s
+        while not worker.rmserve_booted.wait(1.0) and time.monotonic() < give_up:
+            worker.notify()
+
+    threading.Thread(target=heartbeat, name="boot-heartbeat", daemon=True).start()
 
 
 def post_worker_init(worker):
-    """On SIGTERM, flip /readyz to 503 before gunicorn drains the worker."""
+    """On SIGTERM, flip /readyz to 503 and rmserve_ready to 0 before gunicorn drains the worker."""
+    worker.rmserve_booted.set()
     app_state = worker.wsgi.extensions["rmserve"]
     gunicorn_handler = signal.getsignal(signal.SIGTERM)
 
     def on_sigterm(signum, frame):
         app_state.start_draining()
         gunicorn_handler(signum, frame)
+        # In the worker's event loop, not in the signal handler: it owns the sockets.
+        worker.method_queue.defer(stop_listening, worker)
 
     signal.signal(signal.SIGTERM, on_sigterm)
+
+
+def stop_listening(worker):
+    """Serve the connections the kernel already queued for this worker, then close its listeners.
+
+    gunicorn only stops polling its listening sockets while it drains; the kernel keeps queueing
+    new connections on them and resets them all when the worker exits: a client that reconnects
+    during the drain sends its request into that queue and sees "connection reset", an accepted
+    request lost. Closed, the socket refuses new connections at once (once every process holding
+    it has closed it), which a client knows was never accepted.
+    """
+    for listener in worker.sockets:
+        while True:
+            queued = worker.nr_conns
+            worker.accept(listener)  # non-blocking: returns without a connection once the queue is empty
+            if worker.nr_conns == queued:
+                break
+        listener.close()
 
 
 def worker_exit(server, worker):
     """Accepted requests are done (gunicorn waited for them); stop the batcher threads."""
     app_state = worker.wsgi.extensions["rmserve"] if hasattr(worker, "wsgi") else None
     if app_state is not None:
-        app_state.drain(timeout=settings.graceful_timeout_s)
+        app_state.drain(timeout=BATCHER_STOP_S)
 
 
 def child_exit(server, worker):

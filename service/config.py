@@ -41,6 +41,7 @@ class Settings:
     request_timeout_s: float = 60.0  # default deadline; X-Timeout-Ms may shorten or lengthen it up to max_timeout_s
     max_timeout_s: float = 300.0
     graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
+    boot_timeout_s: float = 180.0  # time a worker may take to load and warm its models
     log_level: str = "info"
     metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by gunicorn.conf.py)
 

@@ -57,3 +57,10 @@ def app(make_app: Callable[..., Flask]) -> Flask:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Rewrite docs/reliability.md from the measurements this run's tests recorded."""
+    from tests import reliability_report
+
+    reliability_report.write()  # tests record after their assertions: only what passed

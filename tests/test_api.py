@@ -12,6 +12,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 
+from bench.live_server import wait_until
 from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel
@@ -333,3 +334,83 @@ def test_keys_and_bodies_never_reach_the_log(make_app, caplog: pytest.LogCapture
             headers={"Authorization": "Bearer sekrit-key"},
         )
     assert "sekrit" not in caplog.text and "private-prompt" not in caplog.text
+
+
+# --- limits apply before the work they protect -----------------------------------------------------
+
+
+def test_a_million_wrong_typed_items_are_refused_before_validation(client: FlaskClient) -> None:
+    import tracemalloc
+
+    body = ("[" + ",".join(["0"] * 1_000_000) + "]").join(['{"items": ', "}"]).encode()  # 2 MB
+    tracemalloc.start()
+    response = client.post("/v1/score", data=body, content_type="application/json")
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert response.status_code == 413 and error_of(response)["field"] == "items"
+    assert peak < 100 * 2**20  # validating every element first grew the worker by ~1 GB
+    assert client.post("/v1/score", json=BREAD).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b'{"prompt": "a", "responses": ' + b"[" * 5000 + b"]" * 5000 + b"}", 422, "responses" + "[0]" * 31),
+        (b'{"prompt": "a", "responses": ["b"], "model": ' + b"7" * 5000 + b"}", 422, "model"),
+        (b'{"items": [{"prompt": "a", "response": 1' + b"0" * 5000 + b".5}]}", 422, "items[0].response"),
+    ],
+)
+def test_deep_nesting_and_huge_numbers_are_4xx_naming_the_field(
+    client: FlaskClient, body: bytes, status: int, field: str
+) -> None:
+    response = client.post("/v1/score", data=body, content_type="application/json")
+    assert response.status_code == status
+    assert error_of(response)["field"] == field
+    assert client.post("/v1/score", json=BREAD).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/v1/score", "/v1/rank", "/get_reward", "/classify"])
+def test_every_endpoint_refuses_oversized_lists_before_parsing(make_app, path: str) -> None:
+    client = make_app(max_items=4).test_client()
+    body = {"prompt": "a", "responses": ["b"] * 5, "query": ["b"] * 5, "input": ["b"] * 5}
+    response = client.post(path, json=body)
+    assert response.status_code == 413 and error_of(response)["code"] == "payload_too_large"
+
+
+def test_a_body_that_is_not_utf8_is_400(client: FlaskClient) -> None:
+    response = client.post("/v1/score", data='{"prompt": "é"}'.encode("latin-1"), content_type="application/json")
+    assert response.status_code == 400 and error_of(response)["code"] == "malformed_json"
+
+
+def test_an_unexpected_error_is_500_internal_error_without_a_traceback(
+    app: Flask, client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = app.extensions["rmserve"].registry
+
+    def broken(name: str | None) -> None:
+        raise RuntimeError("a bug deep inside")
+
+    registry.get = broken
+    response = client.post("/v1/score", json=BREAD, headers={"X-Request-ID": "req-42"})
+    assert response.status_code == 500
+    error = error_of(response)
+    assert error["code"] == "internal_error" and "req-42" in error["message"]
+    assert "Traceback" not in response.get_data(as_text=True) and "a bug deep inside" not in error["message"]
+    assert "a bug deep inside" in caplog.text  # the log has it
+
+
+def test_when_every_scoring_slot_is_busy_requests_get_429_and_probes_still_answer(make_app) -> None:
+    app = make_app(threads=3)  # one scoring slot; two threads kept for probes
+    gate = hold_batcher(app)  # that slot waits on the model
+    client = app.test_client()
+    response = client.post("/v1/score", json=BREAD)
+    assert response.status_code == 429 and error_of(response)["code"] == "queue_full"
+    assert int(response.headers["Retry-After"]) >= 1
+    assert client.get("/healthz").status_code == 200 and client.get("/readyz").status_code == 200
+    gate.set()
+    wait_until(lambda: client.post("/v1/score", json=BREAD).status_code == 200, 10, "the slot to free up")
+
+
+def test_the_throughput_behind_retry_after_is_measured_at_load(app: Flask) -> None:
+    batcher = app.extensions["rmserve"].registry.get(None).batcher
+    assert batcher.seconds_to_score(10_000) < 10_000  # a real rate before the first request, not a guess of 1 s

@@ -15,17 +15,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import onnx
 import pytest
 import requests
-from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer
 
 from bench.live_server import answers_ready, free_port, wait_until
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE
 from tests.helpers_deploy import ROOT
-from tests.tiny_model import reseal, write_version
+from tests.tiny_model import write_slow_version, write_version
 
 # The first test also builds the image: minutes on a cold cache.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -75,42 +70,12 @@ def image(podman_env: dict[str, str]) -> str:
     return IMAGE
 
 
-def slow_graph(vocab_size: int) -> onnx.ModelProto:
-    """A deliberately slow scorer: SLOW_LAYERS dense layers over token embeddings, then their mean."""
-    rng = np.random.default_rng(0)
-    embeddings = rng.normal(0, 1, size=(vocab_size, SLOW_WIDTH)).astype(np.float32)
-    dense = (rng.normal(0, 1, size=(SLOW_WIDTH, SLOW_WIDTH)) / np.sqrt(SLOW_WIDTH)).astype(np.float32)
-    nodes = [helper.make_node("Gather", ["embeddings", "input_ids"], ["hidden_0"])]  # [batch, seq, width]
-    for layer in range(SLOW_LAYERS):
-        nodes.append(helper.make_node("MatMul", [f"hidden_{layer}", "dense"], [f"linear_{layer}"]))
-        nodes.append(helper.make_node("Tanh", [f"linear_{layer}"], [f"hidden_{layer + 1}"]))
-    # [batch, seq, width] -> [batch]; padding counts too: only this model's speed matters.
-    nodes.append(helper.make_node("ReduceMean", [f"hidden_{SLOW_LAYERS}"], ["score"], axes=[1, 2], keepdims=0))
-    graph = helper.make_graph(
-        nodes,
-        "slow_dense_stack",
-        [
-            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
-            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
-        ],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
-        [numpy_helper.from_array(embeddings, "embeddings"), numpy_helper.from_array(dense, "dense")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model
-
-
 @pytest.fixture(scope="module")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`tiny` (instant) and `slow` (seconds per call), readable by the image's non-root user."""
     root = tmp_path_factory.mktemp("container-repository")
     write_version(root / "tiny" / "1")
-    slow_dir = root / "slow" / "1"
-    manifest = write_version(slow_dir, name="slow")
-    vocab_size = Tokenizer.from_file(str(slow_dir / TOKENIZER_FILE)).get_vocab_size()
-    onnx.save(slow_graph(vocab_size), str(slow_dir / MODEL_FILE))
-    reseal(slow_dir, manifest)
+    write_slow_version(root / "slow" / "1", "slow", SLOW_LAYERS, SLOW_WIDTH)
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
     return root
 

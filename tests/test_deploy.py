@@ -166,7 +166,11 @@ def test_deployment_probes_drains_and_runs_locked_down(base: list[dict[str, Any]
     command = container["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     graceful_s = float(config["data"]["RMSERVE_GRACEFUL_TIMEOUT_S"])
-    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + graceful_s
+    batcher_stop_s = 5  # deploy/gunicorn.conf.py BATCHER_STOP_S
+    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + graceful_s + batcher_stop_s
+    # Kubernetes waits for a loading pod as long as gunicorn keeps a loading worker alive.
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= float(config["data"]["RMSERVE_BOOT_TIMEOUT_S"])
 
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -70,3 +70,21 @@ def test_metrics_dir_keeps_what_it_did_not_create(tiny_repository: Path, tmp_pat
         assert "rmserve_items_scored_total" in requests.get(f"{server.base_url}/metrics", timeout=10).text
     assert (metrics_dir / "notes.txt").read_text() == "not rmserve's"
     assert not list(metrics_dir.glob("*.db"))
+
+
+def test_body_limit_holds_however_the_body_is_sent(tiny_repository: Path, tmp_path: Path) -> None:
+    """Content-Length over the limit, and a chunked body (no length) that grows past it: both 413."""
+    oversized = json.dumps({"prompt": "a", "responses": ["x" * 20_000]}).encode()
+    with running_server(tiny_repository, tmp_path / "server.log", env={"RMSERVE_MAX_BODY_BYTES": "10000"}) as server:
+        port = int(server.base_url.rsplit(":", 1)[1])
+        declared = requests.post(f"{server.base_url}/v1/score", data=oversized, timeout=10)
+        assert declared.status_code == 413 and declared.json()["error"]["code"] == "payload_too_large"
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        chunks = (oversized[start : start + 1000] for start in range(0, len(oversized), 1000))
+        connection.request(
+            "POST", "/v1/score", body=chunks, headers={"Content-Type": "application/json"}, encode_chunked=True
+        )
+        chunked = connection.getresponse()
+        assert chunked.status == 413, server.log()
+        assert json.loads(chunked.read())["error"]["code"] == "payload_too_large"
+        assert requests.post(f"{server.base_url}/v1/score", json=BREAD, timeout=10).status_code == 200

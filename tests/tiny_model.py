@@ -113,3 +113,37 @@ def expected_raw_scores(directory: Path, input_ids: list[list[int]], seed: int =
     vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
     weights = token_weights(vocab_size, seed)
     return [float(weights[ids].mean()) for ids in input_ids]
+
+
+def dense_stack_graph(vocab_size: int, layers: int, width: int) -> onnx.ModelProto:
+    """A deliberately slow scorer: `layers` dense layers over token embeddings, then their mean."""
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(0, 1, size=(vocab_size, width)).astype(np.float32)
+    dense = (rng.normal(0, 1, size=(width, width)) / np.sqrt(width)).astype(np.float32)
+    nodes = [helper.make_node("Gather", ["embeddings", "input_ids"], ["hidden_0"])]  # [batch, seq, width]
+    for layer in range(layers):
+        nodes.append(helper.make_node("MatMul", [f"hidden_{layer}", "dense"], [f"linear_{layer}"]))
+        nodes.append(helper.make_node("Tanh", [f"linear_{layer}"], [f"hidden_{layer + 1}"]))
+    # [batch, seq, width] -> [batch]; padding counts too: only this model's speed matters.
+    nodes.append(helper.make_node("ReduceMean", [f"hidden_{layers}"], ["score"], axes=[1, 2], keepdims=0))
+    graph = helper.make_graph(
+        nodes,
+        "slow_dense_stack",
+        [
+            helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
+            helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
+        ],
+        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
+        [numpy_helper.from_array(embeddings, "embeddings"), numpy_helper.from_array(dense, "dense")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def write_slow_version(directory: Path, name: str, layers: int, width: int) -> Manifest:
+    """A valid version whose graph takes real time per call (`dense_stack_graph`)."""
+    manifest = write_version(directory, name=name)
+    vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
+    onnx.save(dense_stack_graph(vocab_size, layers, width), str(directory / MODEL_FILE))
+    return reseal(directory, manifest)

@@ -95,6 +95,7 @@ class Batcher:
         max_batch_size: int = 64,
         executors: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        tokens_per_second: float = 0.0,
     ):
         self.model = model
         self.score_fn = score_fn
@@ -107,7 +108,7 @@ class Batcher:
         self._condition = threading.Condition()
         self._incoming: list[Entry] = []  # queued, oldest first; executors cut sub-batches from it
         self._queued_tokens = 0  # accepted and not yet resolved
-        self._tokens_per_second = 0.0  # moving average of one run, for Retry-After
+        self._tokens_per_second = tokens_per_second  # moving average of one run (seeded at load), for Retry-After
         self._stopping = False
         self._running = 0  # executors inside a run
         self._in_flight: dict[int, list[Entry]] = {}  # executor -> the sub-batch it is scoring
@@ -167,11 +168,15 @@ class Batcher:
             if thread.is_alive():
                 thread.join(timeout)
 
+    def seconds_to_score(self, tokens: int) -> float:
+        """How long the queue needs to score `tokens` more than it holds, at the measured rate of its executors."""
+        if self._tokens_per_second <= 0:
+            return 1.0
+        return tokens / (self._tokens_per_second * len(self._threads))
+
     def _retry_after(self, tokens: int) -> int:
         backlog = self._queued_tokens + tokens - self.max_queue_tokens
-        if self._tokens_per_second <= 0:
-            return 1
-        return max(1, math.ceil(backlog / (self._tokens_per_second * len(self._threads))))
+        return max(1, math.ceil(self.seconds_to_score(backlog)))
 
     def _supervise(self, executor: int) -> None:
         """Run one executor's loop until stopped; a crash is logged, counted, and the loop restarts."""

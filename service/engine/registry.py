@@ -52,6 +52,7 @@ class ServedModel:
             max_padding_ratio=settings.max_padding_ratio,
             max_batch_size=settings.max_batch_size,
             executors=settings.executor_count(),
+            tokens_per_second=version.tokens_per_second,
         )
 
     @property
@@ -150,6 +151,10 @@ class ModelRegistry:
     def stop(self, timeout: float | None = None) -> None:
         for model in self.models.values():
             model.batcher.stop(timeout)
+
+    def seconds_to_drain(self) -> float:
+        """How long until every queue has scored what it holds now, at the measured rates."""
+        return max(model.batcher.seconds_to_score(model.batcher.queued_tokens) for model in self.models.values())
 
     def unhealthy(self) -> list[str]:
         """Models whose batcher is not running its loop (restarting after a crash, or ended)."""

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask, Response, jsonify
+import logging
+
+from flask import Flask, Response, g, jsonify
 from pydantic import BaseModel
 from werkzeug.exceptions import HTTPException
 
 from rmserve import metrics
 from rmserve.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 
 class ErrorDetail(BaseModel):
@@ -42,7 +46,15 @@ def _http_exception_response(error: HTTPException) -> Response:
     return response
 
 
+def _unexpected_response(error: Exception) -> Response:
+    """A bug: the traceback goes to the log, the client gets 500 `internal_error` and the request ID."""
+    request_id = g.get("request_id", "")
+    log.exception("unexpected error answering request %s", request_id, exc_info=error)
+    return error_response(ServiceError(f"internal error; the server log has the details under request ID {request_id}"))
+
+
 def register(app: Flask) -> None:
     """Turn every exception into the one error body."""
     app.register_error_handler(ServiceError, error_response)
     app.register_error_handler(HTTPException, _http_exception_response)
+    app.register_error_handler(Exception, _unexpected_response)

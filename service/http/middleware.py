@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import time
 import uuid
 
 from flask import Flask, Response, g, request
 
 from rmserve import metrics
-from rmserve.errors import Unauthorized
-from rmserve.http.state import state
+from rmserve.errors import QueueFull, Unauthorized
+from rmserve.http.state import RESERVED_THREADS, state
 
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none
 # (/metrics needs one with RMSERVE_PROTECT_METRICS).
@@ -24,7 +25,28 @@ MAX_REQUEST_ID = 200
 def install(app: Flask) -> None:
     app.before_request(_start_request)
     app.before_request(_authenticate)
+    app.before_request(_admit)
     app.after_request(_finish_request)
+    app.teardown_request(_leave)
+
+
+def _admit() -> None:
+    """Take a scoring slot, or answer 429 at once: a refused request must not hold a thread."""
+    if request.path in OPEN_PATHS:
+        return
+    app_state = state()
+    if not app_state.slots.acquire(blocking=False):
+        busy = max(1, app_state.settings.threads - RESERVED_THREADS)
+        raise QueueFull(
+            f"all {busy} request slots are busy (RMSERVE_THREADS={app_state.settings.threads}, 2 kept for probes)",
+            retry_after_s=max(1, math.ceil(app_state.registry.seconds_to_drain())),
+        )
+    g.admitted = True
+
+
+def _leave(error: BaseException | None) -> None:
+    if g.pop("admitted", False):
+        state().slots.release()
 
 
 def _start_request() -> None:

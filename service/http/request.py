@@ -7,19 +7,37 @@ from typing import Any
 
 from flask import g, request
 
-from rmserve.errors import InvalidField, MalformedJSON
+from rmserve.errors import InvalidField, MalformedJSON, PayloadTooLarge
 from rmserve.http import codec
+from rmserve.http.scan import check_shape
 from rmserve.http.state import state
 
 TIMEOUT_HEADER = "X-Timeout-Ms"
 
 
 def read_json() -> Any:
-    """The request body as JSON, whatever Content-Type the client sent (curl's default included)."""
+    """The request body as JSON, whatever Content-Type the client sent (curl's default included).
+
+    The body is read within RMSERVE_MAX_BODY_BYTES however it is sent (Content-Length or chunked;
+    Flask's MAX_CONTENT_LENGTH), and its shape is checked on the raw bytes before it is parsed.
+    """
+    raw = _body(state().settings.max_body_bytes)
+    check_shape(raw, state().settings.max_items)
     try:
-        return codec.loads(request.get_data(cache=False))
+        return codec.loads(raw)
     except ValueError as error:  # orjson.JSONDecodeError, invalid UTF-8 included
         raise MalformedJSON(f"request body is not valid JSON: {error}") from None
+
+
+def _body(limit: int) -> bytes:
+    """The raw body, never more than `limit` bytes read, whether its length is declared or not."""
+    if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
+        return request.get_data(cache=False)  # a declared length over the limit is 413 already (Flask)
+    # Chunked: nothing declares the length, so read one byte past the limit to tell.
+    raw: bytes = request.environ["wsgi.input"].read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body is over {limit} bytes (RMSERVE_MAX_BODY_BYTES)")
+    return raw
 
 
 def deadline() -> float:

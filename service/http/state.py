@@ -5,7 +5,8 @@ Routes fetch it with `state()`; this module imports no route, so nothing imports
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 
 from flask import current_app
 
@@ -14,6 +15,9 @@ from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
 
 EXTENSION = "rmserve"
+# Request threads kept free of scoring, so /healthz, /readyz and /metrics answer while the rest
+# wait on a saturated model (a probe queued behind them would time out and restart the pod).
+RESERVED_THREADS = 2
 
 
 @dataclass
@@ -22,6 +26,10 @@ class AppState:
     api_keys: frozenset[str]
     registry: ModelRegistry
     draining: bool = False
+    slots: threading.BoundedSemaphore = field(init=False)  # scoring requests in progress
+
+    def __post_init__(self) -> None:
+        self.slots = threading.BoundedSemaphore(max(1, self.settings.threads - RESERVED_THREADS))
 
     def not_ready_reason(self) -> str | None:
         """Why this worker must not get traffic now (None: ready); keeps `rmserve_ready` in step."""

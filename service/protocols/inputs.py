@@ -30,9 +30,10 @@ def check_count(count: int, field: str, settings: Settings) -> None:
         )
 
 
-def check_text(text: str, field: str, settings: Settings) -> str:
-    if len(text) > settings.max_text_chars:
-        raise InvalidField(field, f"is {len(text)} characters; the limit is {settings.max_text_chars}")
+def check_text(text: str, field: str, settings: Settings, limit: int | None = None) -> str:
+    limit = limit or settings.max_text_chars
+    if len(text) > limit:
+        raise InvalidField(field, f"is {len(text)} characters; the limit is {limit}")
     return text
 
 
