@@ -7,6 +7,8 @@
 Without `--policy` the script builds a tiny random-init Llama and a tokenizer trained on the
 prompts, so it runs anywhere (no hub download); the rewards are real rmserve scores either way.
 `--conversational` sends chat prompts, which the server renders in the reward model's own format.
+
+Needs TRL, `datasets` and CPU torch: `pip install -e '.[examples]'` in an rmserve checkout.
 """
 
 from __future__ import annotations

@@ -250,7 +250,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from rmserve.training.checkpoint import TRAINING_FILE
     from rmserve.training.export import export
+
+    if not (args.run / TRAINING_FILE).is_file():
+        raise UsageError(
+            f"{args.run} is not a training run (no {TRAINING_FILE}): pass the -o directory of `rmserve train`"
+        )
 
     manifest = export(
         ExportConfig(
@@ -282,6 +288,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from rmserve.core.repository import model_names
     from rmserve.engine.version import load_model, load_version
     from rmserve.training.baselines import baseline_accuracies
     from rmserve.training.data import read_comparisons
@@ -290,10 +297,15 @@ def _eval(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     if model_path.is_dir():
         version = load_version(model_path, args.threads)
-    elif args.repository.is_dir():
-        version = load_model(args.repository, args.model, args.threads, args.version)
-    else:
+    elif not args.repository.is_dir():
         raise missing_repository(args.repository, "--repository")
+    elif not (args.repository / args.model).is_dir():
+        known = ", ".join(model_names(args.repository)) or "none"
+        raise UsageError(
+            f"no model {args.model!r} in {args.repository} (it holds: {known}); or pass a version directory"
+        )
+    else:
+        version = load_model(args.repository, args.model, args.threads, args.version)
     manifest = version.manifest
     held_out = read_comparisons(args.file, args.lines, version.format)
     scores = score_comparisons(version.scorer, encode_comparisons(version.encoder, held_out), manifest.tokens.pad_id)

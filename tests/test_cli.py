@@ -59,6 +59,17 @@ def test_a_missing_input_file_is_named(capsys: pytest.CaptureFixture[str], tiny_
     assert "no-such.jsonl: No such file or directory" in message
 
 
+def test_eval_of_an_unknown_model_and_export_of_a_non_run_say_what_to_pass(
+    capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path
+) -> None:
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    message = user_error(capsys, ["eval", "nope", str(held_out), "--repository", str(tiny_repository)])
+    assert "no model 'nope'" in message and "it holds: tiny" in message
+    message = user_error(capsys, ["export", str(tmp_path), "--held-out", str(held_out), "--name", "x"])
+    assert "is not a training run" in message and "rmserve train" in message
+
+
 def test_an_unknown_model_lists_the_known_ones(
     capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path
 ) -> None:

@@ -1,4 +1,4 @@
-"""Continuous batching (SPEC §4): one thread per model drains the queue and never waits to fill.
+"""Continuous batching: one thread per model drains the queue and never waits to fill.
 
 Request handlers `submit` token sequences and get one future per item. The batcher thread
 takes everything queued, drops what expired or was cancelled, and runs one sub-batch at a
