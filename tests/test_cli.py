@@ -102,11 +102,31 @@ def test_debug_shows_the_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         main(["score", "in.jsonl", "--debug"])
 
 
-def test_a_malformed_line_range_is_a_usage_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "prefs.jsonl", "-o", "run", "--lines", "first-last"], "--lines: line range must look like 1-1800"),
+        (["train", "prefs.jsonl", "-o", "run", "--dev-fraction", "0"], "--dev-fraction: must be between 0 and 1"),
+        (["train", "prefs.jsonl"], "the following arguments are required: -o/--out"),
+        (["scor"], "invalid choice: 'scor'"),
+    ],
+)
+def test_a_bad_flag_is_one_line_pointing_at_help(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        main(["train", "prefs.jsonl", "-o", str(tmp_path), "--lines", "first-last"])
+        main(argv)
     assert exit_info.value.code == 2
-    assert "--lines: line range must look like 1-1800" in capsys.readouterr().err
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert message in line and line.endswith("--help)")
+
+
+def test_a_base_checkpoint_that_is_not_there_is_not_looked_up_on_a_hub(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "prefs.jsonl").write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n')
+    message = user_error(capsys, ["train", str(tmp_path / "prefs.jsonl"), "-o", "run", "--base", str(tmp_path / "hf")])
+    assert "no Hugging Face checkpoint there" in message
 
 
 BLOCK_PACKAGES = """
