@@ -14,15 +14,27 @@ Needs TRL, `datasets` and CPU torch: `pip install -e '.[examples]'` in an rmserv
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from trl import GRPOConfig, GRPOTrainer
 
 from rmserve.client import RewardClient
+
+try:
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
+    from trl import GRPOConfig, GRPOTrainer
+except ModuleNotFoundError as missing:  # one sentence and exit status 2, as rmserve's commands do
+    print(f"{Path(__file__).name}: needs {missing.name}: pip install -e '.[examples]'", file=sys.stderr)
+    raise SystemExit(2) from None
 
 PROMPTS = [
     "How do I bake bread?",

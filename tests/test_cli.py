@@ -9,12 +9,13 @@ import argparse
 import gzip
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from rmserve.cli import build_parser, main
-from rmserve.usage import UsageError
+from rmserve.usage import EXTRA_OF_PACKAGE, UsageError
 from tests.conftest import ROOT
 
 SERVER_ONLY_FLAGS = ("--host", "--port", "--workers", "--threads", "--default-model", "--max-queue-tokens")
@@ -189,3 +190,13 @@ def test_score_help_lists_no_server_flags() -> None:
     options = {option for action in subcommands()["score"]._actions for option in action.option_strings}
     assert not options & set(SERVER_ONLY_FLAGS)
     assert {"--model-repository", "--model", "--chunk-size", "-o", "--debug"} <= options
+
+
+def test_every_extra_a_message_names_exists_and_brings_what_it_promises() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    listed = {extra: " ".join(requirements) for extra, requirements in extras.items()}
+    for package, extra in EXTRA_OF_PACKAGE.items():
+        assert extra in extras, f"{package} is said to come with [{extra}], which pyproject.toml lacks"
+    for extra, package in [("train", "torch"), ("train", "matplotlib"), ("examples", "trl"), ("examples", "datasets")]:
+        assert package in listed[extra]
+    assert "rmserve[train,examples]" in listed["dev"]  # the tests run every example

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from bench.live_server import RunningServer, running_server
 from tests.conftest import DEFAULT_REPOSITORY, ROOT, SHARED_DATA
@@ -31,8 +32,8 @@ TINY_TRAINING = "--epochs 1 --vocab-size 300 --d-model 16 --layers 1 --heads 2 -
 SHELL_ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def readme_blocks() -> dict[str, str]:
-    return {match["name"]: match["code"] for match in BLOCK.finditer(README.read_text(encoding="utf-8"))}
+def readme_blocks(document: Path = README) -> dict[str, str]:
+    return {match["name"]: match["code"] for match in BLOCK.finditer(document.read_text(encoding="utf-8"))}
 
 
 class Shown(float):
@@ -96,6 +97,13 @@ def test_quickstart_curl_answers_what_the_readme_shows(default_server: RunningSe
     port = default_server.base_url.rsplit(":", 1)[1]
     answer = sh(blocks["quickstart"].replace("localhost:8000", f"127.0.0.1:{port}"), tmp_path)
     assert_shown(shown(blocks["quickstart-answer"]), json.loads(answer), "curl")
+
+
+def test_openrlhf_notes_show_what_get_reward_answers(default_server: RunningServer) -> None:
+    blocks = readme_blocks(ROOT / "examples" / "openrlhf.md")
+    answer = requests.post(f"{default_server.base_url}/get_reward", json=json.loads(blocks["get-reward"]), timeout=30)
+    assert answer.headers["Content-Type"] == "application/json"
+    assert_shown(shown(blocks["get-reward-answer"]), answer.json(), "/get_reward")
 
 
 def test_client_snippet_returns_what_its_comments_show(default_server: RunningServer) -> None:

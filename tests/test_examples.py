@@ -1,4 +1,5 @@
-"""examples/verl_reward_fn.py works where rmserve is not installed, with only the client file copied beside it."""
+"""The examples stand on what their docs promise: veRL's reward function on the copied client file alone,
+the TRL script saying which extra it needs. (tests/test_trl.py runs the TRL script itself.)"""
 
 from __future__ import annotations
 
@@ -49,3 +50,19 @@ def test_verl_reward_fn_needs_only_the_copied_client(tiny_repository: Path, tmp_
         assert client_module == "rmserve_client"  # the copy, loaded by path
         expected = RewardClient(server.base_url).score(["Capital of France?"], ["Paris."])
         assert float(reward) == pytest.approx(expected[0])
+
+
+def test_trl_example_without_its_extra_names_it() -> None:
+    blocker = (
+        "import runpy, sys\n"
+        "from importlib.abc import MetaPathFinder\n"
+        "class NotInstalled(MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'datasets':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+        f"runpy.run_path({str(ROOT / 'examples' / 'trl_grpo.py')!r}, run_name='__main__')\n"
+    )
+    finished = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 2
+    assert finished.stderr.strip() == "trl_grpo.py: needs datasets: pip install -e '.[examples]'"
