@@ -14,6 +14,7 @@ from rmserve.core.repository import InvalidModel, model_names
 from rmserve.errors import ServiceError
 
 USAGE_ERROR_STATUS = 2  # what argparse exits with on a bad flag, too
+INTERRUPTED_STATUS = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 # Packages that only an extra brings, and that extra.
 EXTRA_OF_PACKAGE = {
@@ -79,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
     """Run the chosen command's handler; a user error becomes one line on stderr and status 2."""
     try:
         return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        if getattr(args, "debug", False):
+            raise
+        print(f"\nrmserve {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED_STATUS
     except Exception as error:
         message = explain(error)
         if message is None or getattr(args, "debug", False):

@@ -10,12 +10,13 @@ import gzip
 import subprocess
 import sys
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rmserve.cli import build_parser, main
-from rmserve.usage import EXTRA_OF_PACKAGE, UsageError
+from rmserve.usage import EXTRA_OF_PACKAGE, UsageError, run
 from tests.conftest import ROOT
 
 SERVER_ONLY_FLAGS = ("--host", "--port", "--workers", "--threads", "--default-model", "--max-queue-tokens")
@@ -130,19 +131,19 @@ def test_a_base_checkpoint_that_is_not_there_is_not_looked_up_on_a_hub(
     assert "no Hugging Face checkpoint there" in message
 
 
-BLOCK_PACKAGES = """
-import sys
-from importlib.abc import MetaPathFinder
-
-class NotInstalled(MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.partition(".")[0] in {blocked!r}:
-            raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
-
-sys.meta_path.insert(0, NotInstalled())
-from rmserve.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+def run_without(packages: set[str], code: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh Python where `packages` cannot be imported, as if never installed."""
+    blocker = (
+        "import sys\n"
+        "from importlib.abc import MetaPathFinder\n"
+        "class NotInstalled(MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        f"        if name.partition('.')[0] in {packages!r}:\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"
+    )
+    command = [sys.executable, "-c", blocker + code, *argv]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize(
@@ -157,14 +158,7 @@ def test_a_missing_extra_gives_the_pip_install_line(
     blocked: set[str], argv: list[str], package: str, tmp_path: Path
 ) -> None:
     """As on a serving-only install: the training extra's packages cannot be imported."""
-    finished = subprocess.run(
-        [sys.executable, "-c", BLOCK_PACKAGES.format(blocked=blocked), *argv],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    finished = run_without(blocked, "from rmserve.cli import main\nsys.exit(main(sys.argv[1:]))\n", *argv)
     assert finished.returncode == 2, finished.stderr
     assert "Traceback" not in finished.stderr
     assert finished.stderr.strip() == (
@@ -200,3 +194,17 @@ def test_every_extra_a_message_names_exists_and_brings_what_it_promises() -> Non
     for extra, package in [("train", "torch"), ("train", "matplotlib"), ("examples", "trl"), ("examples", "datasets")]:
         assert package in listed[extra]
     assert "rmserve[train,examples]" in listed["dev"]  # the tests run every example
+
+
+def raise_(error: BaseException) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise error
+
+    return handler
+
+
+def test_a_bug_keeps_its_traceback_and_ctrl_c_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(RuntimeError):
+        run(argparse.Namespace(command="train", handler=raise_(RuntimeError("a bug")), debug=False))
+    assert run(argparse.Namespace(command="train", handler=raise_(KeyboardInterrupt()), debug=False)) == 130
+    assert capsys.readouterr().err.strip() == "rmserve train: interrupted"

@@ -15,6 +15,7 @@ import pytest
 from bench.live_server import running_server
 from rmserve.client import RewardClient
 from tests.conftest import ROOT
+from tests.test_cli import run_without
 
 # Python without site processing, so setuptools' editable finder for rmserve never loads, but with
 # site-packages on the path for `requests`: what a veRL worker without rmserve has. veRL imports
@@ -53,16 +54,7 @@ def test_verl_reward_fn_needs_only_the_copied_client(tiny_repository: Path, tmp_
 
 
 def test_trl_example_without_its_extra_names_it() -> None:
-    blocker = (
-        "import runpy, sys\n"
-        "from importlib.abc import MetaPathFinder\n"
-        "class NotInstalled(MetaPathFinder):\n"
-        "    def find_spec(self, name, path=None, target=None):\n"
-        "        if name.partition('.')[0] == 'datasets':\n"
-        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
-        "sys.meta_path.insert(0, NotInstalled())\n"
-        f"runpy.run_path({str(ROOT / 'examples' / 'trl_grpo.py')!r}, run_name='__main__')\n"
-    )
-    finished = subprocess.run([sys.executable, "-c", blocker], capture_output=True, text=True, timeout=120, check=False)
+    example = ROOT / "examples" / "trl_grpo.py"
+    finished = run_without({"datasets"}, f"import runpy\nrunpy.run_path({str(example)!r}, run_name='__main__')\n")
     assert finished.returncode == 2
     assert finished.stderr.strip() == "trl_grpo.py: needs datasets: pip install -e '.[examples]'"

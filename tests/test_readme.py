@@ -21,6 +21,7 @@ import requests
 
 from bench.live_server import RunningServer, running_server
 from tests.conftest import DEFAULT_REPOSITORY, ROOT, SHARED_DATA
+from tests.test_cli import subcommands
 from tests.test_train import write_preferences
 
 README = ROOT / "README.md"
@@ -195,3 +196,15 @@ def test_every_make_target_the_documents_name_exists() -> None:
     for document in [*DOCUMENTS, ROOT / "pyproject.toml"]:
         for target in re.findall(r"`make ([\w-]+)", document.read_text(encoding="utf-8")):
             assert target in targets, f"{document.name} names `make {target}`, which the Makefile lacks"
+
+
+@pytest.mark.parametrize("command", ["serve", "score", "bench"])
+def test_the_command_table_lists_each_commands_flags(command: str) -> None:
+    lines = README.read_text(encoding="utf-8").splitlines()
+    (row,) = [line for line in lines if line.startswith(f"| `rmserve {command}")]
+    shown_flags = set(re.findall(r"(?<![\w-])--?[a-z][\w-]*", row.split("|")[1] + row.split("|")[2]))
+    actions = [a for a in subcommands()[command]._actions if a.option_strings and a.dest not in {"help", "debug"}]
+    for action in actions:
+        assert shown_flags & set(action.option_strings), f"README's rmserve {command} row lacks {action.option_strings}"
+    known = {option for action in actions for option in action.option_strings}
+    assert shown_flags <= known, f"README's rmserve {command} row names flags it does not have"
