@@ -25,6 +25,7 @@ from rmserve.engine.batcher import Batcher
 from rmserve.engine.registry import wait_all
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.data import LineRange, read_comparisons
+from rmserve.usage import require_model
 
 DATA = Path("../shared/data/hh-rlhf-harmless-test.jsonl.gz")
 TRAIN_LINES = 1800  # the data's training split
@@ -209,6 +210,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    require_model(args.model_repository, args.model, "--model-repository")
     settings = Settings.from_env({}, model_repository=args.model_repository)
     name = args.model or model_names(args.model_repository)[0]
     model = load_model(args.model_repository, name, settings.intra_op_threads())

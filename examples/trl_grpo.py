@@ -7,20 +7,34 @@
 Without `--policy` the script builds a tiny random-init Llama and a tokenizer trained on the
 prompts, so it runs anywhere (no hub download); the rewards are real rmserve scores either way.
 `--conversational` sends chat prompts, which the server renders in the reward model's own format.
+
+Needs TRL, `datasets` and CPU torch: `pip install -e '.[examples]'` in an rmserve checkout.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from datasets import Dataset
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-from trl import GRPOConfig, GRPOTrainer
 
 from rmserve.client import RewardClient
+
+try:
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        LlamaConfig,
+        LlamaForCausalLM,
+        PreTrainedTokenizerFast,
+    )
+    from trl import GRPOConfig, GRPOTrainer
+except ModuleNotFoundError as missing:  # one sentence and exit status 2, as rmserve's commands do
+    print(f"{Path(__file__).name}: needs {missing.name}: pip install -e '.[examples]'", file=sys.stderr)
+    raise SystemExit(2) from None
 
 PROMPTS = [
     "How do I bake bread?",

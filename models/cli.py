@@ -16,7 +16,7 @@ from typing import Any
 from rmserve.config import DEFAULT_REPOSITORY
 from rmserve.training.config import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
 from rmserve.training.data import LineRange
-from rmserve.usage import UsageError, add_debug_flag, missing_repository, run
+from rmserve.usage import CommandParser, UsageError, add_debug_flag, require_model, run
 
 DATA_FORMATS = (
     "JSONL, plain or .gz, one object per line: HH-RLHF {chosen, rejected} transcripts; "
@@ -40,6 +40,14 @@ def line_range(text: str) -> LineRange:
         return LineRange.parse(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def fraction(text: str) -> float:
+    """`--dev-fraction 0.1`: strictly between 0 and 1, or argparse's one-line usage error."""
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
+    return value
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -81,7 +89,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--dev-fraction",
-        type=float,
+        type=fraction,
         default=train_default["dev_fraction"],
         help="share of the data held out for early stopping",
     )
@@ -154,7 +162,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = _subcommand(
         subparsers,
         "export",
-        "export a training run to the model repository (ONNX + tokenizer + manifest)",
+        "export a training run to the model repository: ONNX, tokenizer, manifest (needs the [train] extra)",
         "Write <repository>/<name>/<version>/ from a run directory: model.onnx (dynamic batch and "
         "sequence axes), tokenizer.json and manifest.json with sha256, normalization on training responses, "
         "a torch-vs-ONNX parity check, optional int8 agreement, and held-out accuracy beside baselines.",
@@ -207,7 +215,7 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
     parser = _subcommand(
         subparsers,
         "eval",
-        "pairwise accuracy of a repository model on a preference file, beside baselines",
+        "pairwise accuracy of a repository model on a preference file, beside baselines (needs the [train] extra)",
         "Score every (better, worse) pair in FILE with a model from the repository and print its "
         "pairwise accuracy next to shorter-wins, longer-wins and a TF-IDF bag-of-words logistic regression "
         "trained on the model's own training split (or --baseline-data).",
@@ -235,6 +243,12 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     from rmserve.training.train import train
+
+    if args.base is not None and not (args.base / "config.json").is_file():
+        raise UsageError(
+            f"--base {args.base}: no Hugging Face checkpoint there (no config.json); nothing is downloaded, "
+            "pass a local checkpoint directory"
+        )
 
     model = ModelConfig(
         vocab_size=args.vocab_size,
@@ -283,7 +297,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from rmserve.training.checkpoint import TRAINING_FILE
     from rmserve.training.export import export
+
+    if not (args.run / TRAINING_FILE).is_file():
+        raise UsageError(
+            f"{args.run} is not a training run (no {TRAINING_FILE}): pass the -o directory of `rmserve train`"
+        )
 
     manifest = export(
         ExportConfig(
@@ -360,10 +380,9 @@ def _eval(args: argparse.Namespace) -> int:
     model_path = Path(args.model)
     if model_path.is_dir():
         version = load_version(model_path, args.threads)
-    elif args.repository.is_dir():
-        version = load_model(args.repository, args.model, args.threads, args.version)
     else:
-        raise missing_repository(args.repository, "--repository")
+        require_model(args.repository, args.model, "--repository")
+        version = load_model(args.repository, args.model, args.threads, args.version)
     manifest = version.manifest
     held_out = read_comparisons(args.file, args.lines, version.format.transcript)
     encoded = encode_comparisons(version.format.encode_texts, held_out)
@@ -426,7 +445,7 @@ def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run train/export/eval without the serving CLI: `python -m rmserve.training.cli train ...`."""
-    parser = argparse.ArgumentParser(prog="rmserve")
+    parser = CommandParser(prog="rmserve")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     register(commands)
     for command in commands.choices.values():

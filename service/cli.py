@@ -13,7 +13,7 @@ from types import ModuleType
 
 from rmserve.config import Settings
 from rmserve.training.cli import register as register_training
-from rmserve.usage import UsageError, add_debug_flag, missing_repository, run
+from rmserve.usage import CommandParser, UsageError, add_debug_flag, require_model, run
 
 GUNICORN_CONFIG = Path("deploy/gunicorn.conf.py")
 # The source tree, when rmserve is installed from a checkout (`pip install -e .`, as `make` does).
@@ -71,8 +71,7 @@ def serve(args: argparse.Namespace) -> int:
         raise UsageError(
             f"no gunicorn config at {config.resolve()}: run from the project root, or pass --gunicorn-config"
         )
-    if not settings.model_repository.is_dir():
-        raise missing_repository(settings.model_repository, "--model-repository")
+    require_model(settings.model_repository, None, "--model-repository")
     os.environ.update(settings.as_environ())
     argv = [sys.executable, "-m", "gunicorn", "--config", str(config)]
     os.execv(sys.executable, argv)
@@ -83,8 +82,7 @@ def score(args: argparse.Namespace) -> int:
     from rmserve.offline import score_file
 
     settings = settings_from(args)
-    if not settings.model_repository.is_dir():
-        raise missing_repository(settings.model_repository, "--model-repository")
+    require_model(settings.model_repository, args.model, "--model-repository")
     if args.model:  # load only the model asked for
         settings = settings.replace(models=(args.model,))
     return score_file(settings, args.input, args.output, args.model, args.chunk_size)
@@ -107,7 +105,7 @@ def _bench_harness() -> ModuleType | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="rmserve",
         description="Train reward models from human rankings, export them to ONNX, and serve them to RL trainers.",
     )

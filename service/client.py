@@ -1,4 +1,4 @@
-"""A client for rmserve that an RL trainer can lean on for days (SPEC §7).
+"""A client for rmserve that an RL trainer can lean on for days.
 
 Pooled connections, deadlines, retries with backoff and jitter on 429/502/503/504 and connection
 errors (honouring `Retry-After`), request IDs, and large lists split into requests under the

@@ -1,4 +1,4 @@
-"""Every endpoint and every error status of SPEC §3, through Flask's test client."""
+"""Every endpoint and every error status of the HTTP API (README "HTTP API"), through Flask's test client."""
 
 from __future__ import annotations
 

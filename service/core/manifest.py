@@ -1,4 +1,4 @@
-"""`manifest.json`: what a model version is, how to feed it, and how good it was (SPEC §2)."""
+"""`manifest.json`: what a model version is, how to feed it, and how good it was."""
 
 from __future__ import annotations
 

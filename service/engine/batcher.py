@@ -1,4 +1,4 @@
-"""Continuous batching (SPEC §4): executor threads share one queue per model and never wait to fill.
+"""Continuous batching: executor threads share one queue per model and never wait to fill.
 
 Request handlers `submit` token sequences and get one future per item. Each executor thread,
 when free, drops what expired or was cancelled from the shared queue and takes one sub-batch:

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2 / Triton HTTP): `/v2/health/ready`, model metadata and readiness,
 and `POST /v2/models/<name>/infer`, so Triton clients, KServe tooling and NeMo-Aligner's PyTriton-style
-reward clients call rmserve unchanged (SPEC §11).
+reward clients call rmserve unchanged.
 
 Inputs are BYTES tensors: `prompt` and `response` (one element per item), or one tensor of full
 formatted texts (NeMo-Aligner's `sentences`, any name). Outputs are FP32 `[n, 1]`: `rewards`

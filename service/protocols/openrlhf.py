@@ -1,4 +1,4 @@
-"""OpenRLHF's remote reward model protocol: `POST /get_reward` (SPEC §3).
+"""OpenRLHF's remote reward model protocol: `POST /get_reward`.
 
 OpenRLHF (`--reward.remote_url http://host:8000/get_reward`) posts the decoded policy texts
 and reads `rewards`, `scores` and `extra_logs`, turning every value into a tensor. The reward
