@@ -10,6 +10,8 @@ import argparse
 import dataclasses
 import math
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,67 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_eval(subparsers)
 
 
+@dataclass(frozen=True)
+class TrainFlag:
+    """A `rmserve train` flag that sets one field of a config dataclass; its default and type come from the field."""
+
+    name: str
+    config: type
+    field: str
+    help: str
+    parse: Callable[[str], Any] | None = None  # default: the type of the field's default
+    choices: tuple[str, ...] | None = None
+
+
+TRAIN_FLAGS = (
+    TrainFlag("--seed", TrainConfig, "seed", "seed for the dev split, initialisation and batches"),
+    TrainFlag(
+        "--dev-fraction", TrainConfig, "dev_fraction", "share of the data held out for early stopping", parse=fraction
+    ),
+    TrainFlag("--epochs", TrainConfig, "epochs", "maximum epochs of ranking-loss training"),
+    TrainFlag("--patience", TrainConfig, "patience", "stop after this many epochs without dev improvement"),
+    TrainFlag("--batch-size", TrainConfig, "batch_size", "comparisons per optimizer step"),
+    TrainFlag("--learning-rate", TrainConfig, "learning_rate", "AdamW peak learning rate (try 5e-5 with --base)"),
+    TrainFlag(
+        "--loss",
+        TrainConfig,
+        "loss",
+        "loss for rankings of more than two responses; pairs use Bradley-Terry",
+        choices=("plackett-luce", "all-pairs"),
+    ),
+    TrainFlag("--max-length", ModelConfig, "max_length", "tokens per (prompt, response) sequence"),
+    TrainFlag("--vocab-size", ModelConfig, "vocab_size", "BPE vocabulary size (from scratch)"),
+    TrainFlag("--d-model", ModelConfig, "d_model", "transformer width (from scratch)"),
+    TrainFlag("--layers", ModelConfig, "n_layers", "transformer layers (from scratch)"),
+    TrainFlag("--heads", ModelConfig, "n_heads", "attention heads (from scratch)"),
+    TrainFlag(
+        "--towers",
+        ModelConfig,
+        "n_towers",
+        "transformers trained with different seeds and averaged in the graph (from scratch)",
+    ),
+    TrainFlag(
+        "--ngram-orders",
+        ModelConfig,
+        "ngram_orders",
+        "bag of hashed response n-grams up to this order; 0 turns it off (from scratch)",
+    ),
+    TrainFlag(
+        "--hash-buckets",
+        ModelConfig,
+        "hash_buckets",
+        "hash buckets for token n-grams and again for character n-grams; a prime (from scratch)",
+    ),
+    TrainFlag(
+        "--pretrain-epochs",
+        TrainConfig,
+        "pretrain_epochs",
+        "masked-LM epochs on the training transcripts before ranking training (from scratch)",
+    ),
+    TrainFlag("--threads", TrainConfig, "threads", "torch CPU threads"),
+)
+
+
 def _defaults(config: type) -> dict[str, Any]:
     """A config dataclass's field defaults, so each default is written once (in the dataclass)."""
     return {field.name: field.default for field in dataclasses.fields(config)}
@@ -82,79 +145,17 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, help="run directory to write")
     parser.add_argument("--lines", type=line_range, help="use only these 1-based lines, e.g. 1-1800")
     parser.add_argument("--base", type=Path, help="local Hugging Face checkpoint directory to fine-tune")
-    # Defaults come from TrainConfig and ModelConfig, where they are defined once.
-    train_default, model_default = _defaults(TrainConfig), _defaults(ModelConfig)
-    parser.add_argument(
-        "--seed", type=int, default=train_default["seed"], help="seed for the dev split, initialisation and batches"
-    )
-    parser.add_argument(
-        "--dev-fraction",
-        type=fraction,
-        default=train_default["dev_fraction"],
-        help="share of the data held out for early stopping",
-    )
-    parser.add_argument(
-        "--epochs", type=int, default=train_default["epochs"], help="maximum epochs of ranking-loss training"
-    )
-    parser.add_argument(
-        "--patience",
-        type=int,
-        default=train_default["patience"],
-        help="stop after this many epochs without dev improvement",
-    )
-    parser.add_argument(
-        "--batch-size", type=int, default=train_default["batch_size"], help="comparisons per optimizer step"
-    )
-    parser.add_argument(
-        "--learning-rate",
-        type=float,
-        default=train_default["learning_rate"],
-        help="AdamW peak learning rate (try 5e-5 with --base)",
-    )
-    parser.add_argument(
-        "--loss",
-        choices=["plackett-luce", "all-pairs"],
-        default=train_default["loss"],
-        help="loss for rankings of more than two responses; pairs use Bradley-Terry",
-    )
-    parser.add_argument(
-        "--max-length", type=int, default=model_default["max_length"], help="tokens per (prompt, response) sequence"
-    )
-    parser.add_argument(
-        "--vocab-size", type=int, default=model_default["vocab_size"], help="BPE vocabulary size (from scratch)"
-    )
-    parser.add_argument(
-        "--d-model", type=int, default=model_default["d_model"], help="transformer width (from scratch)"
-    )
-    parser.add_argument(
-        "--layers", type=int, default=model_default["n_layers"], help="transformer layers (from scratch)"
-    )
-    parser.add_argument("--heads", type=int, default=model_default["n_heads"], help="attention heads (from scratch)")
-    parser.add_argument(
-        "--towers",
-        type=int,
-        default=model_default["n_towers"],
-        help="transformers trained with different seeds and averaged in the graph (from scratch)",
-    )
-    parser.add_argument(
-        "--ngram-orders",
-        type=int,
-        default=model_default["ngram_orders"],
-        help="bag of hashed response n-grams up to this order; 0 turns it off (from scratch)",
-    )
-    parser.add_argument(
-        "--hash-buckets",
-        type=int,
-        default=model_default["hash_buckets"],
-        help="hash buckets for token n-grams and again for character n-grams; a prime (from scratch)",
-    )
-    parser.add_argument(
-        "--pretrain-epochs",
-        type=int,
-        default=train_default["pretrain_epochs"],
-        help="masked-LM epochs on the training transcripts before ranking training (from scratch)",
-    )
-    parser.add_argument("--threads", type=int, default=train_default["threads"], help="torch CPU threads")
+    for flag in TRAIN_FLAGS:
+        default = _defaults(flag.config)[flag.field]
+        parser.add_argument(
+            flag.name,
+            dest=flag.field,
+            metavar=flag.name.removeprefix("--").replace("-", "_").upper(),
+            type=flag.parse or type(default),
+            choices=flag.choices,
+            default=default,
+            help=flag.help,
+        )
     parser.set_defaults(handler=_train)
 
 
@@ -250,32 +251,13 @@ def _train(args: argparse.Namespace) -> int:
             "pass a local checkpoint directory"
         )
 
-    model = ModelConfig(
-        vocab_size=args.vocab_size,
-        max_length=args.max_length,
-        d_model=args.d_model,
-        n_layers=args.layers,
-        n_heads=args.heads,
-        n_towers=args.towers,
-        ngram_orders=args.ngram_orders,
-        hash_buckets=args.hash_buckets,
-        char_buckets=args.hash_buckets,
-    )
+    chosen = {flag.config: {} for flag in TRAIN_FLAGS}
+    for flag in TRAIN_FLAGS:
+        chosen[flag.config][flag.field] = getattr(args, flag.field)
+    # One --hash-buckets sizes both hashed bags (token and character n-grams).
+    model = ModelConfig(**chosen[ModelConfig], char_buckets=args.hash_buckets)
     config = TrainConfig(
-        data=args.data,
-        out=args.out,
-        lines=args.lines,
-        base=args.base,
-        model=model,
-        seed=args.seed,
-        dev_fraction=args.dev_fraction,
-        epochs=args.epochs,
-        patience=args.patience,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        loss=args.loss,
-        pretrain_epochs=args.pretrain_epochs,
-        threads=args.threads,
+        data=args.data, out=args.out, lines=args.lines, base=args.base, model=model, **chosen[TrainConfig]
     )
     trained = train(config)
     trained.save(config.out)

@@ -98,7 +98,7 @@ def test_train_flags_default_to_the_config_dataclasses() -> None:
         "threads": train_config.threads,
         "max_length": model_config.max_length,
         "d_model": model_config.d_model,
-        "layers": model_config.n_layers,
+        "n_layers": model_config.n_layers,
         "hash_buckets": model_config.hash_buckets,
     }.items():
         assert getattr(args, flag) == value, flag
