@@ -150,7 +150,7 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument(
             flag.name,
             dest=flag.field,
-            metavar=flag.name.removeprefix("--").replace("-", "_").upper(),
+            metavar=None if flag.choices else flag.name.removeprefix("--").replace("-", "_").upper(),
             type=flag.parse or type(default),
             choices=flag.choices,
             default=default,
