@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -112,11 +113,17 @@ def test_eval_prints_model_accuracy_beside_baselines(
     held_out = run.parent / "held_out.jsonl"
     export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=held_out))
     capsys.readouterr()
-    assert cli_main(["eval", "tiny", str(held_out), "--repository", str(tmp_path), "--threads", "1"]) == 0
+    report = tmp_path / "report"
+    argv = ["eval", "tiny", str(held_out), "--repository", str(tmp_path), "--threads", "1", "--report", str(report)]
+    assert cli_main(argv) == 0
     printed = capsys.readouterr().out
     assert "pairwise accuracy on 20 pairs" in printed
     for row in ("tiny v1", "shorter response wins", "longer response wins", "bag of words"):
         assert row in printed
+    numbers = json.loads((report / "report.json").read_text())
+    assert numbers["title"] == "tiny v1 on held_out.jsonl" and numbers["pairs"] == 20
+    assert f"{numbers['pairwise_accuracy']:.4f}" in printed  # the picture's accuracy is the table's
+    assert (report / "report.png").is_file()
 
 
 def test_ranking_agreement_counts_float_noise_ties_as_agreeing() -> None:
