@@ -15,6 +15,7 @@ from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE
 from rmserve.core.repository import InvalidModel
 from rmserve.engine.registry import ModelRegistry
 from rmserve.engine.version import load_model, load_version
+from tests.reliability_report import record
 from tests.tiny_model import write_version
 
 
@@ -141,6 +142,12 @@ def test_bad_entries_are_skipped_logged_and_counted_and_the_rest_serves(
     assert client.get("/readyz").get_json() == {"status": "ready", "models": ["good"], "skipped": ["broken"]}
     assert client.post("/v1/score", json={"prompt": "hi", "responses": ["hello"]}).status_code == 200
     registry.stop(timeout=5)
+    record(
+        "Bad models: one bad entry in the repository",
+        "a repository with a good model, a model whose only graph is truncated, `lost+found` and a dot-dir",
+        "the good model serves; `broken` skipped (log line, rmserve_repository_refused no_valid_version and "
+        "invalid_version), both non-model dirs ignored (log line, not_a_model); /readyz lists served and skipped",
+    )
 
 
 def test_a_model_named_in_rmserve_models_that_cannot_load_stops_start_up(tmp_path: Path) -> None:
@@ -179,6 +186,9 @@ def rewrite_manifest(directory: Path, **changes: object) -> None:
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest))  # json writes NaN/Infinity as such
 
 
+refusals: list[str] = []
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
@@ -196,6 +206,13 @@ def test_manifest_numbers_that_do_not_check_out_are_refused(tmp_path: Path, chan
     rewrite_manifest(directory, **changes)
     with pytest.raises(InvalidModel, match=re.escape(reason)):
         load_version(directory, intra_op_threads=1)
+    refusals.append(reason.split(" ", maxsplit=1)[0])
+    if len(refusals) == 6:
+        record(
+            "Bad models: numbers that do not check out",
+            "manifests with NaN / +inf / -inf normalization, pad/bos/eos ids past the vocabulary or negative",
+            f"all 6 refused at load with one log line naming the field ({', '.join(sorted(set(refusals)))})",
+        )
 
 
 def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) -> None:
