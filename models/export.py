@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, Normalization, sha256_of
+from rmserve.core.manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Evaluation,
+    Manifest,
+    Normalization,
+    file_digests,
+    sha256_of,
+)
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.baselines import baseline_accuracies
 from rmserve.training.checkpoint import TrainedModel, load_run, torch_score_fn
@@ -67,6 +75,7 @@ def export(config: ExportConfig) -> Manifest:
         version=config.version,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
         sha256=sha256_of(version_dir / MODEL_FILE),
+        files=file_digests(version_dir),
         architecture=trained.architecture,
         max_length=trained.max_length,
         tokens=trained.special,

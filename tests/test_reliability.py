@@ -229,7 +229,7 @@ def test_kill_9_of_a_worker_under_load_fails_fast_and_scoring_resumes(repository
     )
 
 
-SOAK_S = float(os.environ.get("RMSERVE_SOAK_S", "150"))  # a longer soak: RMSERVE_SOAK_S=3600 make test-slow
+SOAK_S = float(os.environ.get("RMSERVE_TEST_SOAK_S", "150"))  # a longer soak: RMSERVE_TEST_SOAK_S=3600 make test-slow
 
 
 def mixed_body(client: int, sequence: int) -> dict[str, object]:
@@ -276,7 +276,7 @@ def test_soak_at_70_percent_of_capacity_stays_flat(repository: Path, tmp_path: P
         "Soak at ~70 % of capacity",
         f"capacity measured first ({capacity:.1f} requests/s, mixed shapes: single items, groups of 6, "
         f"conversations, over-long texts); then {clients} paced clients at 70 % of it for {SOAK_S:.0f} s "
-        "(RMSERVE_SOAK_S)",
+        "(RMSERVE_TEST_SOAK_S)",
         f"{len(outcomes)} requests ({offered:.1f}/s), all 200; worker RSS {rss[0]:.0f} -> {rss[-1]:.0f} MiB "
         f"(max {max(rss):.0f}); p50/p99 latency first third {percentile(early, 0.5) * 1000:.0f}/"
         f"{percentile(early, 0.99) * 1000:.0f} ms, last third {percentile(late, 0.5) * 1000:.0f}/"

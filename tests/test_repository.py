@@ -11,7 +11,7 @@ import pytest
 
 from rmserve.app import create_app
 from rmserve.config import Settings
-from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE
+from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel
 from rmserve.engine.registry import ModelRegistry
 from rmserve.engine.version import load_model, load_version
@@ -239,3 +239,37 @@ def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) ->
     manifest.model_copy(update={"sha256": sha256_of(wrong_inputs / MODEL_FILE)}).write(wrong_inputs)
     with pytest.raises(InvalidModel, match="need input_ids and attention_mask"):
         load_version(wrong_inputs, intra_op_threads=1)
+
+
+def test_sha256_covers_every_file_a_version_serves_from(tmp_path: Path) -> None:
+    from rmserve.core.manifest import TOKENIZER_FILE
+
+    tampered = tmp_path / "a" / "1"
+    write_version(tampered, name="a", version=1)
+    assert set(Manifest.read(tampered).files) == {TOKENIZER_FILE}
+    with (tampered / TOKENIZER_FILE).open("a") as tokenizer:
+        tokenizer.write(" ")
+    with pytest.raises(InvalidModel, match=r"tokenizer\.json: sha256 .* does not match"):
+        load_version(tampered, intra_op_threads=1)
+
+    unlisted = tmp_path / "b" / "1"
+    write_version(unlisted, name="b", version=1)
+    (unlisted / "model.onnx.data").write_bytes(b"weights nobody verified")
+    with pytest.raises(InvalidModel, match=r"model\.onnx\.data not covered"):
+        load_version(unlisted, intra_op_threads=1)
+
+    escaping = tmp_path / "c" / "1"
+    manifest = write_version(escaping, name="c", version=1)
+    manifest.model_copy(update={"files": {"../../etc/passwd": "0" * 64}}).write(escaping)
+    with pytest.raises(InvalidModel, match="not a file of this version"):
+        load_version(escaping, intra_op_threads=1)
+
+    legacy = tmp_path / "d" / "1"
+    manifest = write_version(legacy, name="d", version=1)
+    manifest.model_copy(update={"files": {}}).write(legacy)  # written before `files` existed
+    assert load_version(legacy, intra_op_threads=1).manifest.version == 1
+    record(
+        "Bad models: files the sha256 does not cover",
+        "a tokenizer.json changed by one byte, an unlisted extra weights file, a `files` entry pointing outside",
+        "each version refused at load with one log line naming the file; a manifest from before `files` still loads",
+    )

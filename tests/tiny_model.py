@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rmserve.core.formats import InputFormat
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, sha256_of
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, file_digests, sha256_of
 from rmserve.core.tokenizer import SpecialTokens
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -89,6 +89,7 @@ def write_version(
         version=version,
         created=datetime.datetime.now(datetime.UTC).isoformat(),
         sha256=sha256_of(directory / MODEL_FILE),
+        files=file_digests(directory),
         architecture={"type": "mean-token-weight", "seed": seed},
         max_length=max_length,
         input_format=InputFormat().to_manifest(),

@@ -47,6 +47,9 @@ class Manifest(_Frozen):
     version: PositiveInt
     created: str
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    # sha256 of every other file the version serves from (tokenizer.json, external weights), by name;
+    # empty in manifests written before it existed, whose other files are then not verified.
+    files: dict[str, str] = Field(default_factory=dict)
     architecture: dict[str, Any]
     max_length: PositiveInt
     truncation: Literal["prompt_left"] = "prompt_left"
@@ -69,6 +72,15 @@ class Manifest(_Frozen):
     @property
     def format(self) -> InputFormat:
         return InputFormat.from_manifest(self.input_format)
+
+
+def file_digests(version_dir: Path) -> dict[str, str]:
+    """sha256 of every file of a version besides model.onnx and the manifest (for `Manifest.files`)."""
+    return {
+        path.name: sha256_of(path)
+        for path in sorted(version_dir.iterdir())
+        if path.is_file() and path.name not in (MODEL_FILE, MANIFEST_FILE)
+    }
 
 
 def sha256_of(path: Path) -> str:

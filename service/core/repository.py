@@ -55,6 +55,7 @@ def verify_version(directory: Path) -> VerifiedVersion:
     actual = sha256_of(directory / MODEL_FILE)
     if actual != manifest.sha256:
         raise InvalidModel(f"{directory}/{MODEL_FILE}: sha256 {actual} does not match manifest {manifest.sha256}")
+    _check_files(directory, manifest)
     try:
         input_format = manifest.format
         encoder = PairEncoder.from_file(directory / TOKENIZER_FILE, manifest.max_length, manifest.tokens)
@@ -62,6 +63,28 @@ def verify_version(directory: Path) -> VerifiedVersion:
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
     _check_token_ids(directory, manifest.tokens, encoder.tokenizer.get_vocab_size(with_added_tokens=True))
     return VerifiedVersion(manifest, directory, input_format, encoder)
+
+
+def _check_files(directory: Path, manifest: Manifest) -> None:
+    """Every file the manifest lists matches its sha256, and no file goes unlisted (once any is listed)."""
+    if not manifest.files:
+        return  # a manifest from before `files`: model.onnx alone is verified
+    for name, expected in manifest.files.items():
+        path = directory / name
+        if path.name != name or name in (MODEL_FILE, MANIFEST_FILE) or not path.is_file():
+            raise InvalidModel(
+                f"{directory}/{MANIFEST_FILE}: files lists {name!r}, which is not a file of this version"
+            )
+        actual = sha256_of(path)
+        if actual != expected:
+            raise InvalidModel(f"{directory}/{name}: sha256 {actual} does not match manifest {expected}")
+    unlisted = sorted(
+        path.name
+        for path in directory.iterdir()
+        if path.is_file() and path.name not in {MODEL_FILE, MANIFEST_FILE, *manifest.files}
+    )
+    if unlisted:
+        raise InvalidModel(f"{directory}: {', '.join(unlisted)} not covered by the manifest's sha256 list (files)")
 
 
 def _check_token_ids(directory: Path, special: SpecialTokens, vocab_size: int) -> None:
