@@ -17,6 +17,7 @@ from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel
 from rmserve.http.openapi import openapi_path
+from tests.reliability_report import record
 from tests.tiny_model import expected_raw_scores
 
 BREAD = {
@@ -303,6 +304,11 @@ def test_keys_file_with_only_comments_stops_start_up(make_app, tmp_path: Path) -
     keys.write_text("# keys go here\n   # and here\n")
     with pytest.raises(ValueError, match="no key"):
         make_app(api_keys_file=keys)
+    record(
+        "Strangers: a keys file of comments",
+        "RMSERVE_API_KEYS_FILE holding only comment lines, one indented",
+        "start-up stops with 'holds no key' (it used to serve everyone without a key)",
+    )
 
 
 def test_every_scoring_and_model_endpoint_needs_the_key(make_app) -> None:
@@ -311,6 +317,11 @@ def test_every_scoring_and_model_endpoint_needs_the_key(make_app) -> None:
         assert getattr(client, method)(path, json=BREAD).status_code == 401, path
     assert client.get("/v1/models").status_code == 401
     assert client.get("/metrics").status_code == 200  # open unless RMSERVE_PROTECT_METRICS
+    record(
+        "Strangers: no key",
+        "API keys configured; /v1/score, /v1/rank, /get_reward, /classify, /v1/models without a key",
+        "401 on every one (probes stay open; /metrics too unless RMSERVE_PROTECT_METRICS)",
+    )
 
 
 def test_protect_metrics_puts_metrics_behind_the_key(make_app) -> None:
@@ -350,23 +361,42 @@ def test_a_million_wrong_typed_items_are_refused_before_validation(client: Flask
     assert response.status_code == 413 and error_of(response)["field"] == "items"
     assert peak < 100 * 2**20  # validating every element first grew the worker by ~1 GB
     assert client.post("/v1/score", json=BREAD).status_code == 200
+    record(
+        "Limits: a million wrong-typed items",
+        'a 2 MB body `{"items": [0, 0, ...]}` with 1,000,000 elements',
+        f"413 payload_too_large on `items` before parsing; peak traced memory {peak / 2**20:.0f} MiB "
+        "(was ~1 GB of validation errors); the next request scores",
+    )
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "field"),
+    ("label", "body", "status", "field"),
     [
-        (b'{"prompt": "a", "responses": ' + b"[" * 5000 + b"]" * 5000 + b"}", 422, "responses" + "[0]" * 31),
-        (b'{"prompt": "a", "responses": ["b"], "model": ' + b"7" * 5000 + b"}", 422, "model"),
-        (b'{"items": [{"prompt": "a", "response": 1' + b"0" * 5000 + b".5}]}", 422, "items[0].response"),
+        (
+            "5,000 levels of nesting",
+            b'{"prompt": "a", "responses": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+            422,
+            "responses" + "[0]" * 31,
+        ),
+        ("a 5,000-digit integer", b'{"prompt": "a", "responses": ["b"], "model": ' + b"7" * 5000 + b"}", 422, "model"),
+        (
+            "a 5,000-digit float",
+            b'{"items": [{"prompt": "a", "response": 1' + b"0" * 5000 + b".5}]}",
+            422,
+            "items[0].response",
+        ),
     ],
 )
 def test_deep_nesting_and_huge_numbers_are_4xx_naming_the_field(
-    client: FlaskClient, body: bytes, status: int, field: str
+    client: FlaskClient, label: str, body: bytes, status: int, field: str
 ) -> None:
     response = client.post("/v1/score", data=body, content_type="application/json")
     assert response.status_code == status
     assert error_of(response)["field"] == field
     assert client.post("/v1/score", json=BREAD).status_code == 200
+    record(
+        f"Limits: {label}", f"POST /v1/score with {label}", f"{status} naming `{field}` (was 500); next request scores"
+    )
 
 
 @pytest.mark.parametrize("path", ["/v1/score", "/v1/rank", "/get_reward", "/classify"])
@@ -397,6 +427,12 @@ def test_an_unexpected_error_is_500_internal_error_without_a_traceback(
     assert error["code"] == "internal_error" and "req-42" in error["message"]
     assert "Traceback" not in response.get_data(as_text=True) and "a bug deep inside" not in error["message"]
     assert "a bug deep inside" in caplog.text  # the log has it
+    record(
+        "Unexpected errors",
+        "a bug raising inside a scoring route",
+        "500 `internal_error` with the request ID in the message, no traceback or exception text in the body; "
+        "the traceback in the server log",
+    )
 
 
 def test_when_every_scoring_slot_is_busy_requests_get_429_and_probes_still_answer(make_app) -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from rmserve.engine.batcher import Batcher, cut_batch
 from rmserve.engine.registry import wait_all
 from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
+from tests.reliability_report import record
 
 PAD = 0
 POISON = 666  # a token id the fake model chokes on
@@ -261,6 +262,12 @@ def test_a_cancel_racing_the_deadline_never_kills_the_thread(make_batcher, model
     assert batcher.healthy and batcher.restarts == 0
     assert not any((batch == 7).any() for batch in model.batches)
     assert batcher.queued_tokens == 0
+    record(
+        "Engine: a cancel racing the deadline",
+        "the request thread cancels its item between the batcher's cancelled() check and its failing the "
+        "item at the deadline (forced)",
+        "thread alive, 0 restarts needed, the item never scored, queued tokens back to 0, the next request scored",
+    )
 
 
 class FlakyClock:
@@ -294,6 +301,12 @@ def test_a_crash_of_the_loop_is_logged_counted_and_the_batcher_restarts(
     assert metrics.BATCHER_RESTARTS.labels("fake")._value.get() == before + 1
     assert "batcher of model fake crashed" in caplog.text
     assert batcher.queued_tokens == 0
+    record(
+        "Engine: the batcher loop itself crashes",
+        "an exception raised inside the batcher's loop (forced), with an item waiting",
+        "logged with its traceback, rmserve_batcher_restarts_total +1, /readyz 503 while it restarts, "
+        "the waiting item scored after the restart, queued tokens back to 0",
+    )
 
 
 def test_a_crash_while_scoring_fails_that_batch_and_frees_its_tokens(make_batcher, model: FakeModel) -> None:

@@ -152,3 +152,22 @@ def test_the_installed_client_is_light_and_the_cli_runs(installed: Path) -> None
     assert "--port" in run_in(installed, "rmserve", "serve", "--help")
     # The benchmark harness lives in the checkout only.
     assert "invalid choice: 'bench'" in run_in(installed, "rmserve", "bench", "--help", status=2)
+
+
+UNSAFE_CALLS = {"eval", "exec", "compile", "__import__"}
+UNSAFE_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve"}
+
+
+def test_no_pickle_or_eval_anywhere_in_the_package() -> None:
+    """Nothing rmserve ships turns data into code: no pickle, eval or exec (torch.load only with weights_only)."""
+    for path in [*(ROOT / "service").rglob("*.py"), *(ROOT / "models").rglob("*.py")]:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [alias.name for alias in node.names] + [getattr(node, "module", None) or ""]
+                assert not {name.split(".")[0] for name in names} & UNSAFE_MODULES, f"{path}:{node.lineno}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                assert node.func.id not in UNSAFE_CALLS, f"{path}:{node.lineno}: {node.func.id}()"
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "torch.load":
+                keywords = {keyword.arg: ast.unparse(keyword.value) for keyword in node.keywords}
+                assert keywords.get("weights_only") == "True", f"{path}:{node.lineno}: torch.load without weights_only"

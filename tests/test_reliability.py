@@ -227,3 +227,58 @@ def test_kill_9_of_a_worker_under_load_fails_fast_and_scoring_resumes(repository
         f"{max((o.finished - killed for o in in_flight), default=0) * 1000:.0f} ms (no hang); worker {victim} replaced "
         f"by {replacement}; first 200 after {resumed:.1f} s; {len(failed)} failed in all, the rest 200",
     )
+
+
+SOAK_S = float(os.environ.get("RMSERVE_TEST_SOAK_S", "150"))  # a longer soak: RMSERVE_TEST_SOAK_S=3600 make test-slow
+
+
+def mixed_body(client: int, sequence: int) -> dict[str, object]:
+    """Single items, groups, conversations and over-long texts, as RL trainers send them."""
+    text = TEXTS[(client + sequence) % len(TEXTS)]
+    shape = (client * 7 + sequence) % 4
+    if shape == 0:
+        return {"model": "slow", "items": [{"prompt": "How do I bake bread?", "response": text}]}
+    if shape == 1:
+        return {"model": "slow", "prompt": "Name a city.", "responses": [text, *TEXTS][:6]}
+    if shape == 2:
+        conversation = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": text}]
+        return {"model": "slow", "items": [{"messages": conversation}, {"prompt": "Hi", "response": text}]}
+    return {"model": "slow", "items": [{"prompt": "Tell me everything. " * 40, "response": text * 8}]}
+
+
+def test_soak_at_70_percent_of_capacity_stays_flat(repository: Path, tmp_path: Path) -> None:
+    clients = 16
+    with running_server(repository, tmp_path / "server.log", env={"RMSERVE_THREADS": str(clients + 2)}) as server:
+        (worker,) = worker_pids(server.process.pid)
+        saturating = Load(f"{server.base_url}/v1/score", clients, mixed_body).start()
+        time.sleep(3)
+        measured_from, counted = time.monotonic(), saturating.count(200)
+        time.sleep(8)
+        capacity = (saturating.count(200) - counted) / (time.monotonic() - measured_from)  # requests/s
+        saturating.stop()
+        load = Load(f"{server.base_url}/v1/score", clients, mixed_body, interval_s=clients / (0.7 * capacity)).start()
+        started = time.monotonic()
+        rss: list[float] = []
+        while time.monotonic() - started < SOAK_S:
+            time.sleep(5)
+            rss.append(rss_mib(worker))
+        outcomes = load.stop()
+    offered = len(outcomes) / SOAK_S
+    third = SOAK_S / 3
+    early = [o.latency for o in outcomes if o.started < started + third]
+    late = [o.latency for o in outcomes if o.started >= started + 2 * third]
+    settled = rss[len(rss) // 5]  # after the first fifth: allocator pools and caches have grown
+    assert all(outcome.status == 200 for outcome in outcomes), {o.status for o in outcomes}
+    assert max(rss) - settled < 50, rss  # MiB: flat, not growing with requests served
+    assert percentile(late, 0.5) < 2 * percentile(early, 0.5) + 0.05
+    assert percentile(late, 0.99) < 3 * percentile(early, 0.99) + 0.25
+    record(
+        "Soak at ~70 % of capacity",
+        f"capacity measured first ({capacity:.1f} requests/s, mixed shapes: single items, groups of 6, "
+        f"conversations, over-long texts); then {clients} paced clients at 70 % of it for {SOAK_S:.0f} s "
+        "(RMSERVE_TEST_SOAK_S)",
+        f"{len(outcomes)} requests ({offered:.1f}/s), all 200; worker RSS {rss[0]:.0f} -> {rss[-1]:.0f} MiB "
+        f"(max {max(rss):.0f}); p50/p99 latency first third {percentile(early, 0.5) * 1000:.0f}/"
+        f"{percentile(early, 0.99) * 1000:.0f} ms, last third {percentile(late, 0.5) * 1000:.0f}/"
+        f"{percentile(late, 0.99) * 1000:.0f} ms",
+    )

@@ -11,10 +11,11 @@ import pytest
 
 from rmserve.app import create_app
 from rmserve.config import Settings
-from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE
+from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel
 from rmserve.engine.registry import ModelRegistry
 from rmserve.engine.version import load_model, load_version
+from tests.reliability_report import record
 from tests.tiny_model import reseal, write_version
 
 
@@ -139,6 +140,12 @@ def test_bad_entries_are_skipped_logged_and_counted_and_the_rest_serves(
     assert client.get("/readyz").get_json() == {"status": "ready", "models": ["good"], "skipped": ["broken"]}
     assert client.post("/v1/score", json={"prompt": "hi", "responses": ["hello"]}).status_code == 200
     registry.stop(timeout=5)
+    record(
+        "Bad models: one bad entry in the repository",
+        "a repository with a good model, a model whose only graph is truncated, `lost+found` and a dot-dir",
+        "the good model serves; `broken` skipped (log line, rmserve_repository_refused no_valid_version and "
+        "invalid_version), both non-model dirs ignored (log line, not_a_model); /readyz lists served and skipped",
+    )
 
 
 def test_a_model_named_in_rmserve_models_that_cannot_load_stops_start_up(tmp_path: Path) -> None:
@@ -177,6 +184,9 @@ def rewrite_manifest(directory: Path, **changes: object) -> None:
     (directory / MANIFEST_FILE).write_text(json.dumps(manifest))  # json writes NaN/Infinity as such
 
 
+refusals: list[str] = []
+
+
 @pytest.mark.parametrize(
     ("changes", "reason"),
     [
@@ -194,6 +204,13 @@ def test_manifest_numbers_that_do_not_check_out_are_refused(tmp_path: Path, chan
     rewrite_manifest(directory, **changes)
     with pytest.raises(InvalidModel, match=re.escape(reason)):
         load_version(directory, intra_op_threads=1)
+    refusals.append(reason.split(" ", maxsplit=1)[0])
+    if len(refusals) == 6:
+        record(
+            "Bad models: numbers that do not check out",
+            "manifests with NaN / +inf / -inf normalization, pad/bos/eos ids past the vocabulary or negative",
+            f"all 6 refused at load with one log line naming the field ({', '.join(sorted(set(refusals)))})",
+        )
 
 
 def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) -> None:
@@ -220,3 +237,37 @@ def test_missing_tokenizer_and_wrong_graph_inputs_are_refused(tmp_path: Path) ->
     reseal(wrong_inputs, manifest)
     with pytest.raises(InvalidModel, match="need input_ids and attention_mask"):
         load_version(wrong_inputs, intra_op_threads=1)
+
+
+def test_sha256_covers_every_file_a_version_serves_from(tmp_path: Path) -> None:
+    from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE
+
+    tampered = tmp_path / "a" / "1"
+    write_version(tampered, name="a", version=1)
+    assert set(Manifest.read(tampered).files) == {MODEL_FILE, TOKENIZER_FILE}
+    with (tampered / TOKENIZER_FILE).open("a") as tokenizer:
+        tokenizer.write(" ")
+    with pytest.raises(InvalidModel, match=r"tokenizer\.json: sha256 .* does not match"):
+        load_version(tampered, intra_op_threads=1)
+
+    unlisted = tmp_path / "b" / "1"
+    write_version(unlisted, name="b", version=1)
+    (unlisted / "model.onnx.data").write_bytes(b"weights nobody verified")
+    with pytest.raises(InvalidModel, match=r"not covered by the manifest.s sha256 list: model\.onnx\.data"):
+        load_version(unlisted, intra_op_threads=1)
+
+    escaping = tmp_path / "c" / "1"
+    manifest = write_version(escaping, name="c", version=1)
+    manifest.model_copy(update={"files": {**manifest.files, "../../etc/passwd": "0" * 64}}).write(escaping)
+    with pytest.raises(InvalidModel, match="which is not a file in the version"):
+        load_version(escaping, intra_op_threads=1)
+
+    legacy = tmp_path / "d" / "1"
+    manifest = write_version(legacy, name="d", version=1)
+    manifest.model_copy(update={"files": {}}).write(legacy)  # written before `files` existed
+    assert load_version(legacy, intra_op_threads=1).manifest.version == 1
+    record(
+        "Bad models: files the sha256 does not cover",
+        "a tokenizer.json changed by one byte, an unlisted extra weights file, a `files` entry pointing outside",
+        "each version refused at load with one log line naming the file; a manifest from before `files` still loads",
+    )

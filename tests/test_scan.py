@@ -82,7 +82,7 @@ def widest(value: object) -> int:
     return 0
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(value=json_values, max_depth=st.integers(1, 4), max_entries=st.integers(1, 4))
 def test_the_scan_agrees_with_the_parsed_value(value: object, max_depth: int, max_entries: int) -> None:
     """Whatever the strings hold, the scan refuses exactly the bodies a walk of the parsed value would."""

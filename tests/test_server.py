@@ -10,6 +10,7 @@ from pathlib import Path
 import requests
 
 from bench.live_server import running_server
+from tests.reliability_report import record
 
 BREAD = {
     "prompt": "How do I bake bread?",
@@ -88,3 +89,8 @@ def test_body_limit_holds_however_the_body_is_sent(tiny_repository: Path, tmp_pa
         assert chunked.status == 413, server.log()
         assert json.loads(chunked.read())["error"]["code"] == "payload_too_large"
         assert requests.post(f"{server.base_url}/v1/score", json=BREAD, timeout=10).status_code == 200
+    record(
+        "Limits: body size however sent",
+        "RMSERVE_MAX_BODY_BYTES=10000 on gunicorn; a 20 kB body with Content-Length, and chunked without one",
+        "413 for both (the chunked one was silently cut and answered 400); the next request scores",
+    )
