@@ -66,8 +66,8 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
     spec = format_spec(hf_tokenizer)
     special = SpecialTokens(pad_id=classifier.config.pad_token_id, bos_id=None, sep_id=None, eos_id=None)
     input_format = load_format(spec, hf_tokenizer.backend_tokenizer, max_length, special)
-    _refuse_token_types(classifier, hf_tokenizer)
-    network = HFReward(classifier).eval()
+    separator = segment_separator(classifier, hf_tokenizer)
+    network = (HFReward(classifier) if separator is None else SegmentedReward(classifier, separator)).eval()
 
     comparisons = read_comparisons(config.calibration, config.calibration_lines) if config.calibration else PROBES
     encoded = encode_comparisons(input_format.encode_texts, comparisons)
@@ -154,15 +154,43 @@ def _max_length(config: ImportConfig, classifier: torch.nn.Module, hf_tokenizer:
     return int(min(limits))
 
 
-def _refuse_token_types(classifier: torch.nn.Module, hf_tokenizer: Any) -> None:
-    """Serving feeds input_ids and attention_mask only: a model that reads segment ids would score wrong."""
-    pair = hf_tokenizer("a", "b", return_token_type_ids=True)
-    uses_segments = getattr(classifier.config, "type_vocab_size", 0) > 1 and any(pair["token_type_ids"])
-    if uses_segments:
+class SegmentedReward(torch.nn.Module):
+    """A BERT-style pair model whose segment ids the graph derives itself: 1 after the first [SEP], else 0.
+
+    Serving sends input_ids and attention_mask only (SPEC §2), so `[CLS] a [SEP] b [SEP]` gets the
+    token_type_ids `0 0 0 1 1` its tokenizer would give, computed from the ids.
+    """
+
+    def __init__(self, classifier: torch.nn.Module, separator: int):
+        super().__init__()
+        self.classifier = classifier
+        self.separator = separator
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=segments(input_ids, self.separator)
+        ).logits[:, 0]
+
+
+def segments(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
+    """[batch, seq] ids -> [batch, seq] segment ids: how many separators come strictly before, capped at 1."""
+    is_separator = (input_ids == separator).long()
+    return (torch.cumsum(is_separator, dim=1) - is_separator).clamp(max=1)
+
+
+def segment_separator(classifier: torch.nn.Module, hf_tokenizer: Any) -> int | None:
+    """The [SEP] id when the model reads segment ids from its pair template, after checking the rule above."""
+    probe = hf_tokenizer("How do I bake bread?", "Knead it.", return_token_type_ids=True)
+    if getattr(classifier.config, "type_vocab_size", 0) <= 1 or not any(probe["token_type_ids"]):
+        return None
+    separator = hf_tokenizer.sep_token_id
+    derived = None if separator is None else segments(torch.tensor([probe["input_ids"]]), separator)[0].tolist()
+    if derived != list(probe["token_type_ids"]):
         raise CheckpointError(
-            "the model reads token_type_ids (BERT-style segments); rmserve serves input_ids and attention_mask "
-            "only, so this checkpoint would be scored wrong. Models with type_vocab_size 0 or 1 import fine."
+            "the model reads token_type_ids, and its pair template's segments are not `1 after the first [SEP]`; "
+            "rmserve serves input_ids and attention_mask only, so this checkpoint would be scored wrong"
         )
+    return int(separator)
 
 
 def _write_graph(

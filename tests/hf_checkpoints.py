@@ -37,7 +37,8 @@ QWEN2_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-FAMILIES = ("deberta", "llama", "qwen2")
+FAMILIES = ("bert", "deberta", "llama", "qwen2")
+ENCODERS = ("bert", "deberta")
 
 
 def _tokenizer(special: list[str], vocab_size: int = 300) -> Tokenizer:
@@ -52,10 +53,12 @@ def _tokenizer(special: list[str], vocab_size: int = 300) -> Tokenizer:
 
 
 def _config(family: str, vocab_size: int, pad_id: int) -> object:
-    from transformers import DebertaV2Config, LlamaConfig, Qwen2Config
+    from transformers import BertConfig, DebertaV2Config, LlamaConfig, Qwen2Config
 
     sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     common = {"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": 1, "max_position_embeddings": 256}
+    if family == "bert":
+        return BertConfig(**sizes, **common, type_vocab_size=2)
     if family == "deberta":
         return DebertaV2Config(**sizes, **common, relative_attention=True, position_buckets=32, type_vocab_size=0)
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
@@ -63,19 +66,24 @@ def _config(family: str, vocab_size: int, pad_id: int) -> object:
 
 
 def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
-    """A `save_pretrained` reward model of `family` (deberta, llama, qwen2) in `directory`."""
+    """A `save_pretrained` reward model of `family` (bert, deberta, llama, qwen2) in `directory`."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
-    if family == "deberta":
+    if family in ENCODERS:
         backend = _tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
         cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-        backend.post_processor = processors.TemplateProcessing(
+        backend.post_processor = processors.TemplateProcessing(  # BERT marks the response as segment 1
             single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1" if family == "bert" else "[CLS] $A [SEP] $B [SEP]",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
         tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+            tokenizer_object=backend,
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # as BertTokenizerFast
         )
     elif family == "llama":
         special = ["<|pad|>", "<|unk|>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
@@ -97,7 +105,7 @@ def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
     model = AutoModelForSequenceClassification.from_config(config)
     # Random init scores everything near 0; a larger head spreads scores so rankings mean something.
     with torch.no_grad():
-        head = model.classifier if family == "deberta" else model.score
+        head = model.classifier if family in ENCODERS else model.score
         head.weight.normal_(0.0, 1.0)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)
