@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, processors
+
+from tests.tiny_model import train_tokenizer
 
 CORPUS = [
     "How do I bake bread? Mix flour, water, yeast and salt, knead, let it rise, bake at 230C.",
@@ -41,15 +43,8 @@ FAMILIES = ("bert", "deberta", "llama", "qwen2")
 ENCODERS = ("bert", "deberta")
 
 
-def _tokenizer(special: list[str], vocab_size: int = 300) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE(unk_token=special[1] if len(special) > 1 else None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    return tokenizer
+def _tokenizer(special: list[str]) -> Tokenizer:
+    return train_tokenizer(CORPUS, 300, special)
 
 
 def _config(family: str, vocab_size: int, pad_id: int) -> object:
