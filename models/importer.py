@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 import torch
 
-from rmserve.core.formats import InputFormat, load_format
+from rmserve.core.formats import InputFormat, load_format, pair_prompt
+from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, file_digests, sha256_of
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
@@ -249,9 +250,6 @@ def tokenization_agreement(
     input_format: InputFormat, hf_tokenizer: Any, comparisons: list[Comparison], spec: dict[str, Any]
 ) -> float:
     """Share of untruncated calibration items whose tokens equal transformers' own (apply_chat_template / pair)."""
-    from rmserve.core.formats import pair_prompt
-    from rmserve.core.layouts import prompt_turns
-
     same, total = 0, 0
     for comparison in comparisons:
         turns = prompt_turns(comparison.prompt, "prompt", input_format.layouts)

@@ -187,3 +187,48 @@ def test_a_checkpoint_with_several_labels_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="has 2 labels"):
         import_checkpoint(ImportConfig(checkpoint=checkpoint, name="two", repository=tmp_path / "repo"))
     assert not (tmp_path / "repo" / "two" / "1").exists()
+
+
+def test_a_template_that_refuses_every_conversation_is_refused_at_load(
+    imported: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from rmserve.engine.version import load_version
+
+    repository, _ = imported
+    copy = tmp_path / "qwen2" / "1"
+    shutil.copytree(repository / "qwen2" / "1", copy)
+    manifest = Manifest.read(copy)
+    refusing = {**manifest.input_format, "template": "{{ raise_exception('bring a system message') }}"}
+    manifest.model_copy(update={"input_format": refusing}).write(copy)
+    with pytest.raises(InvalidModel, match=r"cannot lay out a test item: .*bring a system message"):
+        load_version(copy, intra_op_threads=1)
+
+
+@pytest.mark.slow  # a real gunicorn server
+def test_triton_and_verl_clients_score_an_imported_decoder_over_http(
+    imported: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    import numpy as np
+    import requests
+    import tritonclient.http as triton
+
+    from bench.live_server import running_server
+
+    repository, checkpoints = imported
+    expected = transformers_scores(checkpoints["qwen2"], CONVERSATIONS)
+    chatml = [
+        "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation)
+        for conversation in CONVERSATIONS
+    ]
+    with running_server(repository, tmp_path / "server.log", env={"RMSERVE_MODELS": "qwen2"}) as server:
+        sentences = triton.InferInput("sentences", [3], "BYTES")
+        sentences.set_data_from_numpy(np.array(chatml, dtype=object))
+        client = triton.InferenceServerClient(server.base_url.removeprefix("http://"))
+        raw = client.infer("qwen2", [sentences]).as_numpy("raw_rewards")
+        np.testing.assert_allclose(raw[:, 0], expected, atol=1e-3)
+        body = {"model": "qwen2", "input": chatml[1], "use_activation": False}
+        classified = requests.post(f"{server.base_url}/classify", json=body, timeout=30).json()
+        rewards = client.infer("qwen2", [sentences]).as_numpy("rewards")
+        assert classified["data"][-1]["probs"][-1] == pytest.approx(float(rewards[1, 0]), abs=1e-4)

@@ -16,6 +16,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import tokenizers
 from tokenizers import Tokenizer
 
 from rmserve.core.chat_template import ChatTemplate, TemplateError
@@ -100,7 +101,7 @@ class PairFormat(InputFormat):
         responses = self.tokenizer.encode_batch([e.response for e in exchanges], add_special_tokens=False)
         return [self._join(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
 
-    def _join(self, prompt: Any, response: Any) -> Encoding:
+    def _join(self, prompt: tokenizers.Encoding, response: tokenizers.Encoding) -> Encoding:
         full = (len(prompt.ids), len(response.ids))
         kept = fit_pair(*full, self.budget)
         prompt.truncate(kept[0], direction="left")  # the end of the prompt, right before the response

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -48,10 +47,6 @@ class PairEncoder:
         self.tokenizer = plain(tokenizer)
         self.max_length = max_length
         self.special = special
-
-    @classmethod
-    def from_file(cls, path: Path, max_length: int, special: SpecialTokens) -> PairEncoder:
-        return cls(Tokenizer.from_file(str(path)), max_length, special)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
         """Encode pairs; tokenizers' batch call runs in parallel outside the GIL.
