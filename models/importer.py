@@ -132,7 +132,10 @@ def load_classifier(checkpoint: Path, tokenizer_pad_id: int | None) -> torch.nn.
     )
     if classifier.config.pad_token_id is None:
         if tokenizer_pad_id is None:
-            raise CheckpointError(f"{checkpoint}: neither the model config nor the tokenizer names a pad token")
+            raise CheckpointError(
+                f"{checkpoint}: neither the model config nor the tokenizer names a pad token; set pad_token_id in "
+                "config.json to the id the model was trained with (decoders read the score at the last non-pad token)"
+            )
         classifier.config.pad_token_id = tokenizer_pad_id
     return classifier.eval()
 
