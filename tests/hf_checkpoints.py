@@ -1,8 +1,8 @@
-"""Tiny random-weight Hugging Face reward models, built locally (no hub): one encoder, two decoder families.
+"""Tiny random-weight Hugging Face reward models, built locally (no hub): two encoders, three decoder families.
 
 Each is a `save_pretrained` directory with a one-label sequence classifier and a fast tokenizer
 trained on a few lines; the decoders carry a chat template in their tokenizer config, as real
-Llama 3 and Qwen2 reward models do.
+Llama 3, Qwen2 and Gemma reward models do.
 """
 
 from __future__ import annotations
@@ -39,7 +39,17 @@ QWEN2_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-FAMILIES = ("bert", "deberta", "llama", "qwen2")
+# Gemma's own template (gemma-2b-it): no system role, strict user/model alternation, trimmed turns.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+FAMILIES = ("bert", "deberta", "llama", "qwen2", "gemma")
 ENCODERS = ("bert", "deberta")
 
 
@@ -48,7 +58,7 @@ def _tokenizer(special: list[str]) -> Tokenizer:
 
 
 def _config(family: str, vocab_size: int, pad_id: int) -> object:
-    from transformers import BertConfig, DebertaV2Config, LlamaConfig, Qwen2Config
+    from transformers import BertConfig, DebertaV2Config, GemmaConfig, LlamaConfig, Qwen2Config
 
     sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     common = {"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": 1, "max_position_embeddings": 256}
@@ -56,12 +66,14 @@ def _config(family: str, vocab_size: int, pad_id: int) -> object:
         return BertConfig(**sizes, **common, type_vocab_size=2)
     if family == "deberta":
         return DebertaV2Config(**sizes, **common, relative_attention=True, position_buckets=32, type_vocab_size=0)
+    if family == "gemma":
+        return GemmaConfig(**sizes, **common, num_key_value_heads=2, head_dim=8)
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
     return config_class(**sizes, **common, num_key_value_heads=2, tie_word_embeddings=False)
 
 
 def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
-    """A `save_pretrained` reward model of `family` (bert, deberta, llama, qwen2) in `directory`."""
+    """A `save_pretrained` reward model of `family` (bert, deberta, llama, qwen2, gemma) in `directory`."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
     if family in ENCODERS:
@@ -89,6 +101,12 @@ def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
             eos_token="<|eot_id|>",
         )
         tokenizer.chat_template = LLAMA3_TEMPLATE
+    elif family == "gemma":
+        special = ["<pad>", "<unk>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=_tokenizer(special), pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+        )
+        tokenizer.chat_template = GEMMA_TEMPLATE
     else:
         special = ["<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
         tokenizer = PreTrainedTokenizerFast(

@@ -1,4 +1,4 @@
-"""`rmserve import` on tiny local checkpoints (an encoder and two decoder families), served and scored.
+"""`rmserve import` on tiny local checkpoints (BERT, DeBERTa-v2, Llama, Qwen2, Gemma), served and scored.
 
 The served score must equal transformers' own forward pass on the text transformers renders
 (`apply_chat_template`, or the tokenizer's pair template), for items of mixed lengths in one batch.
