@@ -95,6 +95,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
                 "model_type": classifier.config.model_type,
                 "architectures": list(classifier.config.architectures or []),
                 "parameters": sum(parameter.numel() for parameter in classifier.parameters()),
+                "segment_ids": "none" if separator is None else f"in the graph: 1 after the first id {separator}",
             },
             max_length=max_length,
             input_format=spec,

@@ -120,6 +120,7 @@ def test_manifest_records_format_parity_and_every_file(family: str, imported: tu
     assert manifest.parity["tokenization_matches_transformers"] == 1.0
     assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
     assert manifest.files == file_digests(repository / family / "1")
+    assert (manifest.architecture["segment_ids"] == "none") == (family != "bert")
 
 
 def test_a_tampered_tokenizer_is_refused(imported: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
