@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 import torch
 
-from rmserve.core.formats import InputFormat, load_format
+from rmserve.core.formats import InputFormat, load_format, pair_prompt
+from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, file_digests, sha256_of
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
@@ -66,8 +67,8 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
     spec = format_spec(hf_tokenizer)
     special = SpecialTokens(pad_id=classifier.config.pad_token_id, bos_id=None, sep_id=None, eos_id=None)
     input_format = load_format(spec, hf_tokenizer.backend_tokenizer, max_length, special)
-    _refuse_token_types(classifier, hf_tokenizer)
-    network = HFReward(classifier).eval()
+    separator = segment_separator(classifier, hf_tokenizer)
+    network = (HFReward(classifier) if separator is None else SegmentedReward(classifier, separator)).eval()
 
     comparisons = read_comparisons(config.calibration, config.calibration_lines) if config.calibration else PROBES
     encoded = encode_comparisons(input_format.encode_texts, comparisons)
@@ -94,6 +95,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
                 "model_type": classifier.config.model_type,
                 "architectures": list(classifier.config.architectures or []),
                 "parameters": sum(parameter.numel() for parameter in classifier.parameters()),
+                "segment_ids": "none" if separator is None else f"in the graph: 1 after the first id {separator}",
             },
             max_length=max_length,
             input_format=spec,
@@ -131,7 +133,10 @@ def load_classifier(checkpoint: Path, tokenizer_pad_id: int | None) -> torch.nn.
     )
     if classifier.config.pad_token_id is None:
         if tokenizer_pad_id is None:
-            raise CheckpointError(f"{checkpoint}: neither the model config nor the tokenizer names a pad token")
+            raise CheckpointError(
+                f"{checkpoint}: neither the model config nor the tokenizer names a pad token; set pad_token_id in "
+                "config.json to the id the model was trained with (decoders read the score at the last non-pad token)"
+            )
         classifier.config.pad_token_id = tokenizer_pad_id
     return classifier.eval()
 
@@ -154,15 +159,43 @@ def _max_length(config: ImportConfig, classifier: torch.nn.Module, hf_tokenizer:
     return int(min(limits))
 
 
-def _refuse_token_types(classifier: torch.nn.Module, hf_tokenizer: Any) -> None:
-    """Serving feeds input_ids and attention_mask only: a model that reads segment ids would score wrong."""
-    pair = hf_tokenizer("a", "b", return_token_type_ids=True)
-    uses_segments = getattr(classifier.config, "type_vocab_size", 0) > 1 and any(pair["token_type_ids"])
-    if uses_segments:
+class SegmentedReward(torch.nn.Module):
+    """A BERT-style pair model whose segment ids the graph derives itself: 1 after the first [SEP], else 0.
+
+    Serving sends input_ids and attention_mask only (the repository contract), so `[CLS] a [SEP] b [SEP]` gets the
+    token_type_ids `0 0 0 1 1` its tokenizer would give, computed from the ids.
+    """
+
+    def __init__(self, classifier: torch.nn.Module, separator: int):
+        super().__init__()
+        self.classifier = classifier
+        self.separator = separator
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.classifier(
+            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=segments(input_ids, self.separator)
+        ).logits[:, 0]
+
+
+def segments(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
+    """[batch, seq] ids -> [batch, seq] segment ids: how many separators come strictly before, capped at 1."""
+    is_separator = (input_ids == separator).long()
+    return (torch.cumsum(is_separator, dim=1) - is_separator).clamp(max=1)
+
+
+def segment_separator(classifier: torch.nn.Module, hf_tokenizer: Any) -> int | None:
+    """The [SEP] id when the model reads segment ids from its pair template, after checking the rule above."""
+    probe = hf_tokenizer("How do I bake bread?", "Knead it.", return_token_type_ids=True)
+    if getattr(classifier.config, "type_vocab_size", 0) <= 1 or not any(probe["token_type_ids"]):
+        return None
+    separator = hf_tokenizer.sep_token_id
+    derived = None if separator is None else segments(torch.tensor([probe["input_ids"]]), separator)[0].tolist()
+    if derived != list(probe["token_type_ids"]):
         raise CheckpointError(
-            "the model reads token_type_ids (BERT-style segments); rmserve serves input_ids and attention_mask "
-            "only, so this checkpoint would be scored wrong. Models with type_vocab_size 0 or 1 import fine."
+            "the model reads token_type_ids, and its pair template's segments are not `1 after the first [SEP]`; "
+            "rmserve serves input_ids and attention_mask only, so this checkpoint would be scored wrong"
         )
+    return int(separator)
 
 
 def _write_graph(
@@ -221,9 +254,6 @@ def tokenization_agreement(
     input_format: InputFormat, hf_tokenizer: Any, comparisons: list[Comparison], spec: dict[str, Any]
 ) -> float:
     """Share of untruncated calibration items whose tokens equal transformers' own (apply_chat_template / pair)."""
-    from rmserve.core.formats import pair_prompt
-    from rmserve.core.layouts import prompt_turns
-
     same, total = 0, 0
     for comparison in comparisons:
         turns = prompt_turns(comparison.prompt, "prompt", input_format.layouts)

@@ -1,8 +1,8 @@
-"""Tiny random-weight Hugging Face reward models, built locally (no hub): one encoder, two decoder families.
+"""Tiny random-weight Hugging Face reward models, built locally (no hub): two encoders, three decoder families.
 
 Each is a `save_pretrained` directory with a one-label sequence classifier and a fast tokenizer
 trained on a few lines; the decoders carry a chat template in their tokenizer config, as real
-Llama 3 and Qwen2 reward models do.
+Llama 3, Qwen2 and Gemma reward models do.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, processors
+
+from tests.tiny_model import train_tokenizer
 
 CORPUS = [
     "How do I bake bread? Mix flour, water, yeast and salt, knead, let it rise, bake at 230C.",
@@ -37,45 +39,58 @@ QWEN2_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-FAMILIES = ("deberta", "llama", "qwen2")
+# Gemma's own template (gemma-2b-it): no system role, strict user/model alternation, trimmed turns.
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{'<start_of_turn>model\n'}}{% endif %}"
+)
+
+FAMILIES = ("bert", "deberta", "llama", "qwen2", "gemma")
+ENCODERS = ("bert", "deberta")
 
 
-def _tokenizer(special: list[str], vocab_size: int = 300) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE(unk_token=special[1] if len(special) > 1 else None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tokenizer.train_from_iterator(CORPUS, trainer)
-    return tokenizer
+def _tokenizer(special: list[str]) -> Tokenizer:
+    return train_tokenizer(CORPUS, 300, special)
 
 
 def _config(family: str, vocab_size: int, pad_id: int) -> object:
-    from transformers import DebertaV2Config, LlamaConfig, Qwen2Config
+    from transformers import BertConfig, DebertaV2Config, GemmaConfig, LlamaConfig, Qwen2Config
 
     sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     common = {"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": 1, "max_position_embeddings": 256}
+    if family == "bert":
+        return BertConfig(**sizes, **common, type_vocab_size=2)
     if family == "deberta":
         return DebertaV2Config(**sizes, **common, relative_attention=True, position_buckets=32, type_vocab_size=0)
+    if family == "gemma":
+        return GemmaConfig(**sizes, **common, num_key_value_heads=2, head_dim=8)
     config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
     return config_class(**sizes, **common, num_key_value_heads=2, tie_word_embeddings=False)
 
 
 def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
-    """A `save_pretrained` reward model of `family` (deberta, llama, qwen2) in `directory`."""
+    """A `save_pretrained` reward model of `family` (bert, deberta, llama, qwen2, gemma) in `directory`."""
     from transformers import AutoModelForSequenceClassification, PreTrainedTokenizerFast
 
-    if family == "deberta":
+    if family in ENCODERS:
         backend = _tokenizer(["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
         cls_id, sep_id = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
-        backend.post_processor = processors.TemplateProcessing(
+        backend.post_processor = processors.TemplateProcessing(  # BERT marks the response as segment 1
             single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1" if family == "bert" else "[CLS] $A [SEP] $B [SEP]",
             special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
         )
         tokenizer = PreTrainedTokenizerFast(
-            tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+            tokenizer_object=backend,
+            pad_token="[PAD]",
+            unk_token="[UNK]",
+            cls_token="[CLS]",
+            sep_token="[SEP]",
+            model_input_names=["input_ids", "token_type_ids", "attention_mask"],  # as BertTokenizerFast
         )
     elif family == "llama":
         special = ["<|pad|>", "<|unk|>", "<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>"]
@@ -86,6 +101,12 @@ def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
             eos_token="<|eot_id|>",
         )
         tokenizer.chat_template = LLAMA3_TEMPLATE
+    elif family == "gemma":
+        special = ["<pad>", "<unk>", "<bos>", "<eos>", "<start_of_turn>", "<end_of_turn>"]
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=_tokenizer(special), pad_token="<pad>", bos_token="<bos>", eos_token="<eos>"
+        )
+        tokenizer.chat_template = GEMMA_TEMPLATE
     else:
         special = ["<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"]
         tokenizer = PreTrainedTokenizerFast(
@@ -97,7 +118,7 @@ def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
     model = AutoModelForSequenceClassification.from_config(config)
     # Random init scores everything near 0; a larger head spreads scores so rankings mean something.
     with torch.no_grad():
-        head = model.classifier if family == "deberta" else model.score
+        head = model.classifier if family in ENCODERS else model.score
         head.weight.normal_(0.0, 1.0)
     model.save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -1,4 +1,4 @@
-"""`rmserve import` on tiny local checkpoints (an encoder and two decoder families), served and scored.
+"""`rmserve import` on tiny local checkpoints (BERT, DeBERTa-v2, Llama, Qwen2, Gemma), served and scored.
 
 The served score must equal transformers' own forward pass on the text transformers renders
 (`apply_chat_template`, or the tokenizer's pair template), for items of mixed lengths in one batch.
@@ -19,7 +19,7 @@ from rmserve.core.repository import InvalidModel, verify_version
 from rmserve.training.cli import main as cli_main
 from rmserve.training.config import ImportConfig
 from rmserve.training.importer import EXTERNAL_DATA_FILE, CheckpointError, import_checkpoint
-from tests.hf_checkpoints import FAMILIES, write_checkpoint
+from tests.hf_checkpoints import ENCODERS, FAMILIES, write_checkpoint
 
 CONVERSATIONS = [
     [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello!"}],
@@ -59,7 +59,10 @@ def transformers_scores(checkpoint: Path, conversations: list[list[dict[str, str
                 f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in earlier
             )
             prompt = earlier[0]["content"] if len(earlier) == 1 else transcript.lstrip()
-            ids = tokenizer(prompt, messages[-1]["content"])["input_ids"]
+            encoded = tokenizer(prompt, messages[-1]["content"], return_tensors="pt")
+            with torch.no_grad():  # with the segment ids the tokenizer gives (BERT reads them)
+                scores.append(float(model(**encoded).logits[0, 0]))
+            continue
         with torch.no_grad():
             scores.append(float(model(input_ids=torch.tensor([ids])).logits[0, 0]))
     return scores
@@ -111,12 +114,13 @@ def test_imported_model_scores_like_transformers_everywhere(
 def test_manifest_records_format_parity_and_every_file(family: str, imported: tuple[Path, dict[str, Path]]) -> None:
     repository, _ = imported
     manifest = Manifest.read(repository / family / "1")
-    assert manifest.input_format["style"] == ("pair" if family == "deberta" else "chat_template")
+    assert manifest.input_format["style"] == ("pair" if family in ENCODERS else "chat_template")
     assert manifest.parity["max_abs_diff"] < 1e-3
     assert manifest.parity["ranking_agreement"] == 1.0
     assert manifest.parity["tokenization_matches_transformers"] == 1.0
     assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
     assert manifest.files == file_digests(repository / family / "1")
+    assert (manifest.architecture["segment_ids"] == "none") == (family != "bert")
 
 
 def test_a_tampered_tokenizer_is_refused(imported: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:
@@ -138,6 +142,7 @@ def test_a_tampered_tokenizer_is_refused(imported: tuple[Path, dict[str, Path]],
         verify_version(copy)
 
 
+@pytest.mark.slow  # three more exports (int8, external data): ~5 s
 def test_cli_import_with_calibration_int8_and_external_data_then_eval(
     imported: tuple[Path, dict[str, Path]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -183,3 +188,48 @@ def test_a_checkpoint_with_several_labels_is_refused(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="has 2 labels"):
         import_checkpoint(ImportConfig(checkpoint=checkpoint, name="two", repository=tmp_path / "repo"))
     assert not (tmp_path / "repo" / "two" / "1").exists()
+
+
+def test_a_template_that_refuses_every_conversation_is_refused_at_load(
+    imported: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    import shutil
+
+    from rmserve.engine.version import load_version
+
+    repository, _ = imported
+    copy = tmp_path / "qwen2" / "1"
+    shutil.copytree(repository / "qwen2" / "1", copy)
+    manifest = Manifest.read(copy)
+    refusing = {**manifest.input_format, "template": "{{ raise_exception('bring a system message') }}"}
+    manifest.model_copy(update={"input_format": refusing}).write(copy)
+    with pytest.raises(InvalidModel, match=r"cannot lay out a test item: .*bring a system message"):
+        load_version(copy, intra_op_threads=1)
+
+
+@pytest.mark.slow  # a real gunicorn server
+def test_triton_and_verl_clients_score_an_imported_decoder_over_http(
+    imported: tuple[Path, dict[str, Path]], tmp_path: Path
+) -> None:
+    import numpy as np
+    import requests
+    import tritonclient.http as triton
+
+    from bench.live_server import running_server
+
+    repository, checkpoints = imported
+    expected = transformers_scores(checkpoints["qwen2"], CONVERSATIONS)
+    chatml = [
+        "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in conversation)
+        for conversation in CONVERSATIONS
+    ]
+    with running_server(repository, tmp_path / "server.log", env={"RMSERVE_MODELS": "qwen2"}) as server:
+        sentences = triton.InferInput("sentences", [3], "BYTES")
+        sentences.set_data_from_numpy(np.array(chatml, dtype=object))
+        client = triton.InferenceServerClient(server.base_url.removeprefix("http://"))
+        raw = client.infer("qwen2", [sentences]).as_numpy("raw_rewards")
+        np.testing.assert_allclose(raw[:, 0], expected, atol=1e-3)
+        body = {"model": "qwen2", "input": chatml[1], "use_activation": False}
+        classified = requests.post(f"{server.base_url}/classify", json=body, timeout=30).json()
+        rewards = client.infer("qwen2", [sentences]).as_numpy("rewards")
+        assert classified["data"][-1]["probs"][-1] == pytest.approx(float(rewards[1, 0]), abs=1e-4)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rmserve.core.conversation import Turn
 from rmserve.core.layouts import (
@@ -48,6 +50,12 @@ def test_real_policy_texts_parse_into_the_same_turns() -> None:
     hh = "\n\nHuman: How hot?\n\nAssistant: 230C."
     for text in (chatml, llama, gemma, mistral, hh):
         assert split_text(text, "input") == ((Turn("user", "How hot?"),), "230C."), text
+
+
+def test_text_before_the_first_hh_turn_is_a_system_turn(client: FlaskClient) -> None:
+    text = "You are kind.\n\nHuman: hi\n\nAssistant: hello"
+    assert split_text(text, "input") == ((Turn("system", "You are kind."), Turn("user", "hi")), "hello")
+    assert client.post("/classify", json={"input": text}).status_code == 200
 
 
 def test_an_unfinished_response_is_still_the_response() -> None:
@@ -111,3 +119,33 @@ def test_injected_turn_is_flagged_and_scored_whole(client: FlaskClient) -> None:
     rewarded = client.post("/get_reward", json={"query": [prompt + " " + injected], "prompts": [prompt]}).get_json()
     assert rewarded["extra_logs"]["rm_injected_turn"] == [1.0]
     assert rewarded["rewards"][0] == pytest.approx(answer["scores"][0])
+
+
+MARKERS = [
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<start_of_turn>",
+    "<end_of_turn>",
+    "[INST]",
+    "[/INST]",
+    "[SYSTEM_PROMPT]",
+    "</s>",
+    "\n\nHuman:",
+    "\n\nAssistant:",
+    "user\n",
+    "model\n",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(MARKERS), st.text(max_size=8)), max_size=12))
+def test_any_text_parses_or_is_a_422_never_a_crash(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    for parse in (split_text, prompt_turns):
+        try:
+            parse(text, "input")
+        except InvalidField as error:
+            assert error.field == "input"

@@ -64,7 +64,7 @@ def test_native_group_form_becomes_one_exchange_per_response(input_format: Input
     assert [exchange.prompt for exchange in exchanges] == [(Turn("user", "Hi?"),)] * 2
     assert [exchange.response for exchange in exchanges] == ["a", "b"]
     (ranked,) = request_exchanges(parse(RankRequest, {"prompt": "Hi?", "responses": ["a"]}), input_format, SETTINGS)
-    assert ranked == Exchange((Turn("user", "Hi?"),), "a", "responses[0]")
+    assert ranked == Exchange((Turn("user", "Hi?"),), "a", "responses[0]", prompt_text="Hi?")
 
 
 def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only(input_format: InputFormat) -> None:

@@ -29,12 +29,13 @@ CORPUS = [
 ]
 
 
-def train_tokenizer(corpus: list[str] = CORPUS, vocab_size: int = 400) -> Tokenizer:
-    tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+def train_tokenizer(corpus: list[str] = CORPUS, vocab_size: int = 400, special: list[str] = SPECIAL) -> Tokenizer:
+    """Byte-level BPE on `corpus`; `special` are the first ids, the second of them the unknown token."""
+    tokenizer = Tokenizer(models.BPE(unk_token=special[1]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=SPECIAL, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        vocab_size=vocab_size, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
     tokenizer.train_from_iterator(corpus, trainer)
     return tokenizer

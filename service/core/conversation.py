@@ -25,8 +25,4 @@ class Exchange:
     response: str
     field: str  # how the client named the item (`items[2]`, `query[0]`, `input`), for errors
     injected_turn: bool = False  # the response itself holds turn markers (scored whole, never split)
-
-    def messages(self) -> list[dict[str, str]]:
-        """The whole conversation, the response as the last assistant message."""
-        turns = [*self.prompt, Turn("assistant", self.response)]
-        return [{"role": turn.role, "content": turn.content} for turn in turns]
+    prompt_text: str | None = None  # the prompt as the client wrote it, when it came as text

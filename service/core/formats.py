@@ -16,11 +16,12 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
+import tokenizers
 from tokenizers import Tokenizer
 
 from rmserve.core.chat_template import ChatTemplate, TemplateError
 from rmserve.core.conversation import Exchange, Turn
-from rmserve.core.layouts import LAYOUTS, Layout, prompt_turns, transcript_layout
+from rmserve.core.layouts import LAYOUTS, Layout, detect, prompt_turns, transcript_layout
 from rmserve.core.tokenizer import Encoding, PairEncoder, SpecialTokens, fit_pair, plain
 from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
@@ -65,8 +66,15 @@ class TranscriptFormat(InputFormat):
         self.layouts = (transcript_layout(transcript), *LAYOUTS)
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = [self.transcript.render_prompt(exchange.prompt) for exchange in exchanges]
+        prompts = [self._prompt(exchange) for exchange in exchanges]
         return self.encoder.encode(prompts, [exchange.response for exchange in exchanges])
+
+    def _prompt(self, exchange: Exchange) -> str:
+        """A prompt written as plain text or in this model's own transcript is kept byte for byte, as in training."""
+        text = exchange.prompt_text
+        if text is not None and detect(text, self.layouts) in (None, self.layouts[0]):
+            return self.transcript.prompt_text(text)
+        return self.transcript.render_prompt(exchange.prompt)
 
     def encode_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
         # Transcript prompt texts are already this model's layout: kept byte for byte, as in training.
@@ -93,7 +101,7 @@ class PairFormat(InputFormat):
         responses = self.tokenizer.encode_batch([e.response for e in exchanges], add_special_tokens=False)
         return [self._join(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
 
-    def _join(self, prompt: Any, response: Any) -> Encoding:
+    def _join(self, prompt: tokenizers.Encoding, response: tokenizers.Encoding) -> Encoding:
         full = (len(prompt.ids), len(response.ids))
         kept = fit_pair(*full, self.budget)
         prompt.truncate(kept[0], direction="left")  # the end of the prompt, right before the response

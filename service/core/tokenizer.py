@@ -12,7 +12,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -54,10 +53,6 @@ class PairEncoder:
         self.max_length = max_length
         self.special = special
         self._prompt_cache = PromptCache(PROMPT_CACHE_SIZE, keep=max_length)
-
-    @classmethod
-    def from_file(cls, path: Path, max_length: int, special: SpecialTokens) -> PairEncoder:
-        return cls(Tokenizer.from_file(str(path)), max_length, special)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
         """Encode pairs; tokenizers' batch call runs in parallel outside the GIL.

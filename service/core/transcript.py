@@ -51,13 +51,14 @@ class Transcript:
         )
 
     def parse(self, text: str) -> list[Turn]:
-        """A transcript's turns; text before the first marker is an error (it belongs to no turn)."""
+        """A transcript's turns; text before the first marker (a bare system prompt) is a system turn."""
         names = {name: role for role, name in self.roles.items()}
         pattern = "|".join(re.escape(name) for name in names)
         pieces = re.split(rf"(?:^|\n\n)({pattern}):", text)
-        if pieces[0].strip():
-            raise ValueError(f"text before the first turn marker: {pieces[0][:40]!r}")
-        return [Turn(names[name], content.strip()) for name, content in zip(pieces[1::2], pieces[2::2], strict=True)]
+        preamble = [Turn("system", pieces[0].strip())] if pieces[0].strip() else []
+        return preamble + [
+            Turn(names[name], content.strip()) for name, content in zip(pieces[1::2], pieces[2::2], strict=True)
+        ]
 
     def render_turns(self, messages: Sequence[Mapping[str, str]], field_name: str = "messages") -> str:
         """Render chat messages as transcript turns."""

@@ -22,6 +22,7 @@ from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.session import OnnxScorer
+from rmserve.errors import ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,10 @@ def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:
 
 def _check_graph(model: ModelVersion) -> None:
     """Run one tiny batch (this also warms the session): one finite score per row."""
-    (encoding,) = model.format.encode([_warm_up(words=1)])
+    try:
+        (encoding,) = model.format.encode([_warm_up(words=1)])
+    except ServiceError as error:  # a chat template that refuses even a one-turn conversation
+        raise InvalidModel(f"{model.directory}: its input format cannot lay out a test item: {error.message}") from None
     input_ids, attention_mask = pad_batch([encoding.input_ids] * 2, model.manifest.tokens.pad_id)
     try:
         raw = model.scorer(input_ids, attention_mask)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from flask import Blueprint, Response, current_app, jsonify
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from rmserve import metrics
 from rmserve.http.openapi import DOCUMENT_EXTENSION, Route, route
@@ -19,6 +19,7 @@ class ModelCard(BaseModel):
     version: int
     sha256: str
     max_length: int
+    input_format: str = Field(description="how the model lays text out: transcript, pair or chat_template")
     normalization: dict[str, float]
     evaluation: dict[str, Any]
     quantization: str | None
@@ -85,6 +86,7 @@ def list_models() -> Any:
                 version=manifest.version,
                 sha256=manifest.sha256,
                 max_length=manifest.max_length,
+                input_format=served.version.format.style,
                 normalization=manifest.normalization.model_dump(),
                 evaluation=manifest.evaluation.model_dump(),
                 quantization=manifest.quantization,

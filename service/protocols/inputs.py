@@ -37,10 +37,10 @@ def check_text(text: str, field: str, settings: Settings, limit: int | None = No
     return text
 
 
-def answered(prompt: Sequence[Turn], response: str, field: str) -> Exchange:
+def answered(prompt: Sequence[Turn], response: str, field: str, prompt_text: str | None = None) -> Exchange:
     """A known prompt and its response: the response is scored whole, flagged if it writes turns."""
     response = response.strip()
-    return Exchange(tuple(prompt), response, field, injected_turn=has_turn_markers(response))
+    return Exchange(tuple(prompt), response, field, has_turn_markers(response), prompt_text)
 
 
 def group_exchanges(
@@ -50,7 +50,7 @@ def group_exchanges(
     check_count(len(responses), "responses", settings)
     turns = prompt_turns(check_text(prompt, "prompt", settings), "prompt", input_format.layouts)
     return [
-        answered(turns, check_text(response, f"responses[{index}]", settings), f"responses[{index}]")
+        answered(turns, check_text(response, f"responses[{index}]", settings), f"responses[{index}]", prompt)
         for index, response in enumerate(responses)
     ]
 
@@ -74,6 +74,7 @@ def paired_exchanges(
             ),
             check_text(response, f"{response_field}[{i}]", settings),
             f"{response_field}[{i}]",
+            prompt,
         )
         for i, (prompt, response) in enumerate(zip(prompts, responses, strict=True))
     ]
@@ -101,7 +102,8 @@ def item_exchanges(
         else:
             prompt = check_text(item.prompt, f"{field}.prompt", settings)
             turns = list(prompt_turns(prompt, f"{field}.prompt", input_format.layouts))
-            exchanges.append(answered(turns, check_text(item.response, f"{field}.response", settings), field))
+            response = check_text(item.response, f"{field}.response", settings)
+            exchanges.append(answered(turns, response, field, prompt))
     return exchanges
 
 
@@ -117,7 +119,8 @@ def text_exchanges(
     for index, text in enumerate(texts):
         text_field = f"{field}[{index}]" if indexed else field
         turns, response = split_text(check_text(text, text_field, settings), text_field, input_format.layouts)
-        exchanges.append(Exchange(turns, response, text_field))
+        prompt_text = text[: text.rfind(response)] if response else text  # what comes before the response
+        exchanges.append(Exchange(turns, response, text_field, prompt_text=prompt_text))
     return exchanges
 
 
@@ -137,5 +140,5 @@ def prefixed_exchanges(
             check_text(prompt, f"prompts[{index}]", settings), f"prompts[{index}]", input_format.layouts
         )
         response = strip_end_tokens(check_text(text[len(prompt) :], text_field, settings))
-        exchanges.append(answered(turns, response, text_field))
+        exchanges.append(answered(turns, response, text_field, prompt))
     return exchanges
