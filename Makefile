@@ -55,7 +55,13 @@ model: $(VENV)/.installed-dev
 	$(BIN)/rmserve export $(MODEL_RUN) --held-out $(MODEL_DATA) --held-out-lines 1801-2312 \
 		--repository models/repository --name hh-harmless --version 1
 
-bench: $(VENV)/.installed-dev
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@ $(VENV)/.installed-serve
+
+# Batching policies, then every server side by side under wrk (BENCHMARKS.md); JSON and plot in bench/results/.
+bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (.ci/install-tools.sh installs it)"; exit 1; }
 	$(BIN)/rmserve bench -o bench/results.md
 	@cat bench/results.md
 
