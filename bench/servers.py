@@ -72,6 +72,21 @@ def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
             "/v1/score",
             rmserve_metrics=True,
         ),
+        *(
+            [
+                ServerSpec(
+                    "rmserve, int8",
+                    f"as rmserve, serving `{model}-int8` (the same graph, int8 dynamic quantization)",
+                    rmserve,
+                    {**served, "RMSERVE_MODELS": f"{model}-int8"},
+                    "/readyz",
+                    "/v1/score",
+                    rmserve_metrics=True,
+                )
+            ]
+            if (repository / f"{model}-int8").is_dir()
+            else []
+        ),
         ServerSpec(
             "naive Flask + ORT",
             "Flask app on gunicorn (gthread, 1 worker, 16 threads); each request tokenizes and runs its own "

@@ -123,3 +123,20 @@ def test_ranking_agreement_counts_float_noise_ties_as_agreeing() -> None:
     torch_scores = [np.array([1.0, 1.0 + 1e-7]), np.array([2.0, 0.0])]
     assert ranking_agreement(torch_scores, [np.array([1.0 + 1e-7, 1.0]), np.array([2.0, 0.0])]) == 1.0
     assert ranking_agreement(torch_scores, [np.array([1.0, 1.0]), np.array([0.0, 2.0])]) == 0.5
+
+
+def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run: Path, tmp_path: Path) -> None:
+    held_out = run.parent / "held_out.jsonl"
+    fp32 = export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=held_out))
+    assert cli_main(
+        ["quantize", str(tmp_path / "tiny" / "1"), "--held-out", str(held_out), "--repository", str(tmp_path),
+         "--name", "tiny-int8"]
+    ) == 0  # fmt: skip
+    version_dir = tmp_path / "tiny-int8" / "1"
+    manifest = Manifest.read(version_dir)
+    assert manifest.quantization == "int8-dynamic" and manifest.name == "tiny-int8"
+    assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
+    assert manifest.parity["quantized_from"] == {"name": "tiny", "version": 1, "sha256": fp32.sha256}
+    assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
+    assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
+    assert load_version(version_dir, intra_op_threads=1).manifest == manifest
