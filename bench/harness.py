@@ -8,6 +8,7 @@ alone: absolute numbers on shared machines move, ratios measured together hold.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -18,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from rmserve.config import Settings
+from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.batcher import Batcher
@@ -28,6 +29,7 @@ from rmserve.training.data import LineRange, read_comparisons
 from rmserve.usage import require_model
 
 DATA = Path("../shared/data/hh-rlhf-harmless-test.jsonl.gz")
+RESULTS = Path("bench/results")
 TRAIN_LINES = 1800  # the data's training split
 
 
@@ -191,7 +193,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--http",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also measure the HTTP server end to end (default on)",
+        help="also compare the HTTP servers (rmserve and the baselines) under wrk (default on)",
+    )
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        help="HTTP servers to compare (default all: rmserve, 'rmserve, batching off', 'rmserve, int8' when "
+        "<model>-int8 is in the repository, 'naive Flask + ORT', LitServe, PyTriton)",
+    )
+    parser.add_argument(
+        "--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrent clients (default 1 8 32 128)"
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per HTTP point (default 5)")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help=f"directory for the comparison's JSON and plot (default {RESULTS})",
     )
     parser.add_argument(
         "--padding-ratios",
@@ -213,11 +231,12 @@ def run(args: argparse.Namespace) -> int:
     require_model(args.model_repository, args.model, "--model-repository")
     settings = Settings.from_env({}, model_repository=args.model_repository)
     name = args.model or model_names(args.model_repository)[0]
-    model = load_model(args.model_repository, name, settings.intra_op_threads())
+    threads = usable_cpus()  # the policies compare batching on one run at a time, with every CPU
+    model = load_model(args.model_repository, name, threads)
     sections = [
         f"Model `{name}` v{model.manifest.version} ({model.manifest.architecture.get('type', '?')}, "
         f"max_length {model.manifest.max_length}, quantization {model.manifest.quantization}); "
-        f"{settings.intra_op_threads()} ONNX Runtime threads; max_batch_tokens {settings.max_batch_tokens}, "
+        f"one run at a time with {threads} ONNX Runtime threads; max_batch_tokens {settings.max_batch_tokens}, "
         f"max_padding_ratio {settings.max_padding_ratio}.",
     ]
     loads = workloads(model, args.data, args.items, args.seed)
@@ -225,9 +244,18 @@ def run(args: argparse.Namespace) -> int:
         measured = measure_policies(model, workload, settings, args.rounds, args.padding_ratios)
         sections.append(policy_table(workload, measured))
     if args.http:
-        from bench.server import http_section
+        from bench.compare import compare
+        from bench.report import markdown, plot
 
-        sections.append(http_section(args.model_repository, model, loads[0]))
+        result = compare(
+            model, args.model_repository, args.data, args.servers, args.concurrency, args.seconds, args.seed
+        )
+        args.results.mkdir(parents=True, exist_ok=True)
+        stamp = result["date"].replace(":", "").replace("-", "")[:13]
+        json_path = args.results / f"{stamp}-{result['commit']}.json"
+        json_path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+        plot(result, args.results / "http.png")
+        sections.append(f"**HTTP servers side by side** (`{json_path}`):\n\n" + markdown(result))
     report = "\n\n".join(sections) + "\n"
     if args.output:
         args.output.write_text(report, encoding="utf-8")

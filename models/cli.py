@@ -57,6 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_train(subparsers)
     _add_export(subparsers)
     _add_import(subparsers)
+    _add_quantize(subparsers)
     _add_eval(subparsers)
 
 
@@ -210,6 +211,48 @@ def _add_import(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--int8", action="store_true", help="quantize to dynamic int8 and report agreement with fp32")
     parser.set_defaults(handler=_import)
+
+
+def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
+    parser = _subcommand(
+        subparsers,
+        "quantize",
+        "an int8 copy of a repository version, with its own accuracy, agreement and normalization",
+        "Write <repository>/<name>/<version>/ from a served fp32 version directory: its graph with int8 "
+        "dynamic quantization of the matrix multiplies, the same tokenizer, and a manifest whose held-out "
+        "accuracy, agreement with fp32 and normalization are measured with the int8 graph.",
+    )
+    parser.add_argument("source", type=Path, help="fp32 version directory, e.g. models/repository/hh-harmless/1")
+    parser.add_argument("--held-out", type=Path, required=True, help="preference file for agreement and evaluation")
+    parser.add_argument("--held-out-lines", type=LineRange.parse, help="use only these lines, e.g. 1801-2312")
+    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
+    parser.add_argument("--name", required=True, help="model name, e.g. hh-harmless-int8")
+    parser.add_argument("--version", type=int, default=1, help="version number (directory name)")
+    parser.set_defaults(handler=_quantize)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from rmserve.training.export import quantize_version
+
+    manifest = quantize_version(
+        args.source, args.repository, args.name, args.version, args.held_out, args.held_out_lines
+    )
+    parity = manifest.parity or {}
+    _print_table(
+        "quantize summary",
+        [
+            ("version directory", str(args.repository / manifest.name / str(manifest.version))),
+            ("sha256", manifest.sha256[:16] + "..."),
+            ("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"),
+            ("int8 max |fp32 - int8|", f"{parity['int8_max_abs_diff']:.3e}"),
+            ("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"),
+        ],
+    )
+    evaluation = manifest.evaluation
+    _print_accuracy_table(
+        evaluation.data or "", evaluation.n, evaluation.pairwise_accuracy or 0.0, evaluation.baselines
+    )
+    return 0
 
 
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:

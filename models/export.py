@@ -27,6 +27,7 @@ from rmserve.core.manifest import (
     file_digests,
     sha256_of,
 )
+from rmserve.core.repository import verify_version
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.baselines import baseline_accuracies
 from rmserve.training.checkpoint import TrainedModel, load_run, torch_score_fn
@@ -123,6 +124,63 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def quantize_version(
+    source: Path, repository: Path, name: str, version: int, held_out: Path, held_out_lines: LineRange | None
+) -> Manifest:
+    """An int8 copy of a served fp32 version, with its own manifest numbers, beside the original.
+
+    The same protocol as `export --int8`, from the committed graph instead of a training run:
+    quantize, score the held-out pairs once with both graphs (agreement, accuracy), measure
+    normalization on the training responses with the int8 graph. Baselines do not depend on the
+    graph and are carried over.
+    """
+    fp32 = verify_version(source)
+    version_dir = repository / name / str(version)
+    version_dir.mkdir(parents=True, exist_ok=True)
+    quantize_int8(fp32.model_path, version_dir / MODEL_FILE)
+    shutil.copyfile(source / TOKENIZER_FILE, version_dir / TOKENIZER_FILE)
+    pad_id = fp32.manifest.tokens.pad_id
+    held_out_encoded = encode_comparisons(
+        fp32.format.encode_texts, read_comparisons(held_out, held_out_lines, fp32.format.transcript)
+    )
+    served = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
+    fp32_scores = score_comparisons(OnnxScorer(fp32.model_path, ONNX_THREADS), held_out_encoded, pad_id)
+    int8_scores = score_comparisons(served, held_out_encoded, pad_id)
+    training = fp32.manifest.training or {}
+    training_data = read_comparisons(Path(training["data"]), _lines(training.get("lines")), fp32.format.transcript)
+    raw = np.concatenate(score_comparisons(served, encode_comparisons(fp32.format.encode_texts, training_data), pad_id))
+    parity = {
+        **(fp32.manifest.parity or {}),
+        "quantized_from": {
+            "name": fp32.manifest.name,
+            "version": fp32.manifest.version,
+            "sha256": fp32.manifest.sha256,
+        },
+        "int8_agreement_with_fp32": ranking_agreement(fp32_scores, int8_scores),
+        "int8_max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, int8_scores, strict=True))),
+    }
+    manifest = fp32.manifest.model_copy(
+        update={
+            "name": name,
+            "version": version,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "sha256": sha256_of(version_dir / MODEL_FILE),
+            "files": file_digests(version_dir),
+            "normalization": Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6))),
+            "quantization": "int8-dynamic",
+            "evaluation": fp32.manifest.evaluation.model_copy(
+                update={
+                    "pairwise_accuracy": pairwise_accuracy(int8_scores),
+                    "data": _describe(held_out, held_out_lines),
+                }
+            ),
+            "parity": parity,
+        }
+    )
+    manifest.write(version_dir)
+    return manifest
 
 
 def normalization(served: OnnxScorer, trained: TrainedModel, training_data: list[Comparison]) -> Normalization:

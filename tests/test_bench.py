@@ -1,39 +1,58 @@
-"""`rmserve bench` runs end to end and reports every policy it compares (tiny model, no HTTP)."""
+"""`rmserve bench` runs end to end: batching policies, and a smoke-sized HTTP comparison under wrk (tiny model)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
+
+import pytest
 
 from rmserve.cli import main
 
 
-def test_bench_reports_each_policy_for_each_workload(tiny_repository: Path, tmp_path: Path) -> None:
+def bench(tiny_repository: Path, tmp_path: Path, *flags: str) -> str:
     report = tmp_path / "bench.md"
-    assert (
-        main(
-            [
-                "bench",
-                "--model-repository",
-                str(tiny_repository),
-                "--data",
-                str(tmp_path / "none.jsonl.gz"),
-                "--items",
-                "24",
-                "--rounds",
-                "1",
-                "--no-http",
-                "--padding-ratios",
-                "1.25",
-                "2.0",
-                "-o",
-                str(report),
-            ]
-        )
-        == 0
-    )
-    text = report.read_text()
+    common = ["--model-repository", str(tiny_repository), "--data", str(tmp_path / "none.jsonl.gz")]
+    assert main(["bench", *common, "--items", "24", "--rounds", "1", *flags, "-o", str(report)]) == 0
+    return report.read_text()
+
+
+def test_bench_reports_each_policy_for_each_workload(tiny_repository: Path, tmp_path: Path) -> None:
+    text = bench(tiny_repository, tmp_path, "--no-http", "--padding-ratios", "1.25", "2.0")
     for workload in ("rl-groups", "hh-mixed"):
         assert f"**{workload}**" in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and "x |" in line]
     assert len(rows) == 2 * 4  # alone, FIFO, and two padding ratios, per workload
     assert all(float(row.split("|")[4]) <= 1.0 for row in rows)  # padding efficiency is a share
+
+
+WRK = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/install-tools.sh installs it)")
+
+
+@WRK
+@pytest.mark.parametrize(
+    ("servers", "concurrencies"),
+    [
+        pytest.param(["rmserve"], [2], id="smoke"),
+        pytest.param(["rmserve", "naive Flask + ORT"], [1, 4], id="two-servers", marks=pytest.mark.slow),
+    ],
+)
+def test_http_comparison_writes_json_table_and_plot(
+    tiny_repository: Path, tmp_path: Path, servers: list[str], concurrencies: list[int]
+) -> None:
+    results = tmp_path / "results"
+    flags = ["--padding-ratios", "1.25", "--servers", *servers, "--seconds", "1"]
+    text = bench(
+        tiny_repository, tmp_path, *flags, "--concurrency", *map(str, concurrencies), "--results", str(results)
+    )
+    (saved,) = results.glob("*.json")
+    result = json.loads(saved.read_text())
+    assert set(result["servers"]) == set(servers) and not result["failed_servers"]
+    measured = {(point["server"], point["shape"], point["concurrency"]) for point in result["points"]}
+    shapes = ("single", "grpo", "batch64")
+    assert measured == {(s, shape, c) for s in servers for shape in shapes for c in concurrencies}
+    assert all(point["items_per_s"] > 0 and point["non_2xx"] == 0 for point in result["points"])
+    assert all(about["rss_idle_mb"] > 0 and about["cold_start_s"] > 0 for about in result["servers"].values())
+    assert (results / "http.png").stat().st_size > 0
+    assert "**single**" in text and "| rmserve |" in text

@@ -140,3 +140,20 @@ def test_export_leaves_no_alarming_warning_for_the_user_to_judge(run: Path, tmp_
         warnings.simplefilter("always")
         export_onnx(load_run(run).network, tmp_path / "model.onnx")
     assert [str(w.message) for w in caught if "incorrect results" in str(w.message)] == []
+
+
+def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run: Path, tmp_path: Path) -> None:
+    held_out = run.parent / "held_out.jsonl"
+    fp32 = export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=held_out))
+    assert cli_main(
+        ["quantize", str(tmp_path / "tiny" / "1"), "--held-out", str(held_out), "--repository", str(tmp_path),
+         "--name", "tiny-int8"]
+    ) == 0  # fmt: skip
+    version_dir = tmp_path / "tiny-int8" / "1"
+    manifest = Manifest.read(version_dir)
+    assert manifest.quantization == "int8-dynamic" and manifest.name == "tiny-int8"
+    assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
+    assert manifest.parity["quantized_from"] == {"name": "tiny", "version": 1, "sha256": fp32.sha256}
+    assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
+    assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
+    assert load_version(version_dir, intra_op_threads=1).manifest == manifest

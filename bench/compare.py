@@ -1,0 +1,301 @@
+"""The HTTP comparison of `rmserve bench`: every server, the same items, the same load generator, one run.
+
+Servers start one at a time (cold start is measured alone), then every (shape, concurrency)
+point is measured on each server in turn, the order rotating from point to point, so drift in
+machine load falls on all of them alike. Results are ratios to the in-process ceiling.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import tempfile
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import requests
+
+from bench.ceiling import ceiling
+from bench.live_server import ROOT
+from bench.load import drive, wrk_available
+from bench.servers import Running, ServerSpec, server_specs, start
+from rmserve.config import usable_cpus
+from rmserve.engine.version import ModelVersion
+from rmserve.training.data import LineRange, read_comparisons
+
+HELD_OUT = LineRange(1801, 2312)
+WARM_S = 1.0
+# Points with more items in flight are skipped: at 128 clients x 64 items each request waits
+# 20 s or more on 2 cores, which measures the queue, not the server.
+MAX_ITEMS_IN_FLIGHT = 2048
+MAX_POINT_S = 20.0
+CEILING_ITEMS = 512  # items per shape the in-process ceiling runs
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    description: str
+    requests: list[list[tuple[str, str]]]  # each request's (prompt, response) items
+
+    @property
+    def items_per_request(self) -> float:
+        return float(np.mean([len(request) for request in self.requests]))
+
+
+@dataclass(frozen=True)
+class Point:
+    server: str
+    shape: str
+    concurrency: int
+    items_per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    requests: int
+    non_2xx: int
+    socket_errors: int
+    padding_efficiency: float | None
+
+
+def shapes(model: ModelVersion, data: Path, seed: int) -> list[Shape]:
+    """One item per request, GRPO groups of 8-16 responses to one prompt, 64-item batches."""
+    rng = np.random.default_rng(seed)
+    if data.is_file():
+        comparisons = read_comparisons(data, HELD_OUT, model.format)
+        prompts = [comparison.prompt for comparison in comparisons]
+        pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
+    else:  # no data (tests, a fresh machine): synthetic text of natural-ish lengths
+        words = [
+            "the",
+            "a",
+            "reward",
+            "model",
+            "scores",
+            "responses",
+            "to",
+            "prompts",
+            "people",
+            "ranked",
+            "higher",
+            "lower",
+        ]
+        prompts = [" ".join(rng.choice(words, int(rng.integers(10, 60)))) for _ in range(64)]
+        pairs = [(prompt, " ".join(rng.choice(words, int(rng.integers(5, 120))))) for prompt in prompts for _ in (0, 1)]
+    responses = [response for _, response in pairs]
+    groups = []
+    for index, prompt in enumerate(prompts):
+        size = 8 + index % 9
+        picked = rng.choice(len(responses), size, replace=False)
+        # Sampled completions: similar lengths, 20-60 words.
+        groups.append([(prompt, " ".join(responses[i].split()[: int(rng.integers(20, 60))]) or "ok") for i in picked])
+    order = rng.permutation(len(pairs))
+    shuffled = [pairs[i] for i in order]
+    batches = [shuffled[start : start + 64] for start in range(0, len(shuffled) - 63, 64)] or [shuffled]
+    return [
+        Shape("single", "1 item per request (OpenRLHF / veRL rollouts)", [[pair] for pair in pairs]),
+        Shape("grpo", "GRPO groups: 8-16 responses (20-60 words) to one prompt per request", groups),
+        Shape("batch64", "64 mixed-length items per request (batched scoring)", batches),
+    ]
+
+
+def rmserve_tokens(base_url: str) -> tuple[float, float]:
+    """(real tokens scored, padded tokens run) so far, from rmserve's /metrics."""
+    text = requests.get(f"{base_url}/metrics", timeout=10).text
+
+    def total(metric: str) -> float:
+        return sum(float(value) for value in re.findall(rf"^{metric}\{{[^}}]*\}} (\S+)$", text, re.MULTILINE))
+
+    return total("rmserve_tokens_scored_total"), total("rmserve_batch_padded_tokens_sum")
+
+
+def measure(server: Running, shape: Shape, bodies: Path, concurrency: int, seconds: float) -> Point:
+    """Warm, wait for quiet, measure, wait for quiet (so no backlog spills into the next server's point)."""
+    spec = server.spec
+    drive(server.base_url, spec.score_path, bodies, concurrency, WARM_S)
+    server.wait_idle()
+    before = rmserve_tokens(server.base_url) if spec.rmserve_metrics else None
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(0.5):
+            server.sample_rss()
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    result = drive(server.base_url, spec.score_path, bodies, concurrency, seconds)
+    sampling.set()
+    sampler.join()
+    server.wait_idle()
+    efficiency = None
+    if before is not None:
+        after = rmserve_tokens(server.base_url)
+        padded = after[1] - before[1]
+        efficiency = (after[0] - before[0]) / padded if padded > 0 else None
+    return Point(
+        spec.name,
+        shape.name,
+        concurrency,
+        result.items_per_second(shape.items_per_request),
+        result.p50_ms,
+        result.p95_ms,
+        result.p99_ms,
+        result.requests,
+        result.non_2xx,
+        result.socket_errors,
+        efficiency,
+    )
+
+
+def answers(server: Running, body: str) -> str | None:
+    """None if the server scores a sample body; otherwise why not."""
+    try:
+        response = requests.post(
+            server.base_url + server.spec.score_path,
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+    except requests.RequestException as error:
+        return f"request failed: {error}"
+    return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
+
+
+def compare(
+    model: ModelVersion,
+    repository: Path,
+    data: Path,
+    servers: Sequence[str] | None,
+    concurrencies: Sequence[int],
+    seconds: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Run the whole comparison; the result is what bench/results/*.json holds."""
+    if not wrk_available():
+        raise RuntimeError("the HTTP comparison needs wrk (apt-get install wrk; .ci/install-tools.sh installs it)")
+    cpus = usable_cpus()
+    load_before = os.getloadavg()
+    workload = shapes(model, data, seed)
+    pad_id = model.manifest.tokens.pad_id
+    ceilings = {}
+    for shape in workload:
+        requests_run = shape.requests[: max(1, round(CEILING_ITEMS / shape.items_per_request))]
+        tokenized = [
+            [encoding.input_ids for encoding in model.format.encode_texts(*zip(*request, strict=True))]
+            for request in requests_run
+        ]
+        ceilings[shape.name] = ceiling(model.directory / "model.onnx", pad_id, tokenized, cpus)
+    specs = [spec for spec in server_specs(repository, model.name, cpus) if servers is None or spec.name in servers]
+    running: list[Running] = []
+    failed: dict[str, str] = {}
+    points: list[Point] = []
+    with tempfile.TemporaryDirectory(prefix="rmserve-bench-") as scratch:
+        scratch_dir = Path(scratch)
+        try:
+            for spec in specs:
+                why = _start_checked(spec, scratch_dir, workload[0], running)
+                if why:
+                    failed[spec.name] = why
+            bodies = {
+                (server.spec.name, shape.name): _bodies_file(scratch_dir, server.spec, shape)
+                for server in running
+                for shape in workload
+            }
+            turn = 0
+            for shape in workload:
+                best = max(ceilings[shape.name].values())
+                for concurrency in concurrencies:
+                    in_flight = concurrency * shape.items_per_request
+                    if in_flight > MAX_ITEMS_IN_FLIGHT:
+                        continue
+                    # Long enough for every client to see several answers at the ceiling's pace.
+                    point_s = min(MAX_POINT_S, max(seconds, 3 * in_flight / best))
+                    rotated = running[turn % len(running) :] + running[: turn % len(running)] if running else []
+                    turn += 1
+                    for server in rotated:
+                        body_file = bodies[(server.spec.name, shape.name)]
+                        points.append(measure(server, shape, body_file, concurrency, point_s))
+        finally:
+            for server in running:
+                server.stop()
+    load_after = os.getloadavg()
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "machine": {
+            "usable_cpus": cpus,
+            "cpu_model": _cpu_model(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "model": {"name": model.name, "version": model.manifest.version, "quantization": model.manifest.quantization},
+        "seconds_per_point": seconds,
+        "concurrencies": list(concurrencies),
+        "shapes": {
+            shape.name: {
+                "description": shape.description,
+                "requests": len(shape.requests),
+                "items_per_request": shape.items_per_request,
+            }
+            for shape in workload
+        },
+        "ceiling_items_per_s": ceilings,
+        "servers": {
+            server.spec.name: {
+                "configuration": server.spec.configuration,
+                "cold_start_s": server.cold_start_s,
+                "rss_idle_mb": server.rss_idle_mb,
+                "rss_peak_mb": server.rss_peak_mb,
+            }
+            for server in running
+        },
+        "failed_servers": failed,
+        "points": [asdict(point) for point in points],
+    }
+
+
+def _start_checked(spec: ServerSpec, scratch: Path, shape: Shape, running: list[Running]) -> str | None:
+    try:
+        server = start(spec, scratch)
+    except (RuntimeError, TimeoutError, OSError) as error:
+        return f"did not start: {error}"
+    why = answers(server, spec.body(shape.requests[0]))
+    if why:
+        server.stop()
+        return f"started but does not score: {why} (log: {_tail(server.log_path)})"
+    running.append(server)
+    return None
+
+
+def _tail(path: Path, lines: int = 3) -> str:
+    text = path.read_text(errors="replace").strip().splitlines()
+    return " | ".join(line.strip()[:300] for line in text[-lines:])
+
+
+def _bodies_file(scratch: Path, spec: ServerSpec, shape: Shape) -> Path:
+    path = scratch / f"{abs(hash(spec.name))}-{shape.name}.jsonl"
+    path.write_text("".join(spec.body(request) + "\n" for request in shape.requests), encoding="utf-8")
+    return path
+
+
+def _commit() -> str:
+    completed = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return completed.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def _cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"

@@ -1,0 +1,253 @@
+"""Each server of the comparison, started exactly as deployed, on a free port, in its own process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.live_server import ROOT, START_TIMEOUT_S, answers_200, free_port, wait_until
+
+Pairs = Sequence[tuple[str, str]]
+
+
+def items_body(pairs: Pairs) -> str:
+    """rmserve's items form, which the naive server and LitServe read too."""
+    return json.dumps({"items": [{"prompt": prompt, "response": response} for prompt, response in pairs]})
+
+
+def kserve_body(pairs: Pairs) -> str:
+    """KServe v2 / Triton JSON: BYTES inputs `prompt` and `response`, shape [n, 1]."""
+    shape = [len(pairs), 1]
+    return json.dumps(
+        {
+            "inputs": [
+                {"name": "prompt", "shape": shape, "datatype": "BYTES", "data": [prompt for prompt, _ in pairs]},
+                {"name": "response", "shape": shape, "datatype": "BYTES", "data": [response for _, response in pairs]},
+            ]
+        }
+    )
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    name: str
+    configuration: str  # how it is set up, for the report
+    command: list[str]
+    env: dict[str, str]
+    ready_path: str
+    score_path: str
+    body: Callable[[Pairs], str] = items_body
+    rmserve_metrics: bool = False  # exposes rmserve's /metrics (padding efficiency)
+
+
+def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
+    python = sys.executable
+    rmserve = [str(Path(python).with_name("rmserve")), "serve"]
+    served = {"RMSERVE_MODEL_REPOSITORY": str(repository), "RMSERVE_MODELS": model, "RMSERVE_HOST": "127.0.0.1"}
+    baseline = ["--repository", str(repository), "--model", model]
+    return [
+        ServerSpec(
+            "rmserve",
+            "`rmserve serve` with its defaults: 1 gunicorn worker, 16 request threads, one executor per CPU "
+            "(single-threaded runs) sharing one queue and session, length-grouped batching",
+            rmserve,
+            served,
+            "/readyz",
+            "/v1/score",
+            rmserve_metrics=True,
+        ),
+        ServerSpec(
+            "rmserve, batching off",
+            "as above with `RMSERVE_MAX_BATCH_SIZE=1`: every item is its own run",
+            rmserve,
+            {**served, "RMSERVE_MAX_BATCH_SIZE": "1"},
+            "/readyz",
+            "/v1/score",
+            rmserve_metrics=True,
+        ),
+        *(
+            [
+                ServerSpec(
+                    "rmserve, int8",
+                    f"as rmserve, serving `{model}-int8` (the same graph, int8 dynamic quantization)",
+                    rmserve,
+                    {**served, "RMSERVE_MODELS": f"{model}-int8"},
+                    "/readyz",
+                    "/v1/score",
+                    rmserve_metrics=True,
+                )
+            ]
+            if (repository / f"{model}-int8").is_dir()
+            else []
+        ),
+        ServerSpec(
+            "naive Flask + ORT",
+            "Flask app on gunicorn (gthread, 1 worker, 16 threads); each request tokenizes and runs its own "
+            "items on its thread, one session with ONNX Runtime's default threads",
+            [
+                python,
+                "-m",
+                "gunicorn",
+                "--worker-class",
+                "gthread",
+                "--workers",
+                "1",
+                "--threads",
+                "16",
+                "--log-level",
+                "warning",
+                "bench.baselines.naive:create_app()",
+            ],
+            {"NAIVE_REPOSITORY": str(repository), "NAIVE_MODEL": model},
+            "/health",
+            "/v1/score",
+        ),
+        ServerSpec(
+            "LitServe",
+            f"LitServe {_version('litserve')}: `max_batch_size` 64, `batch_timeout` 5 ms, accelerator cpu, "
+            f"{cpus} worker processes (`workers_per_device`), each with its own single-threaded session",
+            [python, "-m", "bench.baselines.litserve_server", *baseline, "--instances", str(cpus)],
+            {},
+            "/health",
+            "/v1/score",
+        ),
+        ServerSpec(
+            "PyTriton",
+            f"PyTriton {_version('nvidia-pytriton')}: `@batch`, dynamic batcher (max_batch_size 64, "
+            f"max_queue_delay 100 us), {cpus} model instances sharing one single-threaded-run session; "
+            "KServe v2 JSON with BYTES inputs",
+            [python, "-m", "bench.baselines.pytriton_server", *baseline, "--instances", str(cpus)],
+            {"PYTRITON_NO_TENSORSTORE": "1"},
+            f"/v2/models/{model}/ready",
+            f"/v2/models/{model}/infer",
+            body=kserve_body,
+        ),
+    ]
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(not installed)"
+
+
+@dataclass
+class Running:
+    spec: ServerSpec
+    process: subprocess.Popen[bytes]
+    base_url: str
+    cold_start_s: float
+    log_path: Path
+    rss_peak_mb: float = 0.0
+    rss_idle_mb: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def wait_idle(self, timeout_s: float = 120.0) -> None:
+        """Until the server's processes use under 5% of a CPU: a client that gave up leaves work behind."""
+        deadline = time.monotonic() + timeout_s
+        last = tree_cpu_seconds(self.process.pid)
+        while time.monotonic() < deadline:
+            time.sleep(0.25)
+            now = tree_cpu_seconds(self.process.pid)
+            if now - last < 0.25 * 0.05:
+                return
+            last = now
+
+    def rss_mb(self) -> float:
+        return tree_rss_mb(self.process.pid)
+
+    def sample_rss(self) -> None:
+        self.rss_peak_mb = max(self.rss_peak_mb, self.rss_mb())
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def start(spec: ServerSpec, log_dir: Path) -> Running:
+    """Start and wait for readiness; cold start = spawn to the first 200 from its readiness route."""
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RMSERVE_")}
+    env.update(spec.env)
+    env.update({"RMSERVE_PORT": str(port), "PYTHONPATH": str(ROOT)})
+    command = list(spec.command)
+    if "gunicorn" in command:
+        command[-1:-1] = ["--bind", f"127.0.0.1:{port}"]
+    elif "--repository" in command:
+        command += ["--port", str(port)]
+    log_path = log_dir / f"{spec.name.split()[0].strip(',').lower()}-{port}.log"
+    base_url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        wait_until(
+            lambda: answers_200(base_url + spec.ready_path) or process.poll() is not None,
+            START_TIMEOUT_S,
+            f"{spec.name} readiness",
+            poll_s=0.05,
+        )
+    except TimeoutError:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    if process.poll() is not None:
+        raise RuntimeError(f"{spec.name} exited with {process.returncode}; see {log_path}")
+    running = Running(spec, process, base_url, time.perf_counter() - started, log_path)
+    running.rss_idle_mb = running.rss_mb()
+    return running
+
+
+def tree_rss_mb(root_pid: int) -> float:
+    """Resident memory of a process and all its descendants (LitServe and PyTriton run several)."""
+    return sum(int(status.get("VmRSS", "0 kB").split()[0]) for status in _tree(root_pid, "status")) / 1024
+
+
+def tree_cpu_seconds(root_pid: int) -> float:
+    """CPU time (user + system) used so far by a process and its descendants."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    return sum((int(stat["utime"]) + int(stat["stime"])) / ticks for stat in _tree(root_pid, "stat"))
+
+
+def _tree(root_pid: int, kind: str) -> list[dict[str, str]]:
+    """/proc/<pid>/status (as fields) or /proc/<pid>/stat (utime, stime) of the process tree under root_pid."""
+    children: dict[int, list[int]] = {}
+    records: dict[int, dict[str, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            status = (entry / "status").read_text()
+            stat = (entry / "stat").read_text() if kind == "stat" else ""
+        except OSError:  # the process ended while we looked
+            continue
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        pid = int(entry.name)
+        children.setdefault(int(fields["PPid"]), []).append(pid)
+        if kind == "stat":
+            after_name = stat.rsplit(")", 1)[1].split()  # fields 3.. of proc(5); utime, stime are 14, 15
+            fields = {"utime": after_name[11], "stime": after_name[12]}
+        records[pid] = {key: value.strip() for key, value in fields.items()}
+    found, stack = [], [root_pid]
+    while stack:
+        pid = stack.pop()
+        if pid in records:
+            found.append(records[pid])
+        stack.extend(children.get(pid, []))
+    return found
