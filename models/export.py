@@ -2,7 +2,8 @@
 
 In order: trace the network to ONNX (dynamic batch and sequence axes); compare ONNX with
 torch on held-out data (max abs diff, ranking agreement); optionally quantize to int8 and
-measure its agreement with fp32; measure normalization on training responses and accuracy
+measure its agreement with fp32; measure normalization and the flags' statistics (score and
+length quantiles, `rmserve.training.stats`) on training responses and accuracy
 with baselines on held-out pairs, all with the file that will be served; write the manifest.
 """
 
@@ -18,13 +19,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, Normalization, sha256_of
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, sha256_of
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.baselines import baseline_accuracies
-from rmserve.training.checkpoint import TrainedModel, load_run, torch_score_fn
+from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.config import ExportConfig
-from rmserve.training.data import Comparison, LineRange, read_comparisons
+from rmserve.training.data import LineRange, read_comparisons
 from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
+from rmserve.training.stats import normalization_of, score_responses, training_stats_of
 
 OPSET = 17
 ONNX_THREADS = 2
@@ -62,6 +64,8 @@ def export(config: ExportConfig) -> Manifest:
             max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores, strict=False))
         )
     training_data = read_comparisons(Path(trained.training["data"]), _lines(trained.training.get("lines")))
+    # Every training response through the served graph: normalization and the flags' statistics.
+    training_raw, training_lengths = score_responses(served, trained.encoder(), training_data, pad_id)
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
     manifest = Manifest(
         name=config.name,
@@ -71,7 +75,7 @@ def export(config: ExportConfig) -> Manifest:
         architecture=trained.architecture,
         max_length=trained.max_length,
         tokens=trained.special,
-        normalization=normalization(served, trained, training_data),
+        normalization=normalization_of(training_raw),
         quantization="int8-dynamic" if config.int8 else None,
         evaluation=Evaluation(
             pairwise_accuracy=pairwise_accuracy(served_scores),
@@ -81,6 +85,11 @@ def export(config: ExportConfig) -> Manifest:
         ),
         parity=parity,
         training=trained.training,
+        training_stats=training_stats_of(
+            training_raw,
+            training_lengths,
+            _describe(Path(trained.training["data"]), _lines(trained.training.get("lines"))),
+        ),
     )
     manifest.write(version_dir)
     return manifest
@@ -114,14 +123,6 @@ def quantize_int8(source: Path, target: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
-
-
-def normalization(served: OnnxScorer, trained: TrainedModel, training_data: list[Comparison]) -> Normalization:
-    """Mean and std of the served graph's raw scores on every training response."""
-    raw = np.concatenate(
-        score_comparisons(served, encode_comparisons(trained.encoder(), training_data), trained.special.pad_id)
-    )
-    return Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6)))
 
 
 def _describe(path: Path, lines: LineRange | None) -> str:

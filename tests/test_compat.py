@@ -75,7 +75,7 @@ def test_openrlhf_rollout_request_gets_one_reward_and_tensors_it_can_average(cli
     for key, tensor in info.items():
         assert tensor.dtype == torch.float32, key  # OpenRLHF averages these for its logs
         assert torch.isfinite(tensor.float().mean()), key
-    assert set(answer.json["extra_logs"]) == {"rm_raw_score", "rm_truncated", "rm_tokens"}
+    assert set(answer.json["extra_logs"]) == {"rm_raw_score", "rm_truncated", "rm_tokens", "rm_flag_truncated"}
 
 
 def test_a_batch_of_queries_gets_one_reward_per_query_in_order(client):

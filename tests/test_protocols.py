@@ -9,6 +9,7 @@ import pytest
 
 from rmserve.config import Settings
 from rmserve.core.formats import InputFormat
+from rmserve.engine.flags import FlagColumns
 from rmserve.engine.registry import Scored
 from rmserve.errors import InvalidField
 from rmserve.protocols.classify import ClassifyRequest, classify_answer, classify_pairs
@@ -21,9 +22,11 @@ SETTINGS = Settings.from_env({})
 FORMAT = InputFormat()
 
 
-def scored(raw: list[float], mean: float = 0.5, std: float = 2.0) -> Scored:
+def scored(raw: list[float], mean: float = 0.5, std: float = 2.0, flags: FlagColumns | None = None) -> Scored:
     raw_scores = np.array(raw)
-    return Scored(raw_scores, (raw_scores - mean) / std, [False] * len(raw), [10 + index for index in range(len(raw))])
+    tokens = [10 + index for index in range(len(raw))]
+    flags = flags if flags is not None else {"truncated": np.zeros(len(raw), dtype=bool)}
+    return Scored(raw_scores, (raw_scores - mean) / std, [False] * len(raw), tokens, [5] * len(raw), flags)
 
 
 def test_score_answer_carries_every_item_in_order() -> None:
@@ -64,7 +67,26 @@ def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only() ->
     assert (pairs.prompts, pairs.responses) == ([prompt], ["Hello."])
     answer = get_reward_answer(scored([1.5]))
     assert answer.rewards == answer.scores == [0.5]
-    assert answer.extra_logs == {"rm_raw_score": [1.5], "rm_truncated": [0.0], "rm_tokens": [10.0]}
+    assert answer.extra_logs == {
+        "rm_raw_score": [1.5],
+        "rm_truncated": [0.0],
+        "rm_tokens": [10.0],
+        "rm_flag_truncated": [0.0],
+    }
+
+
+def test_flags_are_names_per_item_natively_and_0_1_columns_for_openrlhf() -> None:
+    columns = {
+        "truncated": np.array([False, True]),
+        "score_above_training_range": np.array([True, True]),
+        "length_outside_training": np.array([False, False]),
+    }
+    answer = score_answer("rm", 1, scored([3.0, 4.0], flags=columns), "rid")
+    assert answer.flags == [["score_above_training_range"], ["truncated", "score_above_training_range"]]
+    logs = get_reward_answer(scored([3.0, 4.0], flags=columns)).extra_logs
+    assert logs["rm_flag_truncated"] == [0.0, 1.0]
+    assert logs["rm_flag_score_above_training_range"] == [1.0, 1.0]
+    assert logs["rm_flag_length_outside_training"] == [0.0, 0.0]
 
 
 def test_get_reward_names_the_query_that_does_not_start_with_its_prompt() -> None:

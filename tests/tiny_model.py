@@ -15,8 +15,8 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rmserve.core.formats import InputFormat
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, sha256_of
-from rmserve.core.tokenizer import SpecialTokens
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Quantiles, TrainingStats, sha256_of
+from rmserve.core.tokenizer import PairEncoder, SpecialTokens
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 TOKENS = SpecialTokens(pad_id=0, bos_id=2, sep_id=3, eos_id=3)
@@ -105,3 +105,25 @@ def expected_raw_scores(directory: Path, input_ids: list[list[int]], seed: int =
     vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
     weights = token_weights(vocab_size, seed)
     return [float(weights[ids].mean()) for ids in input_ids]
+
+
+def write_version_with_stats(directory: Path, prompts: list[str], responses: list[str], **options: object) -> Manifest:
+    """A tiny version whose manifest has training statistics of these (formatted) training pairs.
+
+    The statistics are what `rmserve export` stores: raw-score and response-length quantiles of
+    the served graph on its training responses, here computed by hand in numpy.
+    """
+    manifest = write_version(directory, **options)  # type: ignore[arg-type]
+    encoder = PairEncoder.from_file(directory / TOKENIZER_FILE, manifest.max_length, manifest.tokens)
+    encodings = encoder.encode(prompts, responses)
+    seed = int(manifest.architecture["seed"])
+    raw = expected_raw_scores(directory, [encoding.input_ids for encoding in encodings], seed)
+    stats = TrainingStats(
+        responses=len(raw),
+        raw_score=Quantiles.of(raw),
+        response_tokens=Quantiles.of([float(encoding.response_tokens) for encoding in encodings]),
+        data="tiny corpus",
+    )
+    with_stats = manifest.model_copy(update={"training_stats": stats})
+    with_stats.write(directory)
+    return with_stats

@@ -42,6 +42,7 @@ class SpecialTokens:
 class Encoding:
     input_ids: list[int]
     truncated: bool
+    response_tokens: int = 0  # the whole response's tokens, before any truncation
 
 
 class PairEncoder:
@@ -92,7 +93,7 @@ class PairEncoder:
             + response_kept
             + _optional(special.eos_id)
         )
-        return Encoding(input_ids=ids, truncated=truncated)
+        return Encoding(input_ids=ids, truncated=truncated, response_tokens=len(response))
 
 
 @dataclass(frozen=True)

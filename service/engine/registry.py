@@ -20,6 +20,7 @@ from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel, is_model_name, repository_entries
 from rmserve.engine.batcher import Batcher
+from rmserve.engine.flags import FlagColumns, FlagRules, item_flags
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.errors import DeadlineExceeded, ModelNotFound
 
@@ -34,6 +35,13 @@ class Scored:
     scores: np.ndarray  # [items], normalized
     truncated: list[bool]
     tokens: list[int]
+    response_tokens: list[int]  # the whole response's tokens, before any truncation
+    flag_columns: FlagColumns  # flag name -> bool [items], one per flag the version checks
+
+    @property
+    def flags(self) -> list[list[str]]:
+        """Per item, the flags it raised."""
+        return item_flags(self.flag_columns, len(self.tokens))
 
 
 class ServedModel:
@@ -51,6 +59,7 @@ class ServedModel:
             max_batch_size=settings.max_batch_size,
             executors=settings.executor_count(),
         )
+        self.flag_rules = FlagRules(version.manifest.training_stats)
 
     @property
     def name(self) -> str:
@@ -63,12 +72,15 @@ class ServedModel:
         raw_scores = np.array(wait_all(futures, deadline), dtype=np.float64)
         scores = self.version.normalize(raw_scores)
         truncated = [encoding.truncated for encoding in encodings]
+        response_tokens = [encoding.response_tokens for encoding in encodings]
         score_histogram = metrics.SCORES.labels(self.name)  # one label lookup per request, not per item
         for score in scores.tolist():
             score_histogram.observe(score)
         if any(truncated):
             metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
-        return Scored(raw_scores, scores, truncated, [len(encoding.input_ids) for encoding in encodings])
+        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated)
+        tokens = [len(encoding.input_ids) for encoding in encodings]
+        return Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns)
 
 
 def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:

@@ -79,6 +79,10 @@ class ScoreResponse(BaseModel):
     raw_scores: list[float]
     truncated: list[bool] = Field(description="whether the item was cut to the model's max_length")
     tokens: list[int] = Field(description="tokens the model read per item")
+    flags: list[list[str]] = Field(
+        description="per item, the flags it raised: truncated, and with the manifest's training statistics "
+        "score_above_training_range and length_outside_training (README: Watching for reward hacking)"
+    )
     request_id: str
 
 
@@ -102,6 +106,7 @@ def score_answer(model: str, version: int, scored: Scored, request_id: str) -> S
         raw_scores=scored.raw_scores.tolist(),
         truncated=scored.truncated,
         tokens=scored.tokens,
+        flags=scored.flags,
         request_id=request_id,
     )
 

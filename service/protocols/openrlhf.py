@@ -42,7 +42,8 @@ class GetRewardResponse(BaseModel):
     rewards: list[float] = Field(description="one normalized score per query (what /v1/score calls `scores`)")
     scores: list[float] = Field(description="the same numbers as `rewards`")
     extra_logs: dict[str, list[float]] = Field(
-        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_truncated (0/1), rm_tokens"
+        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_truncated (0/1), rm_tokens, and "
+        "rm_flag_<flag> (0/1) for each flag the model checks"
     )
 
 
@@ -61,6 +62,9 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
         "rm_truncated": [float(truncated) for truncated in scored.truncated],
         "rm_tokens": [float(tokens) for tokens in scored.tokens],
     }
+    extra_logs.update(
+        {f"rm_flag_{name}": column.astype(float).tolist() for name, column in scored.flag_columns.items()}
+    )
     return GetRewardResponse(rewards=rewards, scores=rewards, extra_logs=extra_logs)
 
 
