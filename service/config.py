@@ -41,6 +41,8 @@ class Settings:
     request_timeout_s: float = 60.0  # default deadline; X-Timeout-Ms may shorten or lengthen it up to max_timeout_s
     max_timeout_s: float = 300.0
     graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
+    telemetry_window: int = 4096  # items per model and worker in the drift-telemetry window; 0 = off
+    review_prompts: int = 0  # prompts the review buffer keeps per model and worker (retains texts); 0 = off
     log_level: str = "info"
     metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by gunicorn.conf.py)
 
@@ -68,7 +70,7 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
-        for name in ("executors", "inference_threads"):
+        for name in ("executors", "inference_threads", "telemetry_window", "review_prompts"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 (automatic) or positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:

@@ -15,6 +15,7 @@ from flask.testing import FlaskClient
 from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel
+from rmserve.http.openapi import openapi_path
 from tests.tiny_model import expected_raw_scores
 
 BREAD = {
@@ -109,7 +110,7 @@ def test_health_readiness_and_metrics(client: FlaskClient) -> None:
 def test_openapi_document_describes_every_route(app: Flask, client: FlaskClient) -> None:
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
-    routes = {rule.rule for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
+    routes = {openapi_path(rule.rule) for rule in app.url_map.iter_rules() if rule.endpoint != "static"}
     assert routes <= set(document["paths"])
     score = document["paths"]["/v1/score"]["post"]
     assert score["requestBody"]["content"]["application/json"]["schema"]["$ref"] == "#/components/schemas/ScoreRequest"

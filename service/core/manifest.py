@@ -65,7 +65,8 @@ class Quantiles(_Frozen):
     def grid(self) -> list[tuple[float, float]]:
         """(probability, value) pairs: P(training value <= value) = probability."""
         return [
-            (probability, getattr(self, name)) for probability, name in zip(QUANTILES, self.model_fields, strict=True)
+            (probability, getattr(self, name))
+            for probability, name in zip(QUANTILES, type(self).model_fields, strict=True)
         ]
 
 

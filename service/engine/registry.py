@@ -21,6 +21,8 @@ from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel, is_model_name, repository_entries
 from rmserve.engine.batcher import Batcher
 from rmserve.engine.flags import FlagColumns, FlagRules, item_flags
+from rmserve.engine.review import ReviewBuffer
+from rmserve.engine.telemetry import telemetry_for
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.errors import DeadlineExceeded, ModelNotFound
 
@@ -59,7 +61,10 @@ class ServedModel:
             max_batch_size=settings.max_batch_size,
             executors=settings.executor_count(),
         )
-        self.flag_rules = FlagRules(version.manifest.training_stats)
+        manifest = version.manifest
+        self.flag_rules = FlagRules(manifest.training_stats)
+        self.telemetry = telemetry_for(manifest, self.flag_rules.names, settings.telemetry_window)
+        self.review = ReviewBuffer(settings.review_prompts) if settings.review_prompts else None
 
     @property
     def name(self) -> str:
@@ -80,7 +85,13 @@ class ServedModel:
             metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
         flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated)
         tokens = [len(encoding.input_ids) for encoding in encodings]
-        return Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns)
+        scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns)
+        if self.telemetry is not None:
+            self.telemetry.observe(raw_scores, response_tokens, flag_columns, responses)
+            self.telemetry.maybe_publish()
+        if self.review is not None:
+            self.review.observe(prompts, responses, scores, scored.flags)
+        return scored
 
 
 def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:
@@ -159,6 +170,12 @@ class ModelRegistry:
     def stop(self, timeout: float | None = None) -> None:
         for model in self.models.values():
             model.batcher.stop(timeout)
+
+    def publish_telemetry(self) -> None:
+        """Bring this process's drift gauges up to date (a /metrics scrape)."""
+        for model in self.models.values():
+            if model.telemetry is not None:
+                model.telemetry.publish()
 
     def unhealthy(self) -> list[str]:
         """Models whose batcher is not running its loop (restarting after a crash, or ended)."""

@@ -7,6 +7,7 @@ Schemas come from the same pydantic models that parse requests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ ERRORS = {
     504: "The request's deadline (X-Timeout-Ms) passed before it was scored",
 }
 SCORING_ERRORS = (400, 401, 404, 413, 422, 429, 500, 503, 504)
+PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")  # Flask's `<name>` / `<string:name>`
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,7 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     )
     paths: dict[str, dict[str, Any]] = {}
     for spec in routes:
-        paths.setdefault(spec.path, {})[spec.method] = _operation(spec)
+        paths.setdefault(openapi_path(spec.path), {})[spec.method] = _operation(spec)
     return {
         "openapi": "3.1.0",
         "info": {"title": "rmserve", "version": __version__, "description": "Reward-model scoring for RL trainers."},
@@ -98,9 +100,17 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     }
 
 
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: `/v1/models/<name>/stats` -> `/v1/models/{name}/stats`."""
+    return PATH_PARAMETER.sub(r"{\1}", rule)
+
+
 def _operation(spec: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": spec.summary, "responses": {"200": _ok(spec)}}
     operation["parameters"] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in PATH_PARAMETER.findall(spec.path)
+    ] + [
         {
             "name": "X-Request-ID",
             "in": "header",
