@@ -54,11 +54,18 @@ def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Setting
     # The per-request item limit is an HTTP guard; a file chunk may be any size.
     pairs = item_pairs([item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk)))
     scored = model.score(pairs.prompts, pairs.responses, time.monotonic() + OFFLINE_DEADLINE_S)
+    columns = zip(
+        chunk,
+        scored.scores.tolist(),
+        scored.raw_scores.tolist(),
+        scored.truncated,
+        scored.tokens,
+        scored.flags,
+        strict=True,
+    )
     return [
-        {"line": number, "score": score, "raw_score": raw, "truncated": truncated, "tokens": tokens}
-        for (number, _), score, raw, truncated, tokens in zip(
-            chunk, scored.scores.tolist(), scored.raw_scores.tolist(), scored.truncated, scored.tokens, strict=True
-        )
+        {"line": number, "score": score, "raw_score": raw, "truncated": truncated, "tokens": tokens, "flags": flags}
+        for (number, _), score, raw, truncated, tokens, flags in columns
     ]
 
 

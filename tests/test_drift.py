@@ -15,7 +15,8 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.drift import DATA, gaming_rounds, run
-from bench.live_server import RunningServer, running_server
+from bench.live_server import RunningServer, running_server, wait_until
+from rmserve.client import RewardClient
 from rmserve.training.data import read_comparisons
 from tests.conftest import DEFAULT_REPOSITORY
 from tests.helpers_deploy import alert_rules
@@ -138,3 +139,38 @@ def test_rmserve_review_exports_the_gamed_groups_for_training(server: RunningSer
     assert comparisons and all(len(comparison.responses) >= 2 for comparison in comparisons)
     prompts = set(ROUNDS[0].prompts)
     assert {comparison.prompt for comparison in comparisons} <= prompts
+
+
+def test_client_reads_stats_and_review(server: RunningServer) -> None:
+    with RewardClient(server.base_url) as client:
+        assert client.stats()["model"] == "hh-harmless"
+        assert client.review("hh-harmless") == client.review()
+
+
+def window_items(base_url: str) -> float:
+    text = requests.get(f"{base_url}/metrics", timeout=10).text
+    (family,) = [family for family in text_string_to_metric_families(text) if family.name == "rmserve_window_items"]
+    return sum(sample.value for sample in family.samples if sample.labels["model"] == "tiny")
+
+
+def test_two_workers_keep_their_own_windows_and_metrics_add_them_up(tiny_repository: Path, tmp_path: Path) -> None:
+    env = {"RMSERVE_WORKERS": "2", "RMSERVE_EXECUTORS": "1"}
+    with running_server(tiny_repository, tmp_path / "rmserve.log", env=env) as two:
+        scored = 0
+
+        def score_one() -> None:  # a new connection each time, so both workers get some
+            nonlocal scored
+            body = {"prompt": "Hi?", "responses": [f"answer {scored}", "same"]}
+            requests.post(f"{two.base_url}/v1/score", json=body, timeout=30).raise_for_status()
+            scored += 2
+
+        for _ in range(20):
+            score_one()
+        windows = {}
+        for _ in range(40):
+            stats = requests.get(f"{two.base_url}/v1/models/tiny/stats", timeout=10).json()
+            windows[stats["worker_pid"]] = stats
+        assert len(windows) == 2, "both workers answer /stats, each for its own window"
+        assert sum(stats["items"] for stats in windows.values()) == scored
+        # Each worker's gauges lag its window by at most PUBLISH_INTERVAL_S; the scrape sums both.
+        wait_until(lambda: score_one() or window_items(two.base_url) == scored, 60, "summed window gauges")
