@@ -63,7 +63,8 @@ def export(config: ExportConfig) -> Manifest:
         parity["int8_max_abs_diff"] = float(
             max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores, strict=False))
         )
-    training_data = read_comparisons(Path(trained.training["data"]), _lines(trained.training.get("lines")))
+    training_path, training_lines = Path(trained.training["data"]), _lines(trained.training.get("lines"))
+    training_data = read_comparisons(training_path, training_lines)
     # Every training response through the served graph: normalization and the flags' statistics.
     training_raw, training_lengths = score_responses(served, trained.encoder(), training_data, pad_id)
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
@@ -85,11 +86,7 @@ def export(config: ExportConfig) -> Manifest:
         ),
         parity=parity,
         training=trained.training,
-        training_stats=training_stats_of(
-            training_raw,
-            training_lengths,
-            _describe(Path(trained.training["data"]), _lines(trained.training.get("lines"))),
-        ),
+        training_stats=training_stats_of(training_raw, training_lengths, _describe(training_path, training_lines)),
     )
     manifest.write(version_dir)
     return manifest

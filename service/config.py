@@ -70,9 +70,14 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
-        for name in ("executors", "inference_threads", "telemetry_window", "review_prompts"):
+        for name, zero in (
+            ("executors", "automatic"),
+            ("inference_threads", "automatic"),
+            ("telemetry_window", "off"),
+            ("review_prompts", "off"),
+        ):
             if getattr(self, name) < 0:
-                raise ValueError(f"{PREFIX}{name.upper()} must be 0 (automatic) or positive, got {getattr(self, name)}")
+                raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
         if self.max_queue_tokens < self.max_batch_tokens:

@@ -11,6 +11,7 @@ from flask import Flask
 from prometheus_client import REGISTRY
 from scipy.stats import spearmanr
 
+from rmserve.config import Settings
 from rmserve.core.manifest import Normalization, Quantiles, TrainingStats
 from rmserve.engine.telemetry import MIN_ITEMS, Telemetry, rank_correlation
 
@@ -103,3 +104,12 @@ def test_stats_of_an_unknown_model_or_with_telemetry_off_is_404(make_app: Callab
     assert make_app().test_client().get("/v1/models/nope/stats").get_json()["error"]["code"] == "model_not_found"
     off = make_app(telemetry_window=0).test_client().get("/v1/models/tiny/stats")
     assert (off.status_code, off.get_json()["error"]["code"]) == (404, "not_enabled")
+
+
+def test_settings_turn_telemetry_and_the_review_buffer_on_and_off() -> None:
+    defaults = Settings.from_env({})
+    assert (defaults.telemetry_window, defaults.review_prompts) == (4096, 0)  # telemetry on, texts not retained
+    chosen = Settings.from_env({"RMSERVE_TELEMETRY_WINDOW": "0", "RMSERVE_REVIEW_PROMPTS": "128"})
+    assert (chosen.telemetry_window, chosen.review_prompts) == (0, 128)
+    with pytest.raises(ValueError, match=r"RMSERVE_TELEMETRY_WINDOW must be 0 \(off\) or positive"):
+        Settings.from_env({"RMSERVE_TELEMETRY_WINDOW": "-1"})

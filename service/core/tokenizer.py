@@ -42,7 +42,7 @@ class SpecialTokens:
 class Encoding:
     input_ids: list[int]
     truncated: bool
-    response_tokens: int = 0  # the whole response's tokens, before any truncation
+    response_tokens: int  # the whole response's tokens, before any truncation (the length flags read it)
 
 
 class PairEncoder:
