@@ -166,11 +166,14 @@ def test_two_workers_keep_their_own_windows_and_metrics_add_them_up(tiny_reposit
 
         for _ in range(20):
             score_one()
-        windows = {}
-        for _ in range(40):
+        windows: dict[int, dict[str, Any]] = {}
+
+        def both_answered() -> bool:
             stats = requests.get(f"{two.base_url}/v1/models/tiny/stats", timeout=10).json()
             windows[stats["worker_pid"]] = stats
-        assert len(windows) == 2, "both workers answer /stats, each for its own window"
+            return len(windows) == 2
+
+        wait_until(both_answered, 60, "/stats from both workers", poll_s=0.05)
         assert sum(stats["items"] for stats in windows.values()) == scored
         # Each worker's gauges lag its window by at most PUBLISH_INTERVAL_S; the scrape sums both.
         wait_until(lambda: score_one() or window_items(two.base_url) == scored, 60, "summed window gauges")

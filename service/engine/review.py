@@ -1,12 +1,13 @@
 """The review buffer: recent prompts where the reward model is least to be trusted, for people to rank.
 
 Opt-in (`RMSERVE_REVIEW_PROMPTS`, 0 = off), because it keeps prompt and response texts in
-memory. A prompt enters when one of its responses raised a flag that questions the score
-(any but `truncated`) or scored at least `EXTREME_Z` training standard deviations from the
-training mean; from then on its responses are collected (up to `MAX_RESPONSES` distinct ones),
-so people get something to compare. The least recently touched prompt leaves first. Exported
-as ranking records `{"prompt", "responses"}`, which `rmserve train` reads once people have put
-the responses in order.
+memory. A prompt enters when one of its responses raised a flag that questions the score (any
+but `truncated`, so an ensemble's `high_disagreement`, once served, feeds it too) or scored at
+least `EXTREME_Z` training standard deviations from the training mean; from then on its
+responses are collected (up to `MAX_RESPONSES` distinct ones), so people get something to
+compare. The least recently touched prompt leaves first. Exported as ranking records
+`{"prompt", "responses"}`, which `rmserve train` reads once people have put the responses in
+order.
 """
 
 from __future__ import annotations
