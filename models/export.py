@@ -2,7 +2,8 @@
 
 In order: trace the network to ONNX (dynamic batch and sequence axes); compare ONNX with
 torch on held-out data (max abs diff, ranking agreement); optionally quantize to int8 and
-measure its agreement with fp32; measure normalization on training responses and accuracy
+measure its agreement with fp32; measure normalization and the flags' statistics (score and
+length quantiles, `rmserve.training.stats`) on training responses and accuracy
 with baselines on held-out pairs, all with the file that will be served; write the manifest.
 """
 
@@ -23,17 +24,17 @@ from rmserve.core.manifest import (
     TOKENIZER_FILE,
     Evaluation,
     Manifest,
-    Normalization,
     file_digests,
     sha256_of,
 )
 from rmserve.core.repository import verify_version
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.baselines import baseline_accuracies
-from rmserve.training.checkpoint import TrainedModel, load_run, torch_score_fn
+from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.config import ExportConfig
-from rmserve.training.data import Comparison, LineRange, read_comparisons
+from rmserve.training.data import LineRange, read_comparisons
 from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
+from rmserve.training.stats import normalization_of, score_responses, training_stats_of
 
 OPSET = 17
 ONNX_THREADS = 2
@@ -70,7 +71,10 @@ def export(config: ExportConfig) -> Manifest:
         parity["int8_max_abs_diff"] = float(
             max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores, strict=False))
         )
-    training_data = read_comparisons(Path(trained.training["data"]), _lines(trained.training.get("lines")))
+    training_path, training_lines = Path(trained.training["data"]), _lines(trained.training.get("lines"))
+    training_data = read_comparisons(training_path, training_lines)
+    # Every training response through the served graph: normalization and the flags' statistics.
+    training_raw, training_lengths = score_responses(served, trained.encoder().encode, training_data, pad_id)
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
     manifest = Manifest(
         name=config.name,
@@ -80,7 +84,7 @@ def export(config: ExportConfig) -> Manifest:
         architecture=trained.architecture,
         max_length=trained.max_length,
         tokens=trained.special,
-        normalization=normalization(served, trained, training_data),
+        normalization=normalization_of(training_raw),
         quantization="int8-dynamic" if config.int8 else None,
         evaluation=Evaluation(
             pairwise_accuracy=pairwise_accuracy(served_scores),
@@ -91,6 +95,7 @@ def export(config: ExportConfig) -> Manifest:
         parity=parity,
         training=trained.training,
         files=file_digests(version_dir),
+        training_stats=training_stats_of(training_raw, training_lengths, _describe(training_path, training_lines)),
     )
     manifest.write(version_dir)
     return manifest
@@ -149,8 +154,10 @@ def quantize_version(
     fp32_scores = score_comparisons(OnnxScorer(fp32.model_path, ONNX_THREADS), held_out_encoded, pad_id)
     int8_scores = score_comparisons(served, held_out_encoded, pad_id)
     training = fp32.manifest.training or {}
-    training_data = read_comparisons(Path(training["data"]), _lines(training.get("lines")), fp32.format.transcript)
-    raw = np.concatenate(score_comparisons(served, encode_comparisons(fp32.format.encode_texts, training_data), pad_id))
+    training_path, training_lines = Path(training["data"]), _lines(training.get("lines"))
+    training_data = read_comparisons(training_path, training_lines, fp32.format.transcript)
+    # Every training response through the int8 graph: its own normalization and flag statistics.
+    raw, lengths = score_responses(served, fp32.format.encode_texts, training_data, pad_id)
     parity = {
         **(fp32.manifest.parity or {}),
         "quantized_from": {
@@ -168,7 +175,8 @@ def quantize_version(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "sha256": sha256_of(version_dir / MODEL_FILE),
             "files": file_digests(version_dir),
-            "normalization": Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6))),
+            "normalization": normalization_of(raw),
+            "training_stats": training_stats_of(raw, lengths, _describe(training_path, training_lines)),
             "quantization": "int8-dynamic",
             "evaluation": fp32.manifest.evaluation.model_copy(
                 update={
@@ -181,14 +189,6 @@ def quantize_version(
     )
     manifest.write(version_dir)
     return manifest
-
-
-def normalization(served: OnnxScorer, trained: TrainedModel, training_data: list[Comparison]) -> Normalization:
-    """Mean and std of the served graph's raw scores on every training response."""
-    raw = np.concatenate(
-        score_comparisons(served, encode_comparisons(trained.encoder().encode, training_data), trained.special.pad_id)
-    )
-    return Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6)))
 
 
 def _describe(path: Path, lines: LineRange | None) -> str:

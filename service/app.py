@@ -18,6 +18,7 @@ from rmserve.http import codec, errors, middleware
 from rmserve.http.openapi import attach_document
 from rmserve.http.operations import operations
 from rmserve.http.state import EXTENSION, AppState
+from rmserve.http.watching import watching
 from rmserve.protocols.classify import classify
 from rmserve.protocols.native import native
 from rmserve.protocols.oip import oip
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app.extensions[EXTENSION] = AppState(settings=settings, api_keys=settings.all_api_keys(), registry=registry)
     middleware.install(app)
     errors.register(app)
-    for blueprint in (native, openrlhf, classify, oip, operations):
+    for blueprint in (native, openrlhf, classify, oip, operations, watching):
         app.register_blueprint(blueprint)
     attach_document(app)
     metrics.READY.set(1)

@@ -88,6 +88,23 @@ def score(args: argparse.Namespace) -> int:
     return score_file(settings, args.input, args.output, args.model, args.chunk_size)
 
 
+def review(args: argparse.Namespace) -> int:
+    """Write the server's review buffer as ranking records, one JSON object per line."""
+    import json
+
+    from rmserve.client import RewardClient
+
+    with RewardClient(args.url, api_key=args.api_key) as client:
+        records = client.review(args.model)
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
+    if args.output is None:
+        sys.stdout.write(text)
+    else:
+        args.output.write_text(text, encoding="utf-8")
+    print(f"{len(records)} ranking records for review", file=sys.stderr)
+    return 0
+
+
 def _bench_harness() -> ModuleType | None:
     """The checkout's benchmark harness (`bench/`, never installed), or None outside a checkout."""
     package = CHECKOUT / "bench" / "__init__.py"
@@ -130,6 +147,19 @@ def build_parser() -> argparse.ArgumentParser:
     score_parser.add_argument("--chunk-size", type=int, default=256, help="lines queued at a time (default 256)")
     add_settings_flags(score_parser, SCORE_SETTINGS)
     score_parser.set_defaults(handler=score)
+
+    review_parser = commands.add_parser(
+        "review",
+        help="export a server's review buffer (RMSERVE_REVIEW_PROMPTS) as ranking records for people to order",
+        description="Fetches GET /v1/models/<name>/review and writes one ranking record per line: "
+        '{"prompt", "responses" (in the model\'s order, best first), "model_scores", "flags"}. '
+        "Put each record's responses in the order people prefer (best first), then `rmserve train` reads the file.",
+    )
+    review_parser.add_argument("url", help="the server, e.g. http://rm:8000")
+    review_parser.add_argument("--model", help="model name (default: the server's default model)")
+    review_parser.add_argument("-o", "--output", type=Path, help="output JSONL (default: stdout)")
+    review_parser.add_argument("--api-key", help="API key, when the server asks for one")
+    review_parser.set_defaults(handler=review)
 
     harness = _bench_harness()
     if harness is not None:

@@ -21,6 +21,7 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -172,6 +173,19 @@ class RewardClient:
     def models(self) -> list[dict[str, Any]]:
         """The served models (`GET /v1/models`): name, version, sha256, normalization, evaluation."""
         return list(self._call("GET", "/v1/models", None)["data"])
+
+    def stats(self, model: str | None = None) -> dict[str, Any]:
+        """Drift telemetry of one worker's window (`GET /v1/models/<name>/stats`)."""
+        return self._call("GET", f"/v1/models/{self._model_name(model)}/stats", None)
+
+    def review(self, model: str | None = None) -> list[dict[str, Any]]:
+        """The review buffer's ranking records (`GET /v1/models/<name>/review`; the server must enable it)."""
+        return list(self._call("GET", f"/v1/models/{self._model_name(model)}/review", None)["records"])
+
+    def _model_name(self, model: str | None) -> str:
+        """`model`, else the client's model, else the server's default, quoted for a URL path."""
+        name = model or self.model or next(card["name"] for card in self.models() if card["default"])
+        return quote(str(name), safe="")
 
     def as_reward_func(self, name: str = "rmserve") -> RewardFunction:
         """A TRL reward function: `GRPOTrainer(reward_funcs=[client.as_reward_func()])`."""

@@ -42,6 +42,8 @@ class Settings:
     max_timeout_s: float = 300.0
     graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
     boot_timeout_s: float = 180.0  # time a worker may take to load and warm its models
+    telemetry_window: int = 4096  # items per model and worker in the drift-telemetry window; 0 = off
+    review_prompts: int = 0  # prompts the review buffer keeps per model and worker (retains texts); 0 = off
     log_level: str = "info"
     metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by gunicorn.conf.py)
 
@@ -69,9 +71,14 @@ class Settings:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
-        for name in ("executors", "inference_threads"):
+        for name, zero in (
+            ("executors", "automatic"),
+            ("inference_threads", "automatic"),
+            ("telemetry_window", "off"),
+            ("review_prompts", "off"),
+        ):
             if getattr(self, name) < 0:
-                raise ValueError(f"{PREFIX}{name.upper()} must be 0 (automatic) or positive, got {getattr(self, name)}")
+                raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
         if self.max_queue_tokens < self.max_batch_tokens:

@@ -38,6 +38,12 @@ class ModelNotFound(ServiceError):
         super().__init__(f"unknown model {name!r}; loaded: {', '.join(known) or 'none'}", field="model")
 
 
+class NotEnabled(ServiceError):
+    """A feature that is off by a setting (telemetry, the review buffer)."""
+
+    status, code = 404, "not_enabled"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -63,6 +63,47 @@ REPOSITORY_REFUSED = Gauge(
 MODEL_INFO = Gauge(
     "rmserve_model_info", "Loaded model versions (value 1).", ["model", "version", "sha256"], multiprocess_mode="max"
 )
+# Drift telemetry (rmserve.engine.telemetry): each worker keeps its own rolling window of the items
+# it scored, a sample of the same traffic. Rates, which alerts compare with a ceiling, show the worst
+# live worker (livemax); signed summaries show the worker that refreshed last (livemostrecent),
+# since the max of several workers' medians or correlations is biased; item counts add up (livesum).
+WINDOW_ITEMS = Gauge(
+    "rmserve_window_items",
+    "Items in the drift-telemetry windows, summed over workers.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+WINDOW_SCORE = Gauge(
+    "rmserve_window_score",
+    "Normalized score quantiles over the rolling window.",
+    ["model", "quantile"],
+    multiprocess_mode="livemostrecent",
+)
+WINDOW_LENGTH_SCORE_CORRELATION = Gauge(
+    "rmserve_window_length_score_correlation",
+    "Spearman rank correlation of response length (tokens) and score over the rolling window.",
+    ["model"],
+    multiprocess_mode="livemostrecent",
+)
+WINDOW_FLAG_RATE = Gauge(
+    "rmserve_window_flag_rate",
+    "Share of the rolling window's items that raised each flag.",
+    ["model", "flag"],
+    multiprocess_mode="livemax",
+)
+WINDOW_DUPLICATE_RATE = Gauge(
+    "rmserve_window_duplicate_rate",
+    "Share of the rolling window's items whose response text already came earlier in the window.",
+    ["model"],
+    multiprocess_mode="livemax",
+)
+WINDOW_SCORE_DRIFT = Gauge(
+    "rmserve_window_score_drift",
+    "Served raw scores against the training responses': median_shift and p99_shift in training-std units, "
+    "ks the largest gap between the two cumulative distributions at the stored training quantiles.",
+    ["model", "statistic"],
+    multiprocess_mode="livemostrecent",
+)
 READY = Gauge("rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin")
 
 

@@ -56,6 +56,16 @@ def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Setting
         [item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk))
     )
     scored = model.score(exchanges, time.monotonic() + OFFLINE_DEADLINE_S)
+    columns = zip(
+        chunk,
+        scored.scores.tolist(),
+        scored.raw_scores.tolist(),
+        scored.truncated,
+        scored.tokens,
+        scored.injected_turn,
+        scored.flags,
+        strict=True,
+    )
     return [
         {
             "line": number,
@@ -64,16 +74,9 @@ def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Setting
             "truncated": truncated,
             "tokens": tokens,
             "injected_turn": injected,
+            "flags": flags,
         }
-        for (number, _), score, raw, truncated, tokens, injected in zip(
-            chunk,
-            scored.scores.tolist(),
-            scored.raw_scores.tolist(),
-            scored.truncated,
-            scored.tokens,
-            scored.injected_turn,
-            strict=True,
-        )
+        for (number, _), score, raw, truncated, tokens, injected, flags in columns
     ]
 
 

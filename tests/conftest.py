@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
-from tests.tiny_model import write_version
+from tests.tiny_model import CORPUS, write_version, write_version_with_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPOSITORY = ROOT / "models" / "repository"
@@ -25,6 +25,18 @@ def tiny_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A repository holding one tiny model, `tiny` version 1."""
     root = tmp_path_factory.mktemp("repository")
     write_version(root / "tiny" / "1")
+    return root
+
+
+@pytest.fixture(scope="session")
+def stats_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding `tiny` version 1 with training statistics, as `rmserve export` writes them.
+
+    Its "training responses" are the sentences of the tokenizer's corpus and their halves.
+    """
+    root = tmp_path_factory.mktemp("stats-repository")
+    responses = [half for sentence in CORPUS for half in (sentence, sentence[: len(sentence) // 2])]
+    write_version_with_stats(root / "tiny" / "1", ["\n\nHuman: Hi?\n\nAssistant:"] * len(responses), responses)
     return root
 
 

@@ -22,6 +22,7 @@ from rmserve.training.cli import main as cli_main
 from rmserve.training.config import ExportConfig, TrainConfig
 from rmserve.training.data import read_comparisons
 from rmserve.training.export import export, export_onnx
+from rmserve.training.stats import add_training_stats
 from rmserve.training.train import train
 from tests.test_train import TINY_MODEL, write_preferences
 
@@ -50,6 +51,17 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     assert manifest.evaluation.n == 20
     assert set(manifest.evaluation.baselines) == {"shorter_wins", "longer_wins", "bag_of_words"}
     assert manifest.normalization.std > 0
+    stats = manifest.training_stats
+    assert stats is not None and stats.responses == 2 * 40  # both responses of every training pair
+    assert (
+        stats.raw_score.min <= stats.raw_score.p01 <= stats.raw_score.p50 <= stats.raw_score.p99 <= stats.raw_score.max
+    )
+    assert 0 < stats.response_tokens.p50 <= stats.response_tokens.max
+
+    # A version exported without statistics gets the same ones back, without retraining.
+    without = manifest.model_copy(update={"training_stats": None})
+    without.write(version_dir)
+    assert add_training_stats(version_dir).training_stats == stats
 
     # What the server computes for a pair equals the torch model's offline scores.
     served = load_version(version_dir, intra_op_threads=1)

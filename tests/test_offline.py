@@ -38,6 +38,7 @@ def test_offline_scores_equal_http_scores(client: FlaskClient, tiny_repository: 
     assert [row["raw_score"] for row in offline] == pytest.approx(online["raw_scores"], rel=1e-6)
     assert [row["truncated"] for row in offline] == online["truncated"] == [False, False, False, True]
     assert [row["tokens"] for row in offline] == online["tokens"]
+    assert [row["flags"] for row in offline] == online["flags"] == [[], [], [], ["truncated"]]
 
 
 def test_a_bad_line_stops_with_its_number(

@@ -12,6 +12,7 @@ from rmserve.config import Settings
 from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
 from rmserve.core.repository import verify_version
+from rmserve.engine.flags import FlagColumns
 from rmserve.engine.registry import Scored
 from rmserve.errors import InvalidField
 from rmserve.protocols.classify import ClassifyRequest, classify_answer, classify_exchanges
@@ -28,12 +29,16 @@ def input_format(tiny_repository: Path) -> InputFormat:
     return verify_version(tiny_repository / "tiny" / "1").format
 
 
-def scored(raw: list[float], mean: float = 0.5, std: float = 2.0) -> Scored:
+def scored(raw: list[float], mean: float = 0.5, std: float = 2.0, flags: FlagColumns | None = None) -> Scored:
     raw_scores = np.array(raw)
+    tokens = [10 + index for index in range(len(raw))]
     items = len(raw)
-    return Scored(
-        raw_scores, (raw_scores - mean) / std, [False] * items, [10 + index for index in range(items)], [False] * items
+    flags = (
+        flags
+        if flags is not None
+        else {"truncated": np.zeros(items, dtype=bool), "injected_turn": np.zeros(items, dtype=bool)}
     )
+    return Scored(raw_scores, (raw_scores - mean) / std, [False] * items, tokens, [5] * items, flags)
 
 
 def test_score_answer_carries_every_item_in_order() -> None:
@@ -80,6 +85,21 @@ def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only(inpu
         "rm_tokens": [10.0],
         "rm_injected_turn": [0.0],
     }
+
+
+def test_flags_are_names_per_item_natively_and_0_1_columns_for_openrlhf() -> None:
+    columns = {
+        "truncated": np.array([False, True]),
+        "injected_turn": np.array([False, False]),
+        "score_above_training_range": np.array([True, True]),
+        "length_outside_training": np.array([False, False]),
+    }
+    answer = score_answer("rm", 1, scored([3.0, 4.0], flags=columns), "rid")
+    assert answer.flags == [["score_above_training_range"], ["truncated", "score_above_training_range"]]
+    logs = get_reward_answer(scored([3.0, 4.0], flags=columns)).extra_logs
+    assert logs["rm_truncated"] == [0.0, 1.0]
+    assert logs["rm_score_above_training_range"] == [1.0, 1.0]
+    assert logs["rm_length_outside_training"] == [0.0, 0.0]
 
 
 def test_get_reward_names_the_query_that_does_not_start_with_its_prompt(input_format: InputFormat) -> None:

@@ -14,8 +14,16 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, file_digests, sha256_of
-from rmserve.core.tokenizer import SpecialTokens
+from rmserve.core.manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Manifest,
+    Quantiles,
+    TrainingStats,
+    file_digests,
+    sha256_of,
+)
+from rmserve.core.tokenizer import PairEncoder, SpecialTokens
 from rmserve.core.transcript import Transcript
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
@@ -148,3 +156,25 @@ def write_slow_version(directory: Path, name: str, layers: int, width: int) -> M
     vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
     onnx.save(dense_stack_graph(vocab_size, layers, width), str(directory / MODEL_FILE))
     return reseal(directory, manifest)
+
+
+def write_version_with_stats(directory: Path, prompts: list[str], responses: list[str], **options: object) -> Manifest:
+    """A tiny version whose manifest has training statistics of these (formatted) training pairs.
+
+    The statistics are what `rmserve export` stores: raw-score and response-length quantiles of
+    the served graph on its training responses, here computed by hand in numpy.
+    """
+    manifest = write_version(directory, **options)  # type: ignore[arg-type]
+    encoder = PairEncoder(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), manifest.max_length, manifest.tokens)
+    encodings = encoder.encode(prompts, responses)
+    seed = int(manifest.architecture["seed"])
+    raw = expected_raw_scores(directory, [encoding.input_ids for encoding in encodings], seed)
+    stats = TrainingStats(
+        responses=len(raw),
+        raw_score=Quantiles.of(raw),
+        response_tokens=Quantiles.of([float(encoding.response_tokens) for encoding in encodings]),
+        data="tiny corpus",
+    )
+    with_stats = manifest.model_copy(update={"training_stats": stats})
+    with_stats.write(directory)
+    return with_stats

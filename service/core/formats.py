@@ -107,7 +107,7 @@ class PairFormat(InputFormat):
         prompt.truncate(kept[0], direction="left")  # the end of the prompt, right before the response
         response.truncate(kept[1], direction="right")
         pair = self.tokenizer.post_process(prompt, response, add_special_tokens=True)
-        return Encoding(input_ids=list(pair.ids), truncated=kept != full)
+        return Encoding(input_ids=list(pair.ids), truncated=kept != full, response_tokens=full[1])
 
     def to_manifest(self) -> dict[str, Any]:
         return {"style": self.style}
@@ -149,9 +149,11 @@ class ChatTemplateFormat(InputFormat):
         """Drop the oldest turns (a system message stays), then cut the last prompt turn's start and the response's
         end, re-rendering each time so the template's own tokens stay whole."""
         turns, response, field = list(exchange.prompt), exchange.response, exchange.field
+        # The whole response's length on its own, as the length flags read it (rmserve.engine.flags).
+        response_tokens = len(self.tokenizer.encode(response, add_special_tokens=False).ids)
         ids = self._ids(turns, response, field)
         if len(ids) <= self.max_length:
-            return Encoding(ids, truncated=False)
+            return Encoding(ids, truncated=False, response_tokens=response_tokens)
         head = turns[:1] if turns and turns[0].role == "system" else []
         body = turns[len(head) :]
         while len(body) > 1 and len(ids) > self.max_length:
@@ -165,7 +167,7 @@ class ChatTemplateFormat(InputFormat):
             body, response = self._cut(head, body, response, len(ids) - self.max_length)
             ids = self._ids(head + body, response, field)
         # Only a template longer than max_length on its own gets here: keep the end, where the score is read.
-        return Encoding(ids[-self.max_length :], truncated=True)
+        return Encoding(ids[-self.max_length :], truncated=True, response_tokens=response_tokens)
 
     def _cut(self, head: list[Turn], body: list[Turn], response: str, excess: int) -> tuple[list[Turn], str]:
         """Shorten the last prompt turn (from its start) and the response (from its end) by `excess` tokens."""

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints
 
 from rmserve.core.tokenizer import SpecialTokens
@@ -41,6 +43,49 @@ class Evaluation(_Frozen):
     baselines: dict[str, float] = Field(default_factory=dict)
 
 
+class Quantiles(_Frozen):
+    """Quantiles of one quantity over the training responses (the grid `QUANTILES` names)."""
+
+    min: float = Field(allow_inf_nan=False)
+    p01: float = Field(allow_inf_nan=False)
+    p05: float = Field(allow_inf_nan=False)
+    p25: float = Field(allow_inf_nan=False)
+    p50: float = Field(allow_inf_nan=False)
+    p75: float = Field(allow_inf_nan=False)
+    p95: float = Field(allow_inf_nan=False)
+    p99: float = Field(allow_inf_nan=False)
+    max: float = Field(allow_inf_nan=False)
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Quantiles:
+        points = np.quantile(np.asarray(values, dtype=np.float64), QUANTILES)
+        return cls(**{name: float(point) for name, point in zip(cls.model_fields, points, strict=True)})
+
+    def grid(self) -> list[tuple[float, float]]:
+        """(probability, value) pairs: P(training value <= value) = probability."""
+        return [
+            (probability, getattr(self, name))
+            for probability, name in zip(QUANTILES, type(self).model_fields, strict=True)
+        ]
+
+
+# The probabilities of Quantiles' fields, in order.
+QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
+
+
+class TrainingStats(_Frozen):
+    """What the training responses looked like to the served graph: the cuts of the per-item flags.
+
+    Optional: a version exported before these existed has none, and then serves no flag that
+    needs them (never a guessed threshold).
+    """
+
+    responses: PositiveInt
+    raw_score: Quantiles
+    response_tokens: Quantiles
+    data: str | None = None
+
+
 class Manifest(_Frozen):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: PositiveInt
@@ -60,6 +105,7 @@ class Manifest(_Frozen):
     # sha256 of every file the version serves from (model.onnx, its external data, tokenizer.json), by
     # relative path; a manifest written before it existed covers model.onnx only (`sha256`).
     files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=dict)
+    training_stats: TrainingStats | None = None  # score and length quantiles of the training responses
 
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:

@@ -41,6 +41,7 @@ class SpecialTokens:
 class Encoding:
     input_ids: list[int]
     truncated: bool
+    response_tokens: int  # the whole response's tokens, before any truncation (the length flags read it)
 
 
 class PairEncoder:
@@ -84,7 +85,7 @@ class PairEncoder:
             + response_kept
             + _optional(special.eos_id)
         )
-        return Encoding(input_ids=ids, truncated=truncated)
+        return Encoding(input_ids=ids, truncated=truncated, response_tokens=len(response))
 
 
 @dataclass(frozen=True)

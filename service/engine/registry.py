@@ -20,11 +20,17 @@ from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.repository import InvalidModel, is_model_name, repository_entries
+from rmserve.core.transcript import Transcript
 from rmserve.engine.batcher import Batcher
+from rmserve.engine.flags import INJECTED_TURN, FlagColumns, FlagRules, item_flags
+from rmserve.engine.review import ReviewBuffer
+from rmserve.engine.telemetry import telemetry_for
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.errors import DeadlineExceeded, ModelNotFound
 
 log = logging.getLogger(__name__)
+
+REVIEW_LAYOUT = Transcript()  # how a prompt that came as turns is written into review records
 
 
 @dataclass(frozen=True)
@@ -35,7 +41,18 @@ class Scored:
     scores: np.ndarray  # [items], normalized
     truncated: list[bool]
     tokens: list[int]
-    injected_turn: list[bool]
+    response_tokens: list[int]  # the whole response's tokens, before any truncation
+    flag_columns: FlagColumns  # flag name -> bool [items], one per flag the version checks
+
+    @property
+    def injected_turn(self) -> list[bool]:
+        """Per item, whether the response itself writes turn markers (scored whole, never split)."""
+        return [bool(injected) for injected in self.flag_columns[INJECTED_TURN].tolist()]
+
+    @property
+    def flags(self) -> list[list[str]]:
+        """Per item, the flags it raised."""
+        return item_flags(self.flag_columns, len(self.tokens))
 
 
 class ServedModel:
@@ -54,6 +71,10 @@ class ServedModel:
             executors=settings.executor_count(),
             tokens_per_second=version.tokens_per_second,
         )
+        manifest = version.manifest
+        self.flag_rules = FlagRules(manifest.training_stats)
+        self.telemetry = telemetry_for(manifest, self.flag_rules.names, settings.telemetry_window)
+        self.review = ReviewBuffer(settings.review_prompts) if settings.review_prompts else None
 
     @property
     def name(self) -> str:
@@ -66,13 +87,28 @@ class ServedModel:
         raw_scores = np.array(wait_all(futures, deadline), dtype=np.float64)
         scores = self.version.normalize(raw_scores)
         truncated = [encoding.truncated for encoding in encodings]
+        response_tokens = [encoding.response_tokens for encoding in encodings]
         score_histogram = metrics.SCORES.labels(self.name)  # one label lookup per request, not per item
         for score in scores.tolist():
             score_histogram.observe(score)
         if any(truncated):
             metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
+        injected = [exchange.injected_turn for exchange in exchanges]
+        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected)
         tokens = [len(encoding.input_ids) for encoding in encodings]
-        return Scored(raw_scores, scores, truncated, tokens, [exchange.injected_turn for exchange in exchanges])
+        scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns)
+        responses = [exchange.response for exchange in exchanges]
+        if self.telemetry is not None:
+            self.telemetry.observe(raw_scores, response_tokens, flag_columns, responses)
+            self.telemetry.maybe_publish()
+        if self.review is not None:
+            self.review.observe([review_prompt(exchange) for exchange in exchanges], responses, scores, scored.flags)
+        return scored
+
+
+def review_prompt(exchange: Exchange) -> str:
+    """The prompt as review records carry it: as the client wrote it, or its turns as an HH transcript."""
+    return exchange.prompt_text if exchange.prompt_text is not None else REVIEW_LAYOUT.render_prompt(exchange.prompt)
 
 
 def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:
@@ -155,6 +191,12 @@ class ModelRegistry:
     def seconds_to_drain(self) -> float:
         """How long until every queue has scored what it holds now, at the measured rates."""
         return max(model.batcher.seconds_to_score(model.batcher.queued_tokens) for model in self.models.values())
+
+    def publish_telemetry(self) -> None:
+        """Bring this process's drift gauges up to date (a /metrics scrape)."""
+        for model in self.models.values():
+            if model.telemetry is not None:
+                model.telemetry.publish()
 
     def unhealthy(self) -> list[str]:
         """Models whose batcher is not running its loop (restarting after a crash, or ended)."""

@@ -20,7 +20,6 @@ from rmserve import __version__
 from rmserve.http.errors import ErrorBody
 
 REF = "#/components/schemas/{model}"
-_PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")
 DOCUMENT_EXTENSION = "rmserve.openapi"  # where create_app keeps the app's document
 
 ERRORS = {
@@ -35,6 +34,7 @@ ERRORS = {
     504: "The request's deadline (X-Timeout-Ms) passed before it was scored",
 }
 SCORING_ERRORS = (400, 401, 404, 413, 422, 429, 500, 503, 504)
+PATH_PARAMETER = re.compile(r"<(?:\w+:)?(\w+)>")  # Flask's `<name>` / `<string:name>`
 
 
 @dataclass(frozen=True)
@@ -100,16 +100,16 @@ def openapi_document(app: Flask) -> dict[str, Any]:
     }
 
 
-def openapi_path(path: str) -> str:
-    """A Flask rule's path in OpenAPI's spelling: `/v2/models/<name>` -> `/v2/models/{name}`."""
-    return _PATH_PARAMETER.sub(r"{\1}", path)
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: `/v2/models/<name>` -> `/v2/models/{name}`."""
+    return PATH_PARAMETER.sub(r"{\1}", rule)
 
 
 def _operation(spec: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": spec.summary, "responses": {"200": _ok(spec)}}
     operation["parameters"] = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in _PATH_PARAMETER.findall(spec.path)
+        for name in PATH_PARAMETER.findall(spec.path)
     ] + [
         {
             "name": "X-Request-ID",

@@ -61,6 +61,7 @@ def readyz() -> Any:
 @route(operations, Route("/metrics", "get", "Prometheus metrics.", plain_response="text/plain", authenticated=False))
 def prometheus_metrics() -> Response:
     state().not_ready_reason()  # brings rmserve_ready up to date
+    state().registry.publish_telemetry()
     body, content_type = metrics.exposition(state().settings.metrics_dir)
     return Response(body, content_type=content_type)
 

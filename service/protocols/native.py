@@ -83,6 +83,10 @@ class ScoreResponse(BaseModel):
     injected_turn: list[bool] = Field(
         description="the response writes turn markers of its own (a fake `Human:` turn); scored whole, never split"
     )
+    flags: list[list[str]] = Field(
+        description="per item, the flags it raised: truncated, injected_turn, and with training statistics "
+        "score_above_training_range and length_outside_training (README: Watching for reward hacking)"
+    )
     request_id: str
 
 
@@ -109,6 +113,7 @@ def score_answer(model: str, version: int, scored: Scored, request_id: str) -> S
         truncated=scored.truncated,
         tokens=scored.tokens,
         injected_turn=scored.injected_turn,
+        flags=scored.flags,
         request_id=request_id,
     )
 

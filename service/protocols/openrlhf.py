@@ -43,8 +43,8 @@ class GetRewardResponse(BaseModel):
     rewards: list[float] = Field(description="one normalized score per query (what /v1/score calls `scores`)")
     scores: list[float] = Field(description="the same numbers as `rewards`")
     extra_logs: dict[str, list[float]] = Field(
-        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_truncated (0/1), rm_tokens, "
-        "rm_injected_turn (0/1)"
+        description="per-query numbers OpenRLHF logs: rm_raw_score, rm_tokens, and rm_<flag> (0/1) for each "
+        "flag the model checks: rm_truncated, rm_injected_turn, rm_score_above_training_range, ..."
     )
 
 
@@ -60,10 +60,10 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
     # OpenRLHF turns every extra_logs value into a tensor and averages it: floats only, one per query.
     extra_logs = {
         "rm_raw_score": scored.raw_scores.tolist(),
-        "rm_truncated": [float(truncated) for truncated in scored.truncated],
         "rm_tokens": [float(tokens) for tokens in scored.tokens],
-        "rm_injected_turn": [float(injected) for injected in scored.injected_turn],
     }
+    # One 0/1 column per flag the model checks: rm_truncated, rm_injected_turn, rm_score_above_training_range...
+    extra_logs.update({f"rm_{name}": column.astype(float).tolist() for name, column in scored.flag_columns.items()})
     return GetRewardResponse(rewards=rewards, scores=rewards, extra_logs=extra_logs)
 
 
