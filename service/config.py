@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "RMSERVE_"
+# Request threads per worker beyond RMSERVE_THREADS, never used for scoring: /healthz, /readyz and
+# /metrics answer on them while every scoring thread waits on a saturated model.
+PROBE_THREADS = 2
 DEFAULT_REPOSITORY = Path("models/repository")  # relative to the working directory
 
 
@@ -27,7 +30,7 @@ class Settings:
     api_keys_file: Path | None = None  # keys one per line or comma-separated, `#` comments; merged with api_keys
     protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
     workers: int = 1  # gunicorn worker processes, each with its own model copy
-    threads: int = 16  # request threads per worker (they mostly wait on the batcher)
+    threads: int = 16  # scoring requests in progress per worker (their threads mostly wait on the batcher)
     inference_threads: int = 0  # ONNX Runtime intra-op threads per worker; 0 = cores / workers
     max_batch_tokens: int = 8192  # padded-token budget of one inference call
     max_batch_size: int = 64  # rows per inference call; bounds the memory one call needs
@@ -108,6 +111,10 @@ class Settings:
             if pinned_name == name:
                 return int(version)
         return None
+
+    def request_threads(self) -> int:
+        """gunicorn threads per worker: one per scoring request, plus the probes' own."""
+        return self.threads + PROBE_THREADS
 
     def intra_op_threads(self) -> int:
         return self.inference_threads or max(1, (os.cpu_count() or 1) // self.workers)

@@ -423,7 +423,7 @@ def test_an_unexpected_error_is_500_internal_error_without_a_traceback(
 
 
 def test_when_every_scoring_slot_is_busy_requests_get_429_and_probes_still_answer(make_app) -> None:
-    app = make_app(threads=3)  # one scoring slot; two threads kept for probes
+    app = make_app(threads=1)  # one scoring slot (gunicorn adds two threads for probes)
     gate = hold_batcher(app)  # that slot waits on the model
     client = app.test_client()
     response = client.post("/v1/score", json=BREAD)
