@@ -381,8 +381,9 @@ def test_deep_nesting_and_huge_numbers_are_4xx_naming_the_field(
     assert response.status_code == status
     assert error_of(response)["field"] == field
     assert client.post("/v1/score", json=BREAD).status_code == 200
+    before = "" if "float" in label else " (was 500)"  # Python parses long floats; long ints and depth raised
     record(
-        f"Limits: {label}", f"POST /v1/score with {label}", f"{status} naming `{field}` (was 500); next request scores"
+        f"Limits: {label}", f"POST /v1/score with {label}", f"{status} naming `{field}`{before}; next request scores"
     )
 
 
