@@ -24,7 +24,7 @@ wsgi_app = "rmserve.app:create_app()"
 bind = [f"{settings.host}:{settings.port}"]
 worker_class = "gthread"
 workers = settings.workers
-threads = settings.threads
+threads = settings.request_threads()  # RMSERVE_THREADS for scoring + 2 kept for probes
 preload_app = False
 # After SIGTERM, workers stop accepting and finish accepted requests for this long.
 graceful_timeout = round(settings.graceful_timeout_s)

@@ -11,6 +11,9 @@ from pathlib import Path
 from typing import Any
 
 PREFIX = "RMSERVE_"
+# Request threads per worker beyond RMSERVE_THREADS, never used for scoring: /healthz, /readyz and
+# /metrics answer on them while every scoring thread waits on a saturated model.
+PROBE_THREADS = 2
 DEFAULT_REPOSITORY = Path("models/repository")  # relative to the working directory
 
 
@@ -28,7 +31,7 @@ class Settings:
     api_keys_file: Path | None = None  # keys one per line or comma-separated, `#` comments; merged with api_keys
     protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
     workers: int = 1  # gunicorn worker processes, each with its own model copy
-    threads: int = 16  # request threads per worker (they mostly wait on the batcher)
+    threads: int = 16  # scoring requests in progress per worker (their threads mostly wait on the batcher)
     executors: int = 0  # inference runs in flight per model and worker; 0 = usable CPUs / workers / inference_threads
     inference_threads: int = 0  # ONNX Runtime intra-op threads per run; 0 = usable CPUs / workers / executors
     max_batch_tokens: int = 8192  # padded-token budget of one inference call
@@ -128,6 +131,10 @@ class Settings:
     def executor_count(self) -> int:
         """Inference runs in flight per model: by default one single-threaded run per CPU."""
         return self.executors or max(1, self.cpus_per_worker() // (self.inference_threads or 1))
+
+    def request_threads(self) -> int:
+        """gunicorn threads per worker: one per scoring request, plus the probes' own."""
+        return self.threads + PROBE_THREADS
 
     def intra_op_threads(self) -> int:
         """ONNX Runtime threads of one run: by default the CPUs left to each executor (usually 1)."""

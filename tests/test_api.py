@@ -394,8 +394,9 @@ def test_deep_nesting_and_huge_numbers_are_4xx_naming_the_field(
     assert response.status_code == status
     assert error_of(response)["field"] == field
     assert client.post("/v1/score", json=BREAD).status_code == 200
+    before = "" if "float" in label else " (was 500)"  # Python parses long floats; long ints and depth raised
     record(
-        f"Limits: {label}", f"POST /v1/score with {label}", f"{status} naming `{field}` (was 500); next request scores"
+        f"Limits: {label}", f"POST /v1/score with {label}", f"{status} naming `{field}`{before}; next request scores"
     )
 
 
@@ -436,7 +437,7 @@ def test_an_unexpected_error_is_500_internal_error_without_a_traceback(
 
 
 def test_when_every_scoring_slot_is_busy_requests_get_429_and_probes_still_answer(make_app) -> None:
-    app = make_app(threads=3)  # one scoring slot; two threads kept for probes
+    app = make_app(threads=1)  # one scoring slot (gunicorn adds two threads for probes)
     gate = hold_batcher(app)  # that slot waits on the model
     client = app.test_client()
     response = client.post("/v1/score", json=BREAD)

@@ -11,6 +11,7 @@ import os
 import shlex
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,3 +217,33 @@ def queue_items(container: Container, model: str) -> float:
     prefix = f'rmserve_queue_items{{model="{model}"}} '
     values = [float(line.removeprefix(prefix)) for line in text.splitlines() if line.startswith(prefix)]
     return values[0] if values else 0.0
+
+
+def test_sigterm_under_16_clients_loses_no_accepted_request(container: Container) -> None:
+    """The rolling-update case: 16 trainers scoring when Kubernetes sends SIGTERM."""
+    from tests.load import Load
+    from tests.reliability_report import record
+
+    clients = 16
+    load = Load(
+        f"{container.base_url}/v1/score",
+        clients,
+        lambda client, sequence: {"model": "tiny", "prompt": "Hi", "responses": [f"response {client} {sequence}"]},
+    ).start()
+    wait_until(lambda: load.count(200) >= 10 * clients, 60, "the load to warm up")
+    signalled = time.monotonic()
+    assert podman(container.env, "kill", "--signal", "TERM", container.name).returncode == 0
+    exited = podman(container.env, "wait", container.name, timeout=90)
+    exited_after = time.monotonic() - signalled
+    outcomes = load.stop()
+    lost = [outcome for outcome in outcomes if outcome.error in ("reset", "timeout")]
+    statuses = {outcome.status for outcome in outcomes if outcome.status is not None}
+    assert exited.stdout.strip() == "0", container.logs()
+    assert not lost, f"{len(lost)} of {len(outcomes)} requests lost\n{container.logs()[-3000:]}"
+    assert statuses <= {200, 503}, statuses
+    answered = sum(outcome.status is not None for outcome in outcomes)
+    record(
+        "Graceful shutdown: SIGTERM to the container",
+        f"{clients} closed-loop clients on the image (podman, read-only root), `podman kill --signal TERM`",
+        f"0 of {answered} answered requests lost; exit 0 after {exited_after:.1f} s",
+    )

@@ -12,7 +12,7 @@ from flask import Flask, Response, g, request
 
 from rmserve import metrics
 from rmserve.errors import QueueFull, Unauthorized
-from rmserve.http.state import RESERVED_THREADS, state
+from rmserve.http.state import state
 
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none
 # (/metrics needs one with RMSERVE_PROTECT_METRICS).
@@ -36,9 +36,8 @@ def _admit() -> None:
         return
     app_state = state()
     if not app_state.slots.acquire(blocking=False):
-        busy = max(1, app_state.settings.threads - RESERVED_THREADS)
         raise QueueFull(
-            f"all {busy} request slots are busy (RMSERVE_THREADS={app_state.settings.threads}, 2 kept for probes)",
+            f"all {app_state.settings.threads} scoring slots of this worker are busy (RMSERVE_THREADS)",
             retry_after_s=max(1, math.ceil(app_state.registry.seconds_to_drain())),
         )
     g.admitted = True

@@ -15,9 +15,6 @@ from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
 
 EXTENSION = "rmserve"
-# Request threads kept free of scoring, so /healthz, /readyz and /metrics answer while the rest
-# wait on a saturated model (a probe queued behind them would time out and restart the pod).
-RESERVED_THREADS = 2
 
 
 @dataclass
@@ -26,10 +23,12 @@ class AppState:
     api_keys: frozenset[str]
     registry: ModelRegistry
     draining: bool = False
-    slots: threading.BoundedSemaphore = field(init=False)  # scoring requests in progress
+    # Scoring requests in progress: at most RMSERVE_THREADS, so the worker's PROBE_THREADS stay
+    # free for probes (a probe queued behind waiting requests would time out and restart the pod).
+    slots: threading.BoundedSemaphore = field(init=False)
 
     def __post_init__(self) -> None:
-        self.slots = threading.BoundedSemaphore(max(1, self.settings.threads - RESERVED_THREADS))
+        self.slots = threading.BoundedSemaphore(self.settings.threads)
 
     def not_ready_reason(self) -> str | None:
         """Why this worker must not get traffic now (None: ready); keeps `rmserve_ready` in step."""
