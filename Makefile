@@ -67,16 +67,19 @@ minilm: $(VENV)/.installed-dev
 	$(BIN)/rmserve export $(MINILM_RUN) --held-out $(MODEL_DATA) --held-out-lines 1801-2312 \
 		--repository $(MINILM_REPOSITORY) --name minilm --version 1
 
-
-$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[bench]'
-	touch $@ $(VENV)/.installed-serve
+# The bench has its own venv: PyTriton pins numpy<2, which the dev venv's type checks must not see.
+BENCH_VENV := .venv-bench
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
 
 # Batching policies, then every server side by side under wrk (BENCHMARKS.md); JSON and plot in bench/results/.
-bench: $(VENV)/.installed-bench
+bench: $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (.ci/install-tools.sh installs it)"; exit 1; }
-	$(BIN)/rmserve bench -o bench/results.md
+	$(BENCH_VENV)/bin/rmserve bench --rounds 2 --padding-ratios 1.25 2.0 -o bench/results.md
 	@cat bench/results.md
 
 clean:
-	rm -rf $(VENV) .pytest_cache build
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache build

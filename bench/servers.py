@@ -15,6 +15,7 @@ from pathlib import Path
 from bench.live_server import ROOT, START_TIMEOUT_S, answers_200, free_port, wait_until
 
 Pairs = Sequence[tuple[str, str]]
+IDLE_MARGIN = 0.05  # CPUs' worth above idle use that still counts as idle
 
 
 def items_body(pairs: Pairs) -> str:
@@ -150,18 +151,20 @@ class Running:
     log_path: Path
     rss_peak_mb: float = 0.0
     rss_idle_mb: float = 0.0
+    idle_cpu: float = 0.0  # CPUs' worth it uses with no requests (LitServe's loops poll)
     notes: list[str] = field(default_factory=list)
 
-    def wait_idle(self, timeout_s: float = 120.0) -> None:
-        """Until the server's processes use under 5% of a CPU: a client that gave up leaves work behind."""
+    def cpu_share(self, window_s: float) -> float:
+        """CPUs' worth of time the server's processes used over the next `window_s` seconds."""
+        before = tree_cpu_seconds(self.process.pid)
+        time.sleep(window_s)
+        return (tree_cpu_seconds(self.process.pid) - before) / window_s
+
+    def wait_idle(self, timeout_s: float = 15.0) -> None:
+        """Until the server is back to its idle CPU use: a client that gave up leaves work behind."""
         deadline = time.monotonic() + timeout_s
-        last = tree_cpu_seconds(self.process.pid)
-        while time.monotonic() < deadline:
-            time.sleep(0.25)
-            now = tree_cpu_seconds(self.process.pid)
-            if now - last < 0.25 * 0.05:
-                return
-            last = now
+        while self.cpu_share(0.25) > self.idle_cpu + IDLE_MARGIN and time.monotonic() < deadline:
+            pass
 
     def rss_mb(self) -> float:
         return tree_rss_mb(self.process.pid)
@@ -211,43 +214,50 @@ def start(spec: ServerSpec, log_dir: Path) -> Running:
         raise RuntimeError(f"{spec.name} exited with {process.returncode}; see {log_path}")
     running = Running(spec, process, base_url, time.perf_counter() - started, log_path)
     running.rss_idle_mb = running.rss_mb()
+    running.idle_cpu = running.cpu_share(1.0)
     return running
 
 
 def tree_rss_mb(root_pid: int) -> float:
     """Resident memory of a process and all its descendants (LitServe and PyTriton run several)."""
-    return sum(int(status.get("VmRSS", "0 kB").split()[0]) for status in _tree(root_pid, "status")) / 1024
+    total_kb = 0
+    for pid in _tree(root_pid):
+        status = _read(Path(f"/proc/{pid}/status"))
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
 
 
 def tree_cpu_seconds(root_pid: int) -> float:
     """CPU time (user + system) used so far by a process and its descendants."""
     ticks = os.sysconf("SC_CLK_TCK")
-    return sum((int(stat["utime"]) + int(stat["stime"])) / ticks for stat in _tree(root_pid, "stat"))
+    total = 0.0
+    for pid in _tree(root_pid):
+        stat = _read(Path(f"/proc/{pid}/stat"))
+        if stat:
+            after_name = stat.rsplit(")", 1)[1].split()  # fields 3.. of proc(5); utime, stime are 14 and 15
+            total += (int(after_name[11]) + int(after_name[12])) / ticks
+    return total
 
 
-def _tree(root_pid: int, kind: str) -> list[dict[str, str]]:
-    """/proc/<pid>/status (as fields) or /proc/<pid>/stat (utime, stime) of the process tree under root_pid."""
-    children: dict[int, list[int]] = {}
-    records: dict[int, dict[str, str]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            status = (entry / "status").read_text()
-            stat = (entry / "stat").read_text() if kind == "stat" else ""
-        except OSError:  # the process ended while we looked
-            continue
-        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-        pid = int(entry.name)
-        children.setdefault(int(fields["PPid"]), []).append(pid)
-        if kind == "stat":
-            after_name = stat.rsplit(")", 1)[1].split()  # fields 3.. of proc(5); utime, stime are 14, 15
-            fields = {"utime": after_name[11], "stime": after_name[12]}
-        records[pid] = {key: value.strip() for key, value in fields.items()}
+def _tree(root_pid: int) -> list[int]:
+    """root_pid and its descendants, from /proc/<pid>/task/<tid>/children."""
     found, stack = [], [root_pid]
     while stack:
         pid = stack.pop()
-        if pid in records:
-            found.append(records[pid])
-        stack.extend(children.get(pid, []))
+        found.append(pid)
+        try:
+            tasks = list(Path(f"/proc/{pid}/task").iterdir())
+        except OSError:  # the process ended while we looked
+            tasks = []
+        for task in tasks:
+            stack.extend(int(child) for child in _read(task / "children").split())
     return found
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:  # the process ended while we looked
+        return ""
