@@ -274,12 +274,11 @@ def test_sha256_covers_every_file_a_version_serves_from(tmp_path: Path) -> None:
 
 
 def test_a_corrupt_graph_whose_sha256_matches_is_refused(tmp_path: Path) -> None:
-    from rmserve.core.manifest import sha256_of
 
     directory = tmp_path / "rm" / "1"
     manifest = write_version(directory, name="rm", version=1)
     graph = directory / MODEL_FILE
     graph.write_bytes(graph.read_bytes()[: graph.stat().st_size // 2])  # truncated, then re-signed
-    manifest.model_copy(update={"sha256": sha256_of(graph)}).write(directory)
+    reseal(directory, manifest)
     with pytest.raises(InvalidModel, match="cannot load"):
         load_version(directory, intra_op_threads=1)

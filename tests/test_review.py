@@ -56,10 +56,10 @@ def test_review_route_exports_records_that_training_reads(
     assert client.post("/v1/score", json=body).status_code == 200
     client.post("/v1/score", json={"prompt": "Calm?", "responses": ["I'm sorry, I can't help with that."] * 2})
     records = client.get("/v1/models/tiny/review").get_json()["records"]
-    assert [record["prompt"] for record in records] == ["\n\nHuman: Hi?\n\nAssistant:"]
+    assert [record["prompt"] for record in records] == ["Hi?"]  # as the client wrote it
     assert records[0]["responses"][0] == gamed  # the model's favourite first: people re-order
     exported = tmp_path / "review.jsonl"
     exported.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     (comparison,) = read_comparisons(exported)
-    assert comparison.prompt == records[0]["prompt"]
+    assert comparison.prompt == "\n\nHuman: Hi?\n\nAssistant:"  # training lays it out as the model reads it
     assert list(comparison.responses) == records[0]["responses"]

@@ -91,7 +91,12 @@ def test_stats_route_and_gauges_show_the_window(make_app: Callable[..., Flask], 
     stats = client.get("/v1/models/tiny/stats").get_json()
     assert (stats["items"], stats["window"]) == (60, 4096)
     assert stats["duplicate_rate"] == pytest.approx(50 / 60)
-    assert stats["flags_checked"] == ["truncated", "score_above_training_range", "length_outside_training"]
+    assert stats["flags_checked"] == [
+        "truncated",
+        "injected_turn",
+        "score_above_training_range",
+        "length_outside_training",
+    ]
     assert set(stats["score_quantiles"]) == {"p01", "p05", "p50", "p95", "p99"}
     assert stats["drift"] is not None and stats["training_stats"]["responses"] == 10
     client.get("/metrics")  # a scrape refreshes this worker's gauges
