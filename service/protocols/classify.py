@@ -20,10 +20,9 @@ from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json
-from rmserve.http.state import state
 from rmserve.protocols.inputs import text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_exchanges, sigmoid
+from rmserve.protocols.scoring import score_request, sigmoid
 
 classify = Blueprint("classify", __name__)
 
@@ -114,7 +113,6 @@ def classify_answer(
 )
 def classify_texts() -> Any:
     body = parse(ClassifyRequest, read_json())
-    model = state().registry.get(body.model)
-    scored = score_exchanges(model, classify_exchanges(body, model.version.format, state().settings))
+    model, scored = score_request(body.model, body, classify_exchanges)
     answer = classify_answer(body, model.name, scored, f"classify-{uuid.uuid4().hex}", int(time.time()))
     return jsonify(answer.model_dump())

@@ -19,10 +19,9 @@ from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json, request_id
-from rmserve.http.state import state
 from rmserve.protocols.inputs import group_exchanges, item_exchanges
 from rmserve.protocols.schemas import Item, Strict, parse
-from rmserve.protocols.scoring import score_exchanges, sigmoid
+from rmserve.protocols.scoring import score_request, sigmoid
 
 native = Blueprint("native", __name__)
 
@@ -148,8 +147,7 @@ def rank_answer(model: str, version: int, scored: Scored, request_id: str) -> Ra
 )
 def score() -> Any:
     body = parse(ScoreRequest, read_json()).root
-    model = state().registry.get(body.model)
-    scored = score_exchanges(model, request_exchanges(body, model.version.format, state().settings))
+    model, scored = score_request(body.model, body, request_exchanges)
     return jsonify(score_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())
 
 
@@ -166,6 +164,5 @@ def score() -> Any:
 )
 def rank() -> Any:
     body = parse(RankRequest, read_json())
-    model = state().registry.get(body.model)
-    scored = score_exchanges(model, request_exchanges(body, model.version.format, state().settings))
+    model, scored = score_request(body.model, body, request_exchanges)
     return jsonify(rank_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())

@@ -30,7 +30,7 @@ from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.state import state
 from rmserve.protocols.inputs import paired_exchanges, text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_exchanges
+from rmserve.protocols.scoring import score_request
 
 oip = Blueprint("oip", __name__)
 
@@ -288,8 +288,9 @@ def model_ready(name: str) -> Any:
 def infer(name: str) -> Any:
     payload, binary = split_body(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
     body = parse(InferRequest, payload)
-    model = state().registry.get(name)
-    scored = score_exchanges(model, infer_exchanges(body, binary, model.version.format, state().settings))
+    model, scored = score_request(
+        name, body, lambda body, input_format, settings: infer_exchanges(body, binary, input_format, settings)
+    )
     answer, data = infer_answer(body, model.name, model.version.manifest.version, scored)
     if not data:
         return jsonify(answer.model_dump(exclude_none=True))

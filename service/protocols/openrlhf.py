@@ -18,10 +18,9 @@ from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json
-from rmserve.http.state import state
 from rmserve.protocols.inputs import prefixed_exchanges, text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_exchanges
+from rmserve.protocols.scoring import score_request
 
 openrlhf = Blueprint("openrlhf", __name__)
 
@@ -80,6 +79,5 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
 )
 def get_reward() -> Any:
     body = parse(GetRewardRequest, read_json())
-    model = state().registry.get(body.model or request.args.get("model"))
-    scored = score_exchanges(model, get_reward_exchanges(body, model.version.format, state().settings))
+    _, scored = score_request(body.model or request.args.get("model"), body, get_reward_exchanges)
     return jsonify(get_reward_answer(scored).model_dump())
