@@ -160,6 +160,19 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
+def _add_held_out(parser: argparse.ArgumentParser, purpose: str) -> None:
+    parser.add_argument("--held-out", type=Path, required=True, help=f"preference file for {purpose}")
+    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
+
+
+def _add_version_written(parser: argparse.ArgumentParser, example: str) -> None:
+    """Where a command writes its repository version: <repository>/<name>/<version>/."""
+    defaults = _defaults(ExportConfig)
+    parser.add_argument("--repository", type=Path, default=defaults["repository"], help="model repository")
+    parser.add_argument("--name", required=True, help=f"model name in the repository, e.g. {example}")
+    parser.add_argument("--version", type=int, default=defaults["version"], help="version number (directory name)")
+
+
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser = _subcommand(
         subparsers,
@@ -170,13 +183,8 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "a torch-vs-ONNX parity check, optional int8 agreement, and held-out accuracy beside baselines.",
     )
     parser.add_argument("run", type=Path, help="run directory written by `rmserve train`")
-    parser.add_argument("--held-out", type=Path, required=True, help="preference file for parity and evaluation")
-    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
-    parser.add_argument("--name", required=True, help="model name, e.g. hh-harmless")
-    parser.add_argument(
-        "--version", type=int, default=_defaults(ExportConfig)["version"], help="version number (directory name)"
-    )
+    _add_held_out(parser, "parity and evaluation")
+    _add_version_written(parser, "hh-harmless")
     parser.add_argument("--int8", action="store_true", help="serve an int8 dynamically quantized graph")
     parser.set_defaults(handler=_export)
 
@@ -193,16 +201,14 @@ def _add_import(subparsers: argparse._SubParsersAction) -> None:
     )
     defaults = _defaults(ImportConfig)
     parser.add_argument("checkpoint", type=Path, metavar="HF_DIR", help="save_pretrained() directory of the model")
-    parser.add_argument("--name", required=True, help="model name in the repository")
-    parser.add_argument("--version", type=int, default=defaults["version"], help="version number to write")
-    parser.add_argument("--repository", type=Path, default=defaults["repository"], help="model repository")
+    _add_version_written(parser, "my-rm")
     parser.add_argument(
         "--calibration",
         type=Path,
         help="preference file (" + DATA_FORMATS + "): normalization, parity and int8 agreement on its responses "
         "(without it: parity on built-in probes, no normalization)",
     )
-    parser.add_argument("--calibration-lines", type=LineRange.parse, help="use only these lines of --calibration")
+    parser.add_argument("--calibration-lines", type=line_range, help="use only these lines of --calibration")
     parser.add_argument(
         "--max-length",
         type=int,
@@ -223,11 +229,8 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
         "accuracy, agreement with fp32 and normalization are measured with the int8 graph.",
     )
     parser.add_argument("source", type=Path, help="fp32 version directory, e.g. models/repository/hh-harmless/1")
-    parser.add_argument("--held-out", type=Path, required=True, help="preference file for agreement and evaluation")
-    parser.add_argument("--held-out-lines", type=LineRange.parse, help="use only these lines, e.g. 1801-2312")
-    parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
-    parser.add_argument("--name", required=True, help="model name, e.g. hh-harmless-int8")
-    parser.add_argument("--version", type=int, default=1, help="version number (directory name)")
+    _add_held_out(parser, "agreement and evaluation")
+    _add_version_written(parser, "hh-harmless-int8")
     parser.set_defaults(handler=_quantize)
 
 
