@@ -41,9 +41,9 @@ def session(model: VerifiedVersion, intra_op_threads: int = 0) -> ort.InferenceS
 def raw_scores(
     model: VerifiedVersion, onnx: ort.InferenceSession, prompts: Sequence[str], responses: Sequence[str]
 ) -> np.ndarray:
-    """Tokenize with rmserve's PairEncoder, pad, run: [items] raw scores."""
+    """Tokenize in the model's input format (rmserve's own code), pad, run: [items] raw scores."""
     input_ids, attention_mask = pad_batch(
-        [encoding.input_ids for encoding in model.encoder.encode(prompts, responses)], model.manifest.tokens.pad_id
+        [encoding.input_ids for encoding in model.format.encode_texts(prompts, responses)], model.manifest.tokens.pad_id
     )
     (raw,) = onnx.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
     return np.asarray(raw, dtype=np.float64).reshape(len(input_ids))
