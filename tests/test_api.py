@@ -175,6 +175,17 @@ def test_422_text_over_the_limit_names_the_item(make_app) -> None:
     assert error_of(response)["field"] == "items[1].response"
 
 
+def test_a_conversation_counts_as_one_item_against_the_text_limit(make_app) -> None:
+    client = make_app(max_text_chars=50).test_client()
+    turns = [{"role": "user", "content": "y" * 40}, {"role": "assistant", "content": "z" * 40}] * 2  # each under 50
+    response = client.post("/v1/score", json={"items": [{"messages": turns}]})
+    assert response.status_code == 422
+    assert error_of(response)["field"] == "items[0].messages"
+    assert "160 characters" in error_of(response)["message"]
+    short = client.post("/v1/score", json={"items": [{"messages": turns[:2]}]})  # 80: a prompt and a response
+    assert short.status_code == 200
+
+
 def test_401_when_keys_are_configured(make_app) -> None:
     client = make_app(api_keys=("secret-1", "secret-2")).test_client()
     missing = client.post("/v1/score", json=BREAD)

@@ -89,6 +89,14 @@ def item_exchanges(
     for index, item in enumerate(items):
         field = f"items[{index}]"
         if isinstance(item, ChatItem):
+            # A conversation is one item: all its messages together get what a prompt and a response may have.
+            total = sum(len(message.content) for message in item.messages)
+            if total > 2 * settings.max_text_chars:
+                raise InvalidField(
+                    f"{field}.messages",
+                    f"holds {total} characters in all; a conversation may hold at most {2 * settings.max_text_chars} "
+                    "(twice RMSERVE_MAX_TEXT_CHARS, as much as a prompt and a response)",
+                )
             turns = [
                 Turn(message.role, check_text(message.content, f"{field}.messages[{turn}].content", settings))
                 for turn, message in enumerate(item.messages)
