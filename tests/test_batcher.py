@@ -130,6 +130,17 @@ def test_expired_items_are_never_scored(make_batcher, model: FakeModel) -> None:
     assert not any((batch == 7).any() for batch in model.batches)
 
 
+def test_an_item_that_can_only_finish_late_is_never_started(make_batcher, model: FakeModel) -> None:
+    clock = FakeClock()
+    batcher = make_batcher(clock=clock, tokens_per_second=100.0)  # a 10-token item needs 0.1 s
+    hopeless = batcher.submit([[7] * 10], clock.now + 0.05)
+    in_time = batcher.submit([[9] * 10], clock.now + 1.0)
+    with pytest.raises(DeadlineExceeded):
+        hopeless[0].result(timeout=5)
+    assert in_time[0].result(timeout=5) == 90  # the fake model scores the sum of the ids
+    assert not any((batch == 7).any() for batch in model.batches)
+
+
 def test_cancelled_items_are_never_scored(make_batcher, model: FakeModel) -> None:
     batcher = make_batcher()
     hold(model, batcher)

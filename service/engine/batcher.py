@@ -235,13 +235,17 @@ class Batcher:
         return [entry for index, entry in enumerate(queue) if index in chosen]
 
     def _drop_unwanted(self, pending: list[Entry]) -> list[Entry]:
-        """Forget cancelled items and fail expired ones; neither is ever scored."""
+        """Forget cancelled items and fail expired ones; neither is ever scored.
+
+        An item counts as expired once its deadline is nearer than the time a run of it alone takes at
+        the measured rate: started, it would only finish late, on a core another item needs.
+        """
         now = self.clock()
         kept = []
         for entry in pending:
             if entry.future.cancelled():
                 self._release([entry], "cancelled")
-            elif entry.deadline <= now:
+            elif entry.deadline <= now + self._run_seconds(entry.tokens):
                 if self._fail(entry, DeadlineExceeded("deadline passed while the item was queued")):
                     self._release([entry], "deadline_exceeded")
                 else:  # cancelled by its request thread since the check above
@@ -249,6 +253,10 @@ class Batcher:
             else:
                 kept.append(entry)
         return kept
+
+    def _run_seconds(self, tokens: int) -> float:
+        """The shortest time one run of `tokens` takes at the measured rate (0 before any measurement)."""
+        return tokens / self._tokens_per_second if self._tokens_per_second > 0 else 0.0
 
     @staticmethod
     def _fail(entry: Entry, error: Exception) -> bool:
