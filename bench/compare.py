@@ -27,6 +27,7 @@ from bench.ceiling import ceiling
 from bench.live_server import ROOT
 from bench.load import drive, wrk_available
 from bench.servers import Running, ServerSpec, server_specs, start
+from bench.texts import synthetic_text
 from rmserve.config import usable_cpus
 from rmserve.engine.version import ModelVersion
 from rmserve.training.data import LineRange, read_comparisons
@@ -70,26 +71,12 @@ def shapes(model: ModelVersion, data: Path, seed: int) -> list[Shape]:
     """One item per request, GRPO groups of 8-16 responses to one prompt, 64-item batches."""
     rng = np.random.default_rng(seed)
     if data.is_file():
-        comparisons = read_comparisons(data, HELD_OUT, model.format)
+        comparisons = read_comparisons(data, HELD_OUT, model.format.transcript)
         prompts = [comparison.prompt for comparison in comparisons]
         pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
     else:  # no data (tests, a fresh machine): synthetic text of natural-ish lengths
-        words = [
-            "the",
-            "a",
-            "reward",
-            "model",
-            "scores",
-            "responses",
-            "to",
-            "prompts",
-            "people",
-            "ranked",
-            "higher",
-            "lower",
-        ]
-        prompts = [" ".join(rng.choice(words, int(rng.integers(10, 60)))) for _ in range(64)]
-        pairs = [(prompt, " ".join(rng.choice(words, int(rng.integers(5, 120))))) for prompt in prompts for _ in (0, 1)]
+        prompts = [synthetic_text(rng, 10, 60) for _ in range(64)]
+        pairs = [(prompt, synthetic_text(rng, 5, 120)) for prompt in prompts for _ in (0, 1)]
     responses = [response for _, response in pairs]
     groups = []
     for index, prompt in enumerate(prompts):

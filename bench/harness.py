@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from bench.texts import synthetic_text
 from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
@@ -63,27 +64,10 @@ def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Wo
     rng = np.random.default_rng(seed)
     if data.is_file():
         # Training lines only, so held-out lines stay untouched; any supported preference format.
-        comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format)
+        comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format.transcript)
         pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
     else:
-        words = [
-            "the",
-            "a",
-            "reward",
-            "model",
-            "scores",
-            "responses",
-            "to",
-            "prompts",
-            "people",
-            "ranked",
-            "higher",
-            "lower",
-        ]
-        pairs = [
-            (" ".join(rng.choice(words, 30)), " ".join(rng.choice(words, int(rng.integers(5, 150)))))
-            for _ in range(items)
-        ]
+        pairs = [(synthetic_text(rng, 30, 31), synthetic_text(rng, 5, 150)) for _ in range(items)]
     prompts, responses = (list(side) for side in zip(*pairs[:items], strict=True))
     # RL rollouts: one prompt, many sampled completions of similar length (GRPO groups).
     group_prompts = ["Explain how to bake bread at home."] * len(responses)

@@ -18,6 +18,23 @@ def bench(tiny_repository: Path, tmp_path: Path, *flags: str) -> str:
     return report.read_text()
 
 
+def test_bench_reads_a_preference_file_in_the_models_format(tiny_repository: Path, tmp_path: Path) -> None:
+    from bench.compare import shapes
+    from bench.harness import workloads
+    from rmserve.engine.version import load_model
+
+    pair = {"chosen": "\n\nHuman: Hi?\n\nAssistant: Hello there.", "rejected": "\n\nHuman: Hi?\n\nAssistant: No."}
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps(pair) + "\n" for _ in range(2400)), encoding="utf-8")
+    model = load_model(tiny_repository, "tiny", 1)
+    assert [workload.name for workload in workloads(model, data, 24, seed=0)] == ["rl-groups", "hh-mixed"]
+    single = next(shape for shape in shapes(model, data, seed=0) if shape.name == "single")
+    assert single.requests[0][0] in {
+        ("\n\nHuman: Hi?\n\nAssistant:", "Hello there."),
+        ("\n\nHuman: Hi?\n\nAssistant:", "No."),
+    }
+
+
 def test_bench_reports_each_policy_for_each_workload(tiny_repository: Path, tmp_path: Path) -> None:
     text = bench(tiny_repository, tmp_path, "--no-http", "--padding-ratios", "1.25", "2.0")
     for workload in ("rl-groups", "hh-mixed"):
