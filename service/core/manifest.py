@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints
 
+from rmserve.core.embedding import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from rmserve.core.tokenizer import SpecialTokens
 
 # A model name is one plain path component: no `..`, no `/`, no dot-dirs, no `lost+found`.
@@ -73,6 +74,21 @@ class Quantiles(_Frozen):
 QUANTILES = (0.0, 0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99, 1.0)
 
 
+class EmbeddingStats(_Frozen):
+    """Where the version's pooled embedding is and how far training responses lay from their own mean.
+
+    The Gaussian itself (`rmserve.core.embedding`) is the file `file` beside model.onnx; `distance`
+    holds its Mahalanobis distances' quantiles over the training responses, whose p99 is the cut of
+    the `out_of_distribution` flag.
+    """
+
+    output: str = EMBEDDING_OUTPUT
+    file: str = EMBEDDING_FILE
+    dim: PositiveInt
+    rank: PositiveInt
+    distance: Quantiles
+
+
 class TrainingStats(_Frozen):
     """What the training responses looked like to the served graph: the cuts of the per-item flags.
 
@@ -84,6 +100,7 @@ class TrainingStats(_Frozen):
     raw_score: Quantiles
     response_tokens: Quantiles
     data: str | None = None
+    embedding: EmbeddingStats | None = None  # absent: the graph has no embedding output, no OOD flag
 
 
 class Manifest(_Frozen):
