@@ -76,6 +76,13 @@ class TrainFlag:
 TRAIN_FLAGS = (
     TrainFlag("--seed", TrainConfig, "seed", "seed for the dev split, initialisation and batches"),
     TrainFlag(
+        "--dev-seed",
+        TrainConfig,
+        "dev_seed",
+        "seed for the dev split alone (default: --seed): members trained with one --dev-seed share a dev split",
+        parse=int,
+    ),
+    TrainFlag(
         "--dev-fraction", TrainConfig, "dev_fraction", "share of the data held out for early stopping", parse=fraction
     ),
     TrainFlag("--epochs", TrainConfig, "epochs", "maximum epochs of ranking-loss training"),
