@@ -23,6 +23,7 @@ import numpy as np
 EMBEDDING_OUTPUT = "embedding"  # the graph output's name
 EMBEDDING_FILE = "embedding_stats.npz"  # beside model.onnx, covered by the manifest's sha256 list
 DEFAULT_RANK = 32
+POINTS_PER_DIRECTION = 10  # a direction's variance is estimated from at least this many responses
 VARIANCE_FLOOR = 1e-6  # relative to the total variance: a direction of (near) zero spread is not infinitely tight
 
 
@@ -45,7 +46,12 @@ class EmbeddingGaussian:
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, rank: int = DEFAULT_RANK) -> EmbeddingGaussian:
-        """The Gaussian of `embeddings` [n, dim]: top `rank` directions, the rest as one variance."""
+        """The Gaussian of `embeddings` [n, dim]: top `rank` directions, the rest as one variance.
+
+        The rank is capped by what the data supports: one direction per POINTS_PER_DIRECTION
+        responses (so a few calibration items do not fit their own affine hull exactly, leaving
+        every other text infinitely far) and fewer than `dim`.
+        """
         values = np.asarray(embeddings, dtype=np.float64)
         if values.ndim != 2 or len(values) < 2:
             raise ValueError(f"need embeddings [n >= 2, dim], got shape {values.shape}")
@@ -55,7 +61,7 @@ class EmbeddingGaussian:
         # Right singular vectors are the covariance's eigenvectors; s**2 / n its eigenvalues.
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)
         eigenvalues = singular**2 / count
-        rank = max(1, min(rank, len(eigenvalues) - 1, dim - 1)) if dim > 1 else 1
+        rank = max(1, min(rank, count // POINTS_PER_DIRECTION, dim - 1))
         floor = VARIANCE_FLOOR * max(float(eigenvalues.sum()) / dim, np.finfo(np.float64).tiny)
         remaining = eigenvalues[rank:]
         # Mean eigenvalue of the discarded directions, counting the dim - n never observed as zero.
@@ -71,9 +77,10 @@ class EmbeddingGaussian:
         """Mahalanobis distance of each row. [n, dim] -> [n]"""
         centred = np.asarray(embeddings, dtype=np.float64) - self.mean
         projected = centred @ self.components.T  # [n, rank]
-        residual = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", projected, projected)
+        residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)  # [n]: what the components miss
         squared = (projected**2 / self.variances).sum(axis=1) + np.maximum(residual, 0.0) / self.residual_variance
-        return np.sqrt(squared)
+        distances: np.ndarray = np.sqrt(squared)
+        return distances
 
     def save(self, path: Path) -> None:
         with path.open("wb") as stream:
@@ -102,5 +109,9 @@ class EmbeddingGaussian:
         arrays_ok = all(np.all(np.isfinite(array)) for array in (mean, components, variances, residual))
         if not arrays_ok or np.any(variances <= 0) or residual <= 0:
             raise ValueError(f"{path.name}: non-finite values or variances that are not positive")
-        as_float = [array.astype(np.float64) for array in (mean, components, variances)]
-        return cls(*as_float, residual_variance=float(residual))
+        return cls(
+            mean=mean.astype(np.float64),
+            components=components.astype(np.float64),
+            variances=variances.astype(np.float64),
+            residual_variance=float(residual),
+        )

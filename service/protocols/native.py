@@ -84,7 +84,12 @@ class ScoreResponse(BaseModel):
     )
     flags: list[list[str]] = Field(
         description="per item, the flags it raised: truncated, injected_turn, and with training statistics "
-        "score_above_training_range and length_outside_training (README: Watching for reward hacking)"
+        "score_above_training_range, length_outside_training and out_of_distribution (README: Watching for reward "
+        "hacking)"
+    )
+    ood_distances: list[float] | None = Field(
+        description="per item, the Mahalanobis distance of its pooled embedding from the training responses' "
+        "(out_of_distribution above their p99); null when the version has no embedding statistics"
     )
     request_id: str
 
@@ -113,6 +118,7 @@ def score_answer(model: str, version: int, scored: Scored, request_id: str) -> S
         tokens=scored.tokens,
         injected_turn=scored.injected_turn,
         flags=scored.flags,
+        ood_distances=None if scored.ood_distances is None else scored.ood_distances.tolist(),
         request_id=request_id,
     )
 
