@@ -24,7 +24,7 @@ from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.batcher import Batcher
-from rmserve.engine.registry import wait_all
+from rmserve.engine.served import wait_all
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.usage import require_model

@@ -104,6 +104,15 @@ WINDOW_SCORE_DRIFT = Gauge(
     ["model", "statistic"],
     multiprocess_mode="livemostrecent",
 )
+# An ensemble's mean disagreement is this over rmserve_window_items: both add up over workers, so the
+# ratio is the mean over every worker's window, exactly (a max or most recent of means would not be).
+WINDOW_TOTAL_DISAGREEMENT = Gauge(
+    "rmserve_window_total_disagreement",
+    "An ensemble's std across members, summed over the items of the rolling windows (divide by "
+    "rmserve_window_items for the mean disagreement).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
 READY = Gauge("rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin")
 
 
