@@ -61,11 +61,13 @@ def test_score_carries_mean_std_conservative_min_of_the_members_own_answers(clie
     body = client.post("/v1/score", json=BREAD | {"model": ENSEMBLE}).get_json()
     members = members_scores(client, BREAD)
     mean, std = members.mean(axis=0), members.std(axis=0)
-    np.testing.assert_allclose(body["mean"], mean)
-    np.testing.assert_allclose(body["std"], std)
-    np.testing.assert_allclose(body["conservative"], mean - 1.0 * std)  # k = 1
-    np.testing.assert_allclose(body["min"], members.min(axis=0))
-    assert body["members"] == {name: list(scores) for name, scores in zip(MEMBERS, members.tolist(), strict=True)}
+    close = {"rtol": 1e-6, "atol": 1e-7}  # float32 sums differ in the last bit with how items share a batch
+    np.testing.assert_allclose(body["mean"], mean, **close)
+    np.testing.assert_allclose(body["std"], std, **close)
+    np.testing.assert_allclose(body["conservative"], mean - 1.0 * std, **close)  # k = 1
+    np.testing.assert_allclose(body["min"], members.min(axis=0), **close)
+    assert list(body["members"]) == MEMBERS
+    np.testing.assert_allclose([body["members"][name] for name in MEMBERS], members, **close)
     assert body["reward"] == "conservative" and body["scores"] == body["conservative"]
     assert body["version"] is None and body["model"] == ENSEMBLE
     assert body["flags"] == [[], [], []]
@@ -260,3 +262,35 @@ def test_an_ensemble_entry_with_versions_too_is_refused(tmp_path: Path) -> None:
     (tmp_path / "tiny-a" / ENSEMBLE_FILE).write_text(json.dumps({"members": ["tiny-b", "tiny-c"]}), encoding="utf-8")
     registry = ModelRegistry.load(Settings.from_env({}, model_repository=tmp_path))
     assert registry.skipped == ["tiny-a", ENSEMBLE]
+
+
+def test_the_ensemble_has_its_own_window_with_the_mean_disagreement(client: FlaskClient) -> None:
+    responses = [f"answer number {index % 5}" for index in range(40)]
+    body = client.post("/v1/score", json={"model": ENSEMBLE, "prompt": "Hi?", "responses": responses}).get_json()
+    stats = client.get(f"/v1/models/{ENSEMBLE}/stats").get_json()
+    assert (stats["items"], stats["version"], stats["drift"]) == (40, None, None)
+    assert stats["mean_disagreement"] == pytest.approx(np.mean(body["std"]))
+    assert stats["duplicate_rate"] == pytest.approx(35 / 40)
+    assert stats["flags_checked"] == ["truncated", "injected_turn", "high_disagreement"]
+    assert stats["score_quantiles"]["p50"] == pytest.approx(np.quantile(body["conservative"], 0.5))  # the reward's
+    client.get("/metrics")  # a scrape refreshes this worker's gauges
+    total = REGISTRY.get_sample_value("rmserve_window_total_disagreement", {"model": ENSEMBLE})
+    assert total == pytest.approx(np.sum(body["std"]))
+    assert REGISTRY.get_sample_value("rmserve_window_flag_rate", {"model": ENSEMBLE, "flag": "high_disagreement"}) == 0
+    member = client.get("/v1/models/tiny-a/stats").get_json()
+    assert member["items"] >= 40 and member["mean_disagreement"] is None  # members watch what they scored
+
+
+def test_review_records_of_an_ensemble_carry_the_disagreement_per_response(
+    make_app: Callable[..., Flask], ensemble_repository: Path
+) -> None:
+    client = make_app(model_repository=ensemble_repository, review_prompts=4).test_client()
+    disagreed = distinct_token_text(ensemble_repository)
+    body = {"model": ENSEMBLE, "prompt": "Split?", "responses": [disagreed, "Knead."]}
+    std = client.post("/v1/score", json=body).get_json()["std"]
+    client.post("/v1/score", json={"model": ENSEMBLE, "prompt": "Calm?", "responses": ["Knead.", "Bake."]})
+    (record,) = client.get(f"/v1/models/{ENSEMBLE}/review").get_json()["records"]  # calm prompts never enter
+    assert record["prompt"] == "Split?" and record["flags"][record["responses"].index(disagreed)] == [
+        "high_disagreement"
+    ]
+    assert sorted(record["disagreement"]) == pytest.approx(sorted(std))

@@ -10,7 +10,8 @@ import logging
 
 from rmserve import metrics
 from rmserve.config import Settings
-from rmserve.core.ensemble import EnsembleSpec, is_ensemble
+from rmserve.core.ensemble import ENSEMBLE_FILE, EnsembleSpec, is_ensemble
+from rmserve.core.manifest import sha256_of
 from rmserve.core.repository import InvalidModel, ensemble_spec, is_model_name, repository_entries
 from rmserve.engine.ensemble import ServedEnsemble
 from rmserve.engine.served import ServedModel
@@ -156,4 +157,5 @@ class _Loading:
                 return
             members.append(served)
         self.models[name] = ServedEnsemble(name, spec, members, self.settings)
+        metrics.register_ensemble(name, sha256_of(repository / name / ENSEMBLE_FILE))
         log.info("serving ensemble %s of %s (k %s, reward %s)", name, ", ".join(spec.members), spec.k, spec.reward)
