@@ -17,7 +17,7 @@ from typing import Any
 from rmserve.config import DEFAULT_REPOSITORY
 from rmserve.training import ensemble
 from rmserve.training.config import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
-from rmserve.training.console import accuracy_rows, line_range, print_table, subcommand
+from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, require_model, run
 
@@ -139,11 +139,6 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
-def _add_held_out(parser: argparse.ArgumentParser, purpose: str) -> None:
-    parser.add_argument("--held-out", type=Path, required=True, help=f"preference file for {purpose}")
-    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
-
-
 def _add_version_written(parser: argparse.ArgumentParser, example: str) -> None:
     """Where a command writes its repository version: <repository>/<name>/<version>/."""
     defaults = _defaults(ExportConfig)
@@ -162,7 +157,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "a torch-vs-ONNX parity check, optional int8 agreement, and held-out accuracy beside baselines.",
     )
     parser.add_argument("run", type=Path, help="run directory written by `rmserve train`")
-    _add_held_out(parser, "parity and evaluation")
+    add_held_out(parser, "parity and evaluation")
     _add_version_written(parser, "hh-harmless")
     parser.add_argument("--int8", action="store_true", help="serve an int8 dynamically quantized graph")
     parser.set_defaults(handler=_export)
@@ -208,7 +203,7 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
         "accuracy, agreement with fp32 and normalization are measured with the int8 graph.",
     )
     parser.add_argument("source", type=Path, help="fp32 version directory, e.g. models/repository/hh-harmless/1")
-    _add_held_out(parser, "agreement and evaluation")
+    add_held_out(parser, "agreement and evaluation")
     _add_version_written(parser, "hh-harmless-int8")
     parser.set_defaults(handler=_quantize)
 

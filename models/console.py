@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 from rmserve.training.data import LineRange
 
@@ -29,6 +30,11 @@ def subcommand(
     subparsers: argparse._SubParsersAction, name: str, summary: str, description: str
 ) -> argparse.ArgumentParser:
     return subparsers.add_parser(name, help=summary, description=description, formatter_class=HelpWithDefaults)
+
+
+def add_held_out(parser: argparse.ArgumentParser, purpose: str, required: bool = True) -> None:
+    parser.add_argument("--held-out", type=Path, required=required, help=f"preference file for {purpose}")
+    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
 
 
 def accuracy_rows(pairs: int, accuracies: dict[str, float]) -> list[tuple[str, str]]:

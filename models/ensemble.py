@@ -23,7 +23,7 @@ from rmserve.core.manifest import Quantiles
 from rmserve.core.repository import InvalidModel, ensemble_spec, model_names, version_dirs
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.config import EVAL_THREADS
-from rmserve.training.console import accuracy_rows, line_range, print_table, subcommand
+from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.training.evaluate import pairwise_accuracy, regroup
 from rmserve.training.stats import score_responses
@@ -54,8 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--calibration", type=Path, required=True, help="preference file whose responses calibrate")
     parser.add_argument("--calibration-lines", type=line_range, help="use only these lines, e.g. 1-1800")
-    parser.add_argument("--held-out", type=Path, help="preference file for the held-out accuracy")
-    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
+    add_held_out(parser, "the held-out accuracy of members and combinations", required=False)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.set_defaults(handler=_run)
 
