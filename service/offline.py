@@ -64,7 +64,7 @@ def score_chunk(model: Served, chunk: list[NumberedItem], settings: Settings) ->
         scored.flags,
         strict=True,
     )
-    return [
+    results: list[dict[str, object]] = [
         {
             "line": number,
             "score": score,
@@ -76,6 +76,13 @@ def score_chunk(model: Served, chunk: list[NumberedItem], settings: Settings) ->
         }
         for (number, _), score, raw, truncated, tokens, injected, flags in columns
     ]
+    if scored.ensemble is not None:  # an ensemble's line also carries its combinations and each member's score
+        combinations = {name: values.tolist() for name, values in scored.ensemble.combinations().items()}
+        members = {name: values.tolist() for name, values in scored.ensemble.members.items()}
+        for index, result in enumerate(results):
+            result.update({name: values[index] for name, values in combinations.items()})
+            result["members"] = {name: values[index] for name, values in members.items()}
+    return results
 
 
 def score_file(

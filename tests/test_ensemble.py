@@ -294,3 +294,27 @@ def test_review_records_of_an_ensemble_carry_the_disagreement_per_response(
         "high_disagreement"
     ]
     assert sorted(record["disagreement"]) == pytest.approx(sorted(std))
+
+
+def test_score_command_writes_an_ensembles_combinations(
+    ensemble_repository: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rmserve.cli import main
+
+    items = tmp_path / "items.jsonl"
+    items.write_text(json.dumps({"prompt": "How do I bake bread?", "response": "Knead and bake."}) + "\n")
+    assert main(["score", str(items), "--model", ENSEMBLE, "--model-repository", str(ensemble_repository)]) == 0
+    (line,) = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert set(line["members"]) == set(MEMBERS) and line["score"] == line["conservative"]
+    assert line["std"] == pytest.approx(np.std(list(line["members"].values())))
+
+
+def test_openapi_declares_the_reward_parameter_and_the_ensemble_fields(client: FlaskClient) -> None:
+    document = client.get("/openapi.json").get_json()
+    for path in ("/v1/score", "/v1/rank", "/get_reward", "/classify", "/v2/models/{name}/infer"):
+        parameters = document["paths"][path]["post"]["parameters"]
+        assert [parameter["in"] for parameter in parameters if parameter["name"] == "reward"] == ["query"], path
+    schemas = document["components"]["schemas"]
+    assert {"reward", "mean", "std", "conservative", "min", "members"} <= set(schemas["ScoreResponse"]["properties"])
+    assert "mean_disagreement" in schemas["ModelStats"]["properties"]
+    assert "ensemble" in schemas["ModelCard"]["properties"] and "/v1/models/{name}" in document["paths"]
