@@ -2,7 +2,7 @@
 
 Opt-in (`RMSERVE_REVIEW_PROMPTS`, 0 = off), because it keeps prompt and response texts in
 memory. A prompt enters when one of its responses raised a flag that questions the score (any
-but `truncated`, so an ensemble's `high_disagreement`, once served, feeds it too) or scored at
+but `truncated`, so an ensemble's `high_disagreement` feeds it too) or scored at
 least `EXTREME_Z` training standard deviations from the training mean; from then on its
 responses are collected (up to `MAX_RESPONSES` distinct ones), so people get something to
 compare. For an ensemble, a prompt's disagreement is the largest std across members of its
