@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from rmserve.config import DEFAULT_REPOSITORY
-from rmserve.core.ensemble import REWARDS, EnsembleSpec, Reward, combine
+from rmserve.core.ensemble import ENSEMBLE_FILE, REWARDS, EnsembleSpec, Reward, combine
 from rmserve.core.manifest import Quantiles
 from rmserve.core.repository import InvalidModel, ensemble_spec, model_names, version_dirs
 from rmserve.engine.version import ModelVersion, load_model
@@ -52,7 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULTS["reward"].default,
         help="what /get_reward, /classify and /v2 return (`?reward=` in the URL overrides it per request)",
     )
-    parser.add_argument("--calibration", type=Path, required=True, help="preference file whose responses calibrate")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        required=True,
+        help="preference file whose responses set the disagreement quantiles (the members' training lines)",
+    )
     parser.add_argument("--calibration-lines", type=line_range, help="use only these lines, e.g. 1-1800")
     add_held_out(parser, "the held-out accuracy of members and combinations", required=False)
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
@@ -74,7 +79,7 @@ def _run(args: argparse.Namespace) -> int:
     print_table(
         "ensemble summary",
         [
-            ("ensemble file", str(args.repository / args.name / "ensemble.json")),
+            ("ensemble file", str(args.repository / args.name / ENSEMBLE_FILE)),
             ("members", ", ".join(spec.members)),
             ("k / reward", f"{spec.k:g} / {spec.reward}"),
             ("calibration", spec.calibration or ""),
