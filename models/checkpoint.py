@@ -30,14 +30,57 @@ HF_DIR = "hf"
 
 
 class HFReward(nn.Module):
-    """A Hugging Face sequence classifier with one label, as `(input_ids, attention_mask) -> [batch]`."""
+    """A Hugging Face sequence classifier with one label, as `(input_ids, attention_mask) -> [batch]`.
+
+    Its embedding is what the classification head reads: the input of the one linear layer that
+    outputs the label (an encoder's pooled/CLS state; for a decoder, which scores every position,
+    the hidden state of the last non-padding token, the position transformers keeps the score of).
+    """
 
     def __init__(self, classifier: nn.Module):
         super().__init__()
         self.classifier = classifier
+        self.head = score_head(classifier)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The classifier's forward pass. -> [batch, 1]"""
+        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits[:, 0]
+        return self.logits(input_ids, attention_mask)[:, 0]
+
+    def score_and_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw reward [batch] and the head's input [batch, hidden], from one forward pass."""
+        read: list[torch.Tensor] = []
+        hook = self.head.register_forward_hook(lambda _module, inputs, _output: read.append(inputs[0]))
+        try:
+            score = self(input_ids, attention_mask)
+        finally:
+            hook.remove()
+        (head_input,) = read
+        if head_input.dim() == 3:  # [batch, seq, hidden]: pool as transformers pools the logits
+            head_input = head_input[torch.arange(input_ids.shape[0]), self.last_non_pad(input_ids)]
+        return score, head_input
+
+    def last_non_pad(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """The rightmost position that is not padding, as GenericForSequenceClassification finds it. -> [batch]"""
+        not_pad = (input_ids != self.classifier.config.pad_token_id).long()
+        return (torch.arange(input_ids.shape[1]) * not_pad).argmax(-1)
+
+
+def score_head(classifier: nn.Module) -> nn.Linear:
+    """The classifier's last linear layer with one output per label: the one that writes the logits."""
+    labels = classifier.config.num_labels
+    heads = [
+        module for module in classifier.modules() if isinstance(module, nn.Linear) and module.out_features == labels
+    ]
+    if not heads:
+        raise ValueError(
+            f"{type(classifier).__name__}: no linear layer with {labels} output(s) to read the embedding at"
+        )
+    return heads[-1]
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """`rmserve ensemble NAME --members A B ...`: an ensemble of repository models, `<repository>/NAME/ensemble.json`.
 
 Every member scores the same responses with its served graph, each in its own input format
-(as `rmserve.training.stats` does for one model), on its own normalized scale. On the
+(as `rmserve eval` does for one model), on its own normalized scale. On the
 calibration responses, the std across members gives the disagreement quantiles whose p99 is
 the `high_disagreement` cut; on held-out pairs (optional), the pairwise accuracy of every
 member and of mean, conservative and min, on the same pairs.
@@ -25,8 +25,7 @@ from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.config import EVAL_THREADS
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange, read_comparisons
-from rmserve.training.evaluate import pairwise_accuracy, regroup
-from rmserve.training.stats import score_responses
+from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, regroup, score_comparisons
 from rmserve.usage import UsageError, require_model
 
 DEFAULTS = EnsembleSpec.model_fields  # k and reward: their defaults are the spec's
@@ -153,9 +152,8 @@ def _normalized_scores(versions: Sequence[ModelVersion], data: Data) -> tuple[di
     scores, groups = {}, []
     for version in versions:
         comparisons = read_comparisons(data[0], data[1], version.format.transcript)  # prompts in its own layout
-        raw, _ = score_responses(
-            version.scorer, version.format.encode_texts, comparisons, version.manifest.tokens.pad_id
-        )
+        encoded = encode_comparisons(version.format.encode_texts, comparisons)
+        raw = np.concatenate(score_comparisons(version.scorer, encoded, version.manifest.tokens.pad_id))
         scores[version.name] = version.normalize(raw)
         groups = [list(comparison.responses) for comparison in comparisons]
     return scores, groups

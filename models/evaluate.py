@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -23,21 +23,25 @@ def encode_comparisons(encode: EncodeFn, comparisons: Sequence[Comparison]) -> l
     return [[next(flat) for _ in c.responses] for c in comparisons]
 
 
-def score_sequences(
-    score_fn: ScoreFn, sequences: Sequence[Sequence[int]], pad_id: int, max_batch_tokens: int = 8192
-) -> np.ndarray:
-    """Raw rewards for token sequences, batched by similar length so padding stays small."""
+def length_batches(sequences: Sequence[Sequence[int]], max_batch_tokens: int = 8192) -> Iterator[list[int]]:
+    """Indices of the sequences in batches of similar length, each within `max_batch_tokens` padded tokens."""
     order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-    scores = np.zeros(len(sequences), dtype=np.float64)
     start = 0
     while start < len(order):
         end = start + 1
         while end < len(order) and len(sequences[order[end]]) * (end - start + 1) <= max_batch_tokens:
             end += 1
-        chunk = order[start:end]
-        input_ids, attention_mask = pad_batch([sequences[i] for i in chunk], pad_id)
-        scores[chunk] = score_fn(input_ids, attention_mask)
+        yield order[start:end]
         start = end
+
+
+def score_sequences(
+    score_fn: ScoreFn, sequences: Sequence[Sequence[int]], pad_id: int, max_batch_tokens: int = 8192
+) -> np.ndarray:
+    """Raw rewards for token sequences, batched by similar length so padding stays small."""
+    scores = np.zeros(len(sequences), dtype=np.float64)
+    for chunk in length_batches(sequences, max_batch_tokens):
+        scores[chunk] = score_fn(*pad_batch([sequences[i] for i in chunk], pad_id))
     return scores
 
 

@@ -3,7 +3,8 @@
 In order: trace the network to ONNX (dynamic batch and sequence axes); compare ONNX with
 torch on held-out data (max abs diff, ranking agreement); optionally quantize to int8 and
 measure its agreement with fp32; measure normalization and the flags' statistics (score and
-length quantiles, `rmserve.training.stats`) on training responses and accuracy
+length quantiles, the embedding's Gaussian and its distance quantiles, `rmserve.training.stats`)
+on training responses and accuracy
 with baselines on held-out pairs, all with the file that will be served; write the manifest.
 """
 
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from rmserve.core.embedding import EMBEDDING_OUTPUT
 from rmserve.core.manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -34,7 +36,7 @@ from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.config import ExportConfig
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
-from rmserve.training.stats import normalization_of, score_responses, training_stats_of
+from rmserve.training.stats import measure_training
 
 OPSET = 17
 ONNX_THREADS = 2
@@ -73,8 +75,10 @@ def export(config: ExportConfig) -> Manifest:
         )
     training_path, training_lines = Path(trained.training["data"]), _lines(trained.training.get("lines"))
     training_data = read_comparisons(training_path, training_lines)
-    # Every training response through the served graph: normalization and the flags' statistics.
-    training_raw, training_lengths = score_responses(served, trained.encoder().encode, training_data, pad_id)
+    # Every training response through the served graph: normalization, the flags' statistics, embedding_stats.npz.
+    normalization, training_stats = measure_training(
+        served, trained.encoder().encode, training_data, pad_id, version_dir, _describe(training_path, training_lines)
+    )
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
     manifest = Manifest(
         name=config.name,
@@ -84,7 +88,7 @@ def export(config: ExportConfig) -> Manifest:
         architecture=trained.architecture,
         max_length=trained.max_length,
         tokens=trained.special,
-        normalization=normalization_of(training_raw),
+        normalization=normalization,
         quantization="int8-dynamic" if config.int8 else None,
         evaluation=Evaluation(
             pairwise_accuracy=pairwise_accuracy(served_scores),
@@ -95,14 +99,25 @@ def export(config: ExportConfig) -> Manifest:
         parity=parity,
         training=trained.training,
         files=file_digests(version_dir),
-        training_stats=training_stats_of(training_raw, training_lengths, _describe(training_path, training_lines)),
+        training_stats=training_stats,
     )
     manifest.write(version_dir)
     return manifest
 
 
+class ScoreAndEmbedding(torch.nn.Module):
+    """What is traced: the network's raw reward and, as a second output, the pooled embedding its head reads."""
+
+    def __init__(self, network: torch.nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.network.score_and_embedding(input_ids, attention_mask)
+
+
 def export_onnx(network: torch.nn.Module, path: Path) -> None:
-    """Trace `(input_ids, attention_mask) -> [batch]` with dynamic batch and sequence axes."""
+    """Trace `(input_ids, attention_mask) -> (raw_score [batch], embedding [batch, dim])`, dynamic batch, sequence."""
     network.eval()
     example = (torch.tensor([[2, 10, 11, 3, 12, 13, 3]] * 2), torch.ones(2, 7, dtype=torch.long))
     dynamic = {0: "batch", 1: "sequence"}
@@ -113,12 +128,17 @@ def export_onnx(network: torch.nn.Module, path: Path) -> None:
         # first token). Were one ever negative, the parity check right after export would fail.
         warnings.filterwarnings("ignore", message=r"Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
-            network,
+            ScoreAndEmbedding(network).eval(),  # export restores the mode it finds: eval, as `network` was
             example,
             str(path),
             input_names=["input_ids", "attention_mask"],
-            output_names=["raw_score"],
-            dynamic_axes={"input_ids": dynamic, "attention_mask": dynamic, "raw_score": {0: "batch"}},
+            output_names=["raw_score", EMBEDDING_OUTPUT],
+            dynamic_axes={
+                "input_ids": dynamic,
+                "attention_mask": dynamic,
+                "raw_score": {0: "batch"},
+                EMBEDDING_OUTPUT: {0: "batch"},
+            },
             opset_version=OPSET,
             dynamo=False,
         )
@@ -138,8 +158,8 @@ def quantize_version(
 
     The same protocol as `export --int8`, from the committed graph instead of a training run:
     quantize, score the held-out pairs once with both graphs (agreement, accuracy), measure
-    normalization on the training responses with the int8 graph. Baselines do not depend on the
-    graph and are carried over.
+    normalization, flag and embedding statistics on the training responses with the int8 graph.
+    Baselines do not depend on the graph and are carried over.
     """
     fp32 = verify_version(source)
     version_dir = repository / name / str(version)
@@ -156,8 +176,10 @@ def quantize_version(
     training = fp32.manifest.training or {}
     training_path, training_lines = Path(training["data"]), _lines(training.get("lines"))
     training_data = read_comparisons(training_path, training_lines, fp32.format.transcript)
-    # Every training response through the int8 graph: its own normalization and flag statistics.
-    raw, lengths = score_responses(served, fp32.format.encode_texts, training_data, pad_id)
+    # Every training response through the int8 graph: its own normalization, flag and embedding statistics.
+    normalization, training_stats = measure_training(
+        served, fp32.format.encode_texts, training_data, pad_id, version_dir, _describe(training_path, training_lines)
+    )
     parity = {
         **(fp32.manifest.parity or {}),
         "quantized_from": {
@@ -175,8 +197,8 @@ def quantize_version(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "sha256": sha256_of(version_dir / MODEL_FILE),
             "files": file_digests(version_dir),
-            "normalization": normalization_of(raw),
-            "training_stats": training_stats_of(raw, lengths, _describe(training_path, training_lines)),
+            "normalization": normalization,
+            "training_stats": training_stats,
             "quantization": "int8-dynamic",
             "evaluation": fp32.manifest.evaluation.model_copy(
                 update={

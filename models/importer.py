@@ -6,8 +6,10 @@ template, else its pair template); trace the network to ONNX (dynamic batch and 
 external data past 2 GB); encode the calibration items through the same format serving uses
 and check the served graph against transformers' own forward pass, one unpadded item at a
 time, while ONNX scores them in padded batches of mixed lengths (where padding side and
-last-token pooling go wrong); optionally quantize to int8 and measure its agreement; set
-normalization from the calibration responses; write tokenizer, manifest and sha256 of every file.
+last-token pooling go wrong), the embedding output (what the head reads) likewise; optionally
+quantize to int8 and measure its agreement; set normalization and the flags' statistics (with the
+embedding's Gaussian, embedding_stats.npz) from the calibration responses; write tokenizer,
+manifest and sha256 of every file.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from rmserve.training.evaluate import (
     score_comparisons,
 )
 from rmserve.training.export import export_onnx, quantize_int8
+from rmserve.training.stats import measure_training, score_and_embed_sequences
 
 EXTERNAL_DATA_FILE = "model.onnx.data"
 ONNX_THREADS = 2
@@ -84,7 +87,11 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
             input_format, hf_tokenizer, comparisons, spec
         )
         hf_tokenizer.backend_tokenizer.save(str(version_dir / TOKENIZER_FILE))
-        raw = np.concatenate(served_scores)
+        normalization, training_stats = Normalization(), None
+        if config.calibration:  # the flags' cuts and normalization from the calibration responses
+            normalization, training_stats = measure_training(
+                served, input_format.encode_texts, comparisons, special.pad_id, version_dir, _describe(config)
+            )
         manifest = Manifest(
             name=config.name,
             version=config.version,
@@ -100,9 +107,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
             max_length=max_length,
             input_format=spec,
             tokens=special,
-            normalization=Normalization(mean=float(raw.mean()), std=float(max(raw.std(), 1e-6)))
-            if config.calibration
-            else Normalization(),
+            normalization=normalization,
             quantization="int8-dynamic" if config.int8 else None,
             parity=parity,
             source={
@@ -113,6 +118,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
                 "normalization": "calibration responses" if config.calibration else "none (no --calibration)",
             },
             files=file_digests(version_dir),
+            training_stats=training_stats,
         )
         manifest.write(version_dir)
     except BaseException:
@@ -159,7 +165,7 @@ def _max_length(config: ImportConfig, classifier: torch.nn.Module, hf_tokenizer:
     return int(min(limits))
 
 
-class SegmentedReward(torch.nn.Module):
+class SegmentedReward(HFReward):
     """A BERT-style pair model whose segment ids the graph derives itself: 1 after the first [SEP], else 0.
 
     Serving sends input_ids and attention_mask only (the repository contract), so `[CLS] a [SEP] b [SEP]` gets the
@@ -167,14 +173,13 @@ class SegmentedReward(torch.nn.Module):
     """
 
     def __init__(self, classifier: torch.nn.Module, separator: int):
-        super().__init__()
-        self.classifier = classifier
+        super().__init__(classifier)
         self.separator = separator
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.classifier(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=segments(input_ids, self.separator)
-        ).logits[:, 0]
+        ).logits
 
 
 def segments(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
@@ -199,20 +204,23 @@ def segment_separator(classifier: torch.nn.Module, hf_tokenizer: Any) -> int | N
 
 
 def _write_graph(
-    config: ImportConfig, network: torch.nn.Module, encoded: list[EncodedComparison], pad_id: int, version_dir: Path
+    config: ImportConfig, network: HFReward, encoded: list[EncodedComparison], pad_id: int, version_dir: Path
 ) -> dict[str, Any]:
     """Export, compare with transformers, optionally quantize; the served graph ends up in `version_dir`."""
     with tempfile.TemporaryDirectory() as scratch:
         fp32_path = Path(scratch) / MODEL_FILE
         export_onnx(network, fp32_path)
-        reference = _reference_scores(network, encoded)
-        fp32_scores = score_comparisons(OnnxScorer(fp32_path, ONNX_THREADS), encoded, pad_id)
+        reference, reference_embeddings = _reference(network, encoded)
+        fp32 = OnnxScorer(fp32_path, ONNX_THREADS)
+        fp32_scores = score_comparisons(fp32, encoded, pad_id)
+        _, fp32_embeddings = score_and_embed_sequences(fp32, [ids for group in encoded for ids in group], pad_id)
         parity: dict[str, Any] = {
             "data": _describe(config),
             "items": sum(len(group) for group in encoded),
             "reference": "transformers forward, one unpadded item at a time; ONNX in padded batches",
             "max_abs_diff": _max_diff(reference, fp32_scores),
             "ranking_agreement": ranking_agreement(reference, fp32_scores),
+            "embedding_max_abs_diff": float(np.max(np.abs(reference_embeddings - fp32_embeddings))),
         }
         served_path = fp32_path
         if config.int8:
@@ -241,13 +249,21 @@ def save_graph(graph: onnx.ModelProto, version_dir: Path, external_data_above: i
     )
 
 
-def _reference_scores(network: torch.nn.Module, encoded: list[EncodedComparison]) -> list[np.ndarray]:
-    """transformers' forward pass on each item alone: no padding, so nothing for pooling to get wrong."""
+def _reference(network: HFReward, encoded: list[EncodedComparison]) -> tuple[list[np.ndarray], np.ndarray]:
+    """transformers' forward pass on each item alone (no padding, so nothing for pooling to get wrong):
+    scores per comparison, and the embeddings [items, hidden] its head read."""
+    scores, embeddings = [], []
     with torch.no_grad():
-        return [
-            np.array([float(network(torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long))) for ids in group])
-            for group in encoded
-        ]
+        for group in encoded:
+            group_scores = []
+            for ids in group:
+                score, embedding = network.score_and_embedding(
+                    torch.tensor([ids]), torch.ones(1, len(ids), dtype=torch.long)
+                )
+                group_scores.append(float(score))
+                embeddings.append(embedding[0].numpy())
+            scores.append(np.array(group_scores))
+    return scores, np.array(embeddings)
 
 
 def tokenization_agreement(

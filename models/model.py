@@ -3,7 +3,9 @@ transformer, reward model.
 
 raw_score = deep_weight * mean_i transformer_i(prompt, response) + bag_of_ngrams(response)
 
-The transformer reads `[CLS] prompt-tail [SEP] response [SEP]` and pools the response. The
+The transformer reads `[CLS] prompt-tail [SEP] response [SEP]` and pools the response (its mean
+state beside the final state; those pooled features, every tower's side by side, are the graph's
+second output, the embedding the out-of-distribution flag measures). The
 bag of n-grams is a linear model over the response's hashed token uni/bi-grams and character
 n-grams with TF-IDF weighting and L2 normalisation (what scikit-learn's TfidfVectorizer does),
 plus the log response length. Both are computed inside the graph, so one ONNX file with inputs
@@ -182,14 +184,18 @@ class Transformer(nn.Module):
             x = block(x, key_padding)
         return self.norm(x)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """[batch, seq] -> [batch]"""
+    def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """What the head reads: the mean response state and the final state. [batch, seq] -> [batch, 2 * d_model]"""
         hidden = self.hidden_states(input_ids, attention_mask)
         in_response = response_mask(input_ids, attention_mask, self.config.sep_id).float()[..., None]
         response_mean = (hidden * in_response).sum(1) / in_response.sum(1).clamp(min=1.0)
         last = attention_mask.sum(dim=1) - 1
         final = hidden[torch.arange(hidden.shape[0]), last]
-        return self.head(torch.cat([response_mean, final], dim=-1)).squeeze(-1)
+        return torch.cat([response_mean, final], dim=-1)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """[batch, seq] -> [batch]"""
+        return self.head(self.pooled(input_ids, attention_mask)).squeeze(-1)
 
 
 class RewardModel(nn.Module):
@@ -217,9 +223,19 @@ class RewardModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[batch, seq] int64 x2 -> [batch] raw reward."""
-        return self.deep_weight * self.deep_score(input_ids, attention_mask) + self.wide_score(
-            input_ids, attention_mask
+        return self.score_and_embedding(input_ids, attention_mask)[0]
+
+    def score_and_embedding(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The raw reward [batch] and the pooled features every tower's head reads, side by side
+        [batch, n_towers * 2 * d_model]: the served graph's two outputs, from one pass of each tower."""
+        pooled = [tower.pooled(input_ids, attention_mask) for tower in self.towers]
+        deep = torch.stack(
+            [tower.head(features).squeeze(-1) for tower, features in zip(self.towers, pooled, strict=True)]
         )
+        score = self.deep_weight * deep.mean(dim=0) + self.wide_score(input_ids, attention_mask)
+        return score, torch.cat(pooled, dim=-1)
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -49,6 +49,25 @@ def ensemble_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+EMBEDDING_WIDTH = 8
+
+
+def window_responses() -> list[str]:
+    """The embedding model's "training responses": every five-word window of the tokenizer's corpus."""
+    words = [sentence.split() for sentence in CORPUS]
+    return [" ".join(sentence[start : start + 5]) for sentence in words for start in range(len(sentence) - 4)]
+
+
+@pytest.fixture(scope="session")
+def embedding_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding `tiny` version 1 whose graph exports an embedding, with its Gaussian and statistics."""
+    root = tmp_path_factory.mktemp("embedding-repository")
+    responses = window_responses()
+    prompts = ["\n\nHuman: Hi?\n\nAssistant:"] * len(responses)
+    write_version_with_stats(root / "tiny" / "1", prompts, responses, embedding_width=EMBEDDING_WIDTH)
+    return root
+
+
 @pytest.fixture
 def settings(tiny_repository: Path) -> Settings:
     return Settings.from_env({}, model_repository=tiny_repository)

@@ -10,8 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from flask import Flask
 
+from rmserve.core.embedding import DEFAULT_RANK, EMBEDDING_FILE, EmbeddingGaussian
 from rmserve.core.manifest import MODEL_FILE, Manifest, sha256_of
 from rmserve.core.tokenizer import pad_batch
 from rmserve.core.transcript import Transcript
@@ -57,6 +59,13 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
         stats.raw_score.min <= stats.raw_score.p01 <= stats.raw_score.p50 <= stats.raw_score.p99 <= stats.raw_score.max
     )
     assert 0 < stats.response_tokens.p50 <= stats.response_tokens.max
+    # The pooled features both towers' heads read, side by side, and their Gaussian beside the graph.
+    embedding = stats.embedding
+    assert embedding is not None and embedding.dim == 2 * 2 * TINY_MODEL.d_model
+    assert 1 <= embedding.rank <= DEFAULT_RANK and EMBEDDING_FILE in manifest.files
+    assert 0 < embedding.distance.p50 <= embedding.distance.p99 <= embedding.distance.max
+    gaussian = EmbeddingGaussian.load(version_dir / EMBEDDING_FILE)
+    assert (gaussian.dim, gaussian.rank) == (embedding.dim, embedding.rank)
 
     # A version exported without statistics gets the same ones back, without retraining.
     without = manifest.model_copy(update={"training_stats": None})
@@ -75,6 +84,15 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     np.testing.assert_allclose(
         served.scorer(input_ids, attention_mask), torch_score_fn(trained.network)(input_ids, attention_mask), atol=1e-4
     )
+    # ... and so does the embedding, whose distances the server measures.
+    served_raw, served_embeddings = served.scorer.score_and_embed(input_ids, attention_mask)
+    with torch.no_grad():
+        torch_raw, torch_embeddings = trained.network.score_and_embedding(
+            torch.from_numpy(input_ids), torch.from_numpy(attention_mask)
+        )
+    np.testing.assert_allclose(served_raw, torch_raw.numpy(), atol=1e-4)
+    np.testing.assert_allclose(served_embeddings, torch_embeddings.numpy(), atol=1e-4)
+    assert served.embedding is not None
 
 
 def test_http_raw_scores_equal_the_trained_model_offline(
@@ -116,7 +134,10 @@ def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> 
     manifest = Manifest.read(tmp_path / "tiny" / "1")
     assert manifest.quantization == "int8-dynamic"
     assert manifest.parity["int8_agreement_with_fp32"] >= 0.9
-    assert load_version(tmp_path / "tiny" / "1", intra_op_threads=1).manifest == manifest
+    served = load_version(tmp_path / "tiny" / "1", intra_op_threads=1)
+    assert served.manifest == manifest
+    assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
+    assert served.embedding is not None and served.embedding.dim == manifest.training_stats.embedding.dim
 
 
 def test_eval_prints_model_accuracy_beside_baselines(
@@ -169,3 +190,6 @@ def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run:
     assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
     assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
     assert load_version(version_dir, intra_op_threads=1).manifest == manifest
+    # Its embedding statistics are the int8 graph's own, not a copy of fp32's.
+    assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
+    assert manifest.files[EMBEDDING_FILE] != fp32.files[EMBEDDING_FILE]

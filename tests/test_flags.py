@@ -1,4 +1,4 @@
-"""Per-item flags: cuts from the manifest's training statistics, absent without them, in every answer."""
+"""Per-item flags: cuts from the manifest's training statistics (an embedding distance among them), in every answer."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ import pytest
 from flask import Flask
 from tokenizers import Tokenizer
 
-from rmserve.core.manifest import TOKENIZER_FILE, Manifest, Quantiles, TrainingStats
+from rmserve.core.embedding import EMBEDDING_FILE, EmbeddingGaussian
+from rmserve.core.manifest import TOKENIZER_FILE, EmbeddingStats, Manifest, Quantiles, TrainingStats
+from rmserve.core.tokenizer import PairEncoder
 from rmserve.engine.flags import FlagRules, item_flags
-from tests.conftest import DEFAULT_REPOSITORY, SHARED_DATA
-from tests.tiny_model import CORPUS, token_weights
+from tests.conftest import DEFAULT_REPOSITORY, EMBEDDING_WIDTH, SHARED_DATA, window_responses
+from tests.tiny_model import CORPUS, expected_embeddings, token_weights
 
 PROMPT = "Hi?"
 STATS = TrainingStats(
@@ -42,6 +44,59 @@ def test_without_training_statistics_only_truncation_and_injected_turns_are_chec
     rules = FlagRules(None)
     assert rules.names == ("truncated", "injected_turn")
     assert list(rules.columns(np.array([100.0]), [100000], [False], [False])) == ["truncated", "injected_turn"]
+
+
+def test_out_of_distribution_is_an_embedding_distance_above_the_training_p99() -> None:
+    distance = Quantiles.of(np.linspace(0.0, 10.0, 101).tolist())  # p99 = 9.9
+    rules = FlagRules(STATS.model_copy(update={"embedding": EmbeddingStats(dim=8, rank=2, distance=distance)}))
+    assert rules.names[-1] == "out_of_distribution"
+    columns = rules.columns(np.zeros(3), [50] * 3, [False] * 3, [False] * 3, np.array([1.0, 9.8, 12.0]))
+    assert item_flags(columns, 3) == [[], [], ["out_of_distribution"]]
+    assert "out_of_distribution" not in FlagRules(STATS).names  # no embedding statistics: never checked
+
+
+def ood_distances_by_hand(repository: Path, responses: list[str]) -> list[float]:
+    """Each response's distance under the version's Gaussian, from embeddings computed in numpy."""
+    version = repository / "tiny" / "1"
+    manifest = Manifest.read(version)
+    encoder = PairEncoder(Tokenizer.from_file(str(version / TOKENIZER_FILE)), manifest.max_length, manifest.tokens)
+    sequences = [
+        e.input_ids for e in encoder.encode([f"\n\nHuman: {PROMPT}\n\nAssistant:"] * len(responses), responses)
+    ]
+    embeddings = expected_embeddings(version, sequences, EMBEDDING_WIDTH)
+    return EmbeddingGaussian.load(version / EMBEDDING_FILE).distances(embeddings).tolist()
+
+
+def test_out_of_distribution_items_are_flagged_and_training_like_ones_are_not(
+    make_app: Callable[..., Flask], embedding_repository: Path
+) -> None:
+    client = make_app(model_repository=embedding_repository, review_prompts=4).test_client()
+    familiar = [window_responses()[10], "Paris is the capital of France.", "Mix flour and water, then bake the bread."]
+    strange = ["!!!!!!!!!!!!!!!!", "zzzzzzzzzzzzzzzzzzzzzz", "ÄÖÜ ßßß ÄÖÜ ßßß"]
+    body = client.post("/v1/score", json={"prompt": PROMPT, "responses": familiar + strange}).get_json()
+    assert ["out_of_distribution" in flags for flags in body["flags"]] == [False] * 3 + [True] * 3
+    assert body["ood_distances"] == pytest.approx(ood_distances_by_hand(embedding_repository, familiar + strange))
+    cut = Manifest.read(embedding_repository / "tiny" / "1").training_stats.embedding.distance.p99
+    assert max(body["ood_distances"][:3]) <= cut < min(body["ood_distances"][3:])
+
+    query = f"\n\nHuman: {PROMPT}\n\nAssistant: {strange[0]}"
+    logs = client.post("/get_reward", json={"query": [query], "prompts": None}).get_json()["extra_logs"]
+    assert logs["rm_out_of_distribution"] == [1.0]
+    stats = client.get("/v1/models/tiny/stats").get_json()
+    assert stats["flags_checked"][-1] == "out_of_distribution"
+    assert stats["flag_rates"]["out_of_distribution"] == pytest.approx(4 / 7)
+    (record,) = client.get("/v1/models/tiny/review").get_json()["records"]
+    assert sum("out_of_distribution" in flags for flags in record["flags"]) == 3  # the strange responses, kept
+
+
+def test_a_version_without_embedding_statistics_answers_null_distances(
+    make_app: Callable[..., Flask], stats_repository: Path
+) -> None:
+    client = make_app(model_repository=stats_repository).test_client()
+    body = client.post("/v1/score", json={"prompt": PROMPT, "responses": ["!!!!!!!!!!!!!!!!"]}).get_json()
+    assert body["ood_distances"] is None and "out_of_distribution" not in body["flags"][0]
+    logs = client.post("/get_reward", json={"query": [f"\n\nHuman: {PROMPT}\n\nAssistant: ok"]}).get_json()
+    assert "rm_out_of_distribution" not in logs["extra_logs"]
 
 
 def best_token(repository: Path) -> str:

@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from flask import Flask
 
+from rmserve.core.embedding import EMBEDDING_FILE, EmbeddingGaussian
 from rmserve.core.manifest import MODEL_FILE, Manifest, file_digests
 from rmserve.core.repository import InvalidModel, verify_version
 from rmserve.training.cli import main as cli_main
@@ -43,29 +46,51 @@ def imported(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, 
     return root / "repo", checkpoints
 
 
+def transformers_inputs(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> list[dict[str, torch.Tensor]]:
+    """What transformers feeds its model per conversation: its own rendering and tokenization."""
+    inputs = []
+    for messages in conversations:
+        if tokenizer.chat_template:
+            ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+            inputs.append({"input_ids": torch.tensor([ids])})
+            continue
+        # The pair template; an earlier conversation is its HH transcript, as rmserve documents.
+        earlier = messages[:-1]
+        transcript = "".join(f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in earlier)
+        prompt = earlier[0]["content"] if len(earlier) == 1 else transcript.lstrip()
+        # With the segment ids the tokenizer gives (BERT reads them).
+        inputs.append(dict(tokenizer(prompt, messages[-1]["content"], return_tensors="pt")))
+    return inputs
+
+
 def transformers_scores(checkpoint: Path, conversations: list[list[dict[str, str]]]) -> list[float]:
     """What transformers computes: its own rendering and tokenization, the model's forward pass, item by item."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(checkpoint)
     model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
-    scores = []
-    for messages in conversations:
-        if tokenizer.chat_template:
-            ids = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-        else:  # the pair template; an earlier conversation is its HH transcript, as rmserve documents
-            earlier = messages[:-1]
-            transcript = "".join(
-                f"\n\n{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}" for m in earlier
-            )
-            prompt = earlier[0]["content"] if len(earlier) == 1 else transcript.lstrip()
-            encoded = tokenizer(prompt, messages[-1]["content"], return_tensors="pt")
-            with torch.no_grad():  # with the segment ids the tokenizer gives (BERT reads them)
-                scores.append(float(model(**encoded).logits[0, 0]))
-            continue
-        with torch.no_grad():
-            scores.append(float(model(input_ids=torch.tensor([ids])).logits[0, 0]))
-    return scores
+    with torch.no_grad():
+        return [float(model(**inputs).logits[0, 0]) for inputs in transformers_inputs(tokenizer, conversations)]
+
+
+def transformers_head_inputs(checkpoint: Path, family: str, conversations: list[list[dict[str, str]]]) -> np.ndarray:
+    """The hidden state each classification head reads [items, hidden], taken from transformers' own modules:
+    BERT's pooler output, DeBERTa's context pooler on its [CLS] state, a decoder's last token's final state."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+    model = AutoModelForSequenceClassification.from_pretrained(checkpoint).eval()
+    states = []
+    with torch.no_grad():
+        for inputs in transformers_inputs(tokenizer, conversations):
+            if family == "bert":
+                state = model.bert(**inputs).pooler_output[0]
+            elif family == "deberta":
+                state = model.pooler(model.deberta(**inputs).last_hidden_state)[0]
+            else:
+                state = model.model(**inputs).last_hidden_state[0, -1]
+            states.append(state.numpy())
+    return np.array(states)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -121,6 +146,56 @@ def test_manifest_records_format_parity_and_every_file(family: str, imported: tu
     assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
     assert manifest.files == file_digests(repository / family / "1")
     assert (manifest.architecture["segment_ids"] == "none") == (family != "bert")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_embedding_output_is_the_hidden_state_the_head_reads(
+    family: str, imported: tuple[Path, dict[str, Path]]
+) -> None:
+    """Three conversations of mixed lengths in one padded batch: the graph's embedding is transformers' own."""
+    from transformers import AutoTokenizer
+
+    from rmserve.core.tokenizer import pad_batch
+    from rmserve.engine.session import OnnxScorer
+
+    repository, checkpoints = imported
+    version = repository / family / "1"
+    expected = transformers_head_inputs(checkpoints[family], family, CONVERSATIONS)
+    inputs = transformers_inputs(AutoTokenizer.from_pretrained(checkpoints[family]), CONVERSATIONS)
+    pad_id = Manifest.read(version).tokens.pad_id
+    raw, embeddings = OnnxScorer(version / MODEL_FILE, 1).score_and_embed(
+        *pad_batch([item["input_ids"][0].tolist() for item in inputs], pad_id)
+    )
+    np.testing.assert_allclose(embeddings, expected, atol=1e-4)
+    np.testing.assert_allclose(raw, transformers_scores(checkpoints[family], CONVERSATIONS), atol=1e-4)
+    assert Manifest.read(version).parity["embedding_max_abs_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("family", ["bert", "qwen2"])
+def test_an_import_with_calibration_flags_by_its_calibration_embeddings(
+    family: str, imported: tuple[Path, dict[str, Path]], tmp_path: Path, make_app: Callable[..., Flask]
+) -> None:
+    _, checkpoints = imported
+    calibration = tmp_path / "calibration.jsonl"
+    chosen = ["Knead, rise, bake at 230C.", "Paris is the capital.", "Hello! How can I help?", "The fox jumps."]
+    rejected = ["no", "I will not say.", "go away", "Reward models score responses."]
+    pairs = zip(chosen, rejected, strict=True)
+    lines = [{"prompt": "How do I bake bread?", "chosen": c, "rejected": r} for c, r in pairs]
+    calibration.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    config = ImportConfig(checkpoint=checkpoints[family], name=family, repository=tmp_path, calibration=calibration)
+    manifest = import_checkpoint(config)
+    stats = manifest.training_stats
+    assert stats is not None and stats.responses == 8 and stats.embedding is not None
+    assert stats.embedding.dim == 32 and stats.embedding.rank == 1  # hidden size; 8 responses support 1 direction
+    assert set(manifest.files) == {MODEL_FILE, "tokenizer.json", EMBEDDING_FILE}
+
+    client = make_app(model_repository=tmp_path, models=(family,)).test_client()
+    answer = client.post("/v1/score", json={"items": [{"messages": c} for c in CONVERSATIONS]}).get_json()
+    gaussian = EmbeddingGaussian.load(tmp_path / family / "1" / EMBEDDING_FILE)
+    expected = gaussian.distances(transformers_head_inputs(checkpoints[family], family, CONVERSATIONS))
+    assert answer["ood_distances"] == pytest.approx(expected.tolist(), rel=1e-3)
+    flagged = [("out_of_distribution" in flags) for flags in answer["flags"]]
+    assert flagged == [bool(d > stats.embedding.distance.p99) for d in expected]
 
 
 def test_a_tampered_tokenizer_is_refused(imported: tuple[Path, dict[str, Path]], tmp_path: Path) -> None:

@@ -7,16 +7,27 @@ import logging
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
 from rmserve.app import create_app
 from rmserve.config import Settings
-from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
+from rmserve.core.embedding import EMBEDDING_FILE, EmbeddingGaussian
+from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, Manifest
 from rmserve.core.repository import InvalidModel
 from rmserve.engine.registry import ModelRegistry
 from rmserve.engine.version import load_model, load_version
+from tests.conftest import EMBEDDING_WIDTH, window_responses
 from tests.reliability_report import record
-from tests.tiny_model import reseal, write_version
+from tests.tiny_model import (
+    mean_weight_graph,
+    reseal,
+    token_vectors,
+    token_weights,
+    write_version,
+    write_version_with_stats,
+)
 
 
 def two_versions(root: Path) -> Path:
@@ -282,3 +293,71 @@ def test_a_corrupt_graph_whose_sha256_matches_is_refused(tmp_path: Path) -> None
     reseal(directory, manifest)
     with pytest.raises(InvalidModel, match="cannot load"):
         load_version(directory, intra_op_threads=1)
+
+
+def embedding_version(directory: Path) -> Manifest:
+    """A valid version whose graph exports an embedding, with its Gaussian beside it."""
+    responses = window_responses()
+    prompts = ["\n\nHuman: Hi?\n\nAssistant:"] * len(responses)
+    return write_version_with_stats(directory, prompts, responses, embedding_width=EMBEDDING_WIDTH, name="rm")
+
+
+def test_embedding_statistics_that_do_not_check_out_are_refused_with_a_log_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = tmp_path / "rm" / "1"
+    manifest = embedding_version(directory)
+    assert load_version(directory, intra_op_threads=1).embedding is not None
+    stats_file = directory / EMBEDDING_FILE
+    good = stats_file.read_bytes()
+
+    stats_file.write_bytes(good[:-1] + bytes([good[-1] ^ 1]))  # one bit flipped
+    with caplog.at_level(logging.ERROR), pytest.raises(InvalidModel, match="no valid"):
+        load_model(tmp_path, "rm", intra_op_threads=1)
+    assert re.search(r"refusing model version: .*embedding_stats\.npz: sha256 .* does not match", caplog.text)
+
+    stats_file.unlink()
+    with pytest.raises(InvalidModel, match=r"lists 'embedding_stats\.npz', which is not a file"):
+        load_version(directory, intra_op_threads=1)
+    stats_file.write_bytes(good)
+    unlisted = {name: digest for name, digest in manifest.files.items() if name != EMBEDDING_FILE}
+    manifest.model_copy(update={"files": unlisted}).write(directory)
+    with pytest.raises(InvalidModel, match=r"not covered by the manifest.s sha256 list: embedding_stats\.npz"):
+        load_version(directory, intra_op_threads=1)
+    manifest.model_copy(update={"files": {}}).write(directory)  # no sha256 list at all: nothing vouches for it
+    with pytest.raises(InvalidModel, match=r"training_stats\.embedding names 'embedding_stats\.npz', files does not"):
+        load_version(directory, intra_op_threads=1)
+
+    # Re-signed statistics of another width: the manifest says 8, the file 5.
+    EmbeddingGaussian.fit(np.random.default_rng(0).normal(size=(60, 5))).save(stats_file)
+    reseal(directory, manifest)
+    with pytest.raises(InvalidModel, match=r"embedding_stats\.npz: dim 5, rank \d+; .* says dim 8"):
+        load_version(directory, intra_op_threads=1)
+    stats_file.write_bytes(b"not an npz at all")
+    reseal(directory, manifest)
+    with pytest.raises(InvalidModel, match="unreadable embedding statistics"):
+        load_version(directory, intra_op_threads=1)
+
+
+def test_embedding_statistics_need_a_graph_that_exports_an_embedding_of_their_width(tmp_path: Path) -> None:
+    import onnx
+
+    directory = tmp_path / "rm" / "1"
+    manifest = embedding_version(directory)
+    vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
+    onnx.save(mean_weight_graph(token_weights(vocab_size)), str(directory / MODEL_FILE))  # the score alone
+    reseal(directory, manifest)
+    with pytest.raises(InvalidModel, match=r"the manifest has training_stats\.embedding, the graph has no output"):
+        load_version(directory, intra_op_threads=1)
+
+    narrow = mean_weight_graph(token_weights(vocab_size), token_vectors(vocab_size, EMBEDDING_WIDTH - 1))
+    onnx.save(narrow, str(directory / MODEL_FILE))
+    reseal(directory, manifest)
+    with pytest.raises(InvalidModel, match=r"embedding output of shape \(2, 7\).*have dim 8"):
+        load_version(directory, intra_op_threads=1)
+    record(
+        "Bad models: embedding statistics",
+        "embedding_stats.npz with one bit flipped, missing, unlisted, of another width or not an npz; a graph "
+        "without the embedding output or of another width",
+        "each version refused at load with one log line saying which and why",
+    )

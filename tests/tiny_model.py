@@ -1,7 +1,8 @@
 """A tiny real reward model for tests: a locally trained tokenizer and a hand-built ONNX graph.
 
 The graph scores a sequence as the mean of per-token weights over unmasked positions, so
-scores depend on the text, ignore padding, and are cheap to compute by hand in numpy.
+scores depend on the text, ignore padding, and are cheap to compute by hand in numpy. Its
+embedding variant also outputs the mean of per-token vectors (`embedding`, [batch, width]).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from rmserve.core.embedding import EMBEDDING_FILE, EMBEDDING_OUTPUT, EmbeddingGaussian
 from rmserve.core.ensemble import EnsembleSpec
 from rmserve.core.manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
+    EmbeddingStats,
     Manifest,
     Quantiles,
     TrainingStats,
@@ -55,8 +58,13 @@ def token_weights(vocab_size: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(0.0, 1.0, size=vocab_size).astype(np.float32)
 
 
-def mean_weight_graph(weights: np.ndarray) -> onnx.ModelProto:
-    """score[b] = sum_s(w[ids[b, s]] * mask[b, s]) / sum_s(mask[b, s])."""
+def token_vectors(vocab_size: int, width: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed + 1).normal(0.0, 1.0, size=(vocab_size, width)).astype(np.float32)
+
+
+def mean_weight_graph(weights: np.ndarray, vectors: np.ndarray | None = None) -> onnx.ModelProto:
+    """score[b] = sum_s(w[ids[b, s]] * mask[b, s]) / sum_s(mask[b, s]); with `vectors` [vocab, width]
+    a second output, embedding[b] = sum_s(v[ids[b, s]] * mask[b, s]) / sum_s(mask[b, s])."""
     nodes = [
         helper.make_node("Gather", ["weights", "input_ids"], ["token_scores"]),  # [batch, seq]
         helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
@@ -65,6 +73,25 @@ def mean_weight_graph(weights: np.ndarray) -> onnx.ModelProto:
         helper.make_node("ReduceSum", ["mask", "axis"], ["count"], keepdims=0),
         helper.make_node("Div", ["total", "count"], ["score"]),
     ]
+    outputs = [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])]
+    initializers = [
+        numpy_helper.from_array(weights, "weights"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis"),
+    ]
+    if vectors is not None:
+        nodes += [
+            helper.make_node("Gather", ["vectors", "input_ids"], ["token_vectors"]),  # [batch, seq, width]
+            helper.make_node("Unsqueeze", ["mask", "last"], ["mask_3d"]),  # [batch, seq, 1]
+            helper.make_node("Mul", ["token_vectors", "mask_3d"], ["kept_vectors"]),
+            helper.make_node("ReduceSum", ["kept_vectors", "axis"], ["vector_total"], keepdims=0),  # [batch, width]
+            helper.make_node("Unsqueeze", ["count", "axis"], ["count_2d"]),  # [batch, 1]
+            helper.make_node("Div", ["vector_total", "count_2d"], [EMBEDDING_OUTPUT]),
+        ]
+        outputs.append(helper.make_tensor_value_info(EMBEDDING_OUTPUT, TensorProto.FLOAT, ["batch", vectors.shape[1]]))
+        initializers += [
+            numpy_helper.from_array(vectors, "vectors"),
+            numpy_helper.from_array(np.array([2], np.int64), "last"),
+        ]
     graph = helper.make_graph(
         nodes,
         "mean_token_weight",
@@ -72,8 +99,8 @@ def mean_weight_graph(weights: np.ndarray) -> onnx.ModelProto:
             helper.make_tensor_value_info("input_ids", TensorProto.INT64, ["batch", "seq"]),
             helper.make_tensor_value_info("attention_mask", TensorProto.INT64, ["batch", "seq"]),
         ],
-        [helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"])],
-        [numpy_helper.from_array(weights, "weights"), numpy_helper.from_array(np.array([1], dtype=np.int64), "axis")],
+        outputs,
+        initializers,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -186,23 +213,43 @@ def write_slow_version(directory: Path, name: str, layers: int, width: int) -> M
     return reseal(directory, manifest)
 
 
-def write_version_with_stats(directory: Path, prompts: list[str], responses: list[str], **options: object) -> Manifest:
+def expected_embeddings(directory: Path, input_ids: list[list[int]], width: int, seed: int = 0) -> np.ndarray:
+    """What the embedding graph's second output must be [items, width], computed independently in numpy."""
+    vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
+    vectors = token_vectors(vocab_size, width, seed)
+    return np.array([vectors[ids].astype(np.float64).mean(axis=0) for ids in input_ids])
+
+
+def write_version_with_stats(
+    directory: Path, prompts: list[str], responses: list[str], embedding_width: int | None = None, **options: object
+) -> Manifest:
     """A tiny version whose manifest has training statistics of these (formatted) training pairs.
 
     The statistics are what `rmserve export` stores: raw-score and response-length quantiles of
-    the served graph on its training responses, here computed by hand in numpy.
+    the served graph on its training responses, here computed by hand in numpy; with
+    `embedding_width`, the graph also has an embedding output and the version its Gaussian.
     """
     manifest = write_version(directory, **options)  # type: ignore[arg-type]
     encoder = PairEncoder(Tokenizer.from_file(str(directory / TOKENIZER_FILE)), manifest.max_length, manifest.tokens)
     encodings = encoder.encode(prompts, responses)
     seed = int(manifest.architecture["seed"])
-    raw = expected_raw_scores(directory, [encoding.input_ids for encoding in encodings], seed)
+    sequences = [encoding.input_ids for encoding in encodings]
+    raw = expected_raw_scores(directory, sequences, seed)
+    embedding = None
+    if embedding_width is not None:
+        vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
+        graph = mean_weight_graph(token_weights(vocab_size, seed), token_vectors(vocab_size, embedding_width, seed))
+        onnx.save(graph, str(directory / MODEL_FILE))
+        embeddings = expected_embeddings(directory, sequences, embedding_width, seed)
+        gaussian = EmbeddingGaussian.fit(embeddings)
+        gaussian.save(directory / EMBEDDING_FILE)
+        distances = gaussian.distances(embeddings).tolist()
+        embedding = EmbeddingStats(dim=gaussian.dim, rank=gaussian.rank, distance=Quantiles.of(distances))
     stats = TrainingStats(
         responses=len(raw),
         raw_score=Quantiles.of(raw),
         response_tokens=Quantiles.of([float(encoding.response_tokens) for encoding in encodings]),
         data="tiny corpus",
+        embedding=embedding,
     )
-    with_stats = manifest.model_copy(update={"training_stats": stats})
-    with_stats.write(directory)
-    return with_stats
+    return reseal(directory, manifest.model_copy(update={"training_stats": stats}))

@@ -23,6 +23,7 @@ import numpy as np
 EMBEDDING_OUTPUT = "embedding"  # the graph output's name
 EMBEDDING_FILE = "embedding_stats.npz"  # beside model.onnx, covered by the manifest's sha256 list
 DEFAULT_RANK = 32
+POINTS_PER_DIRECTION = 10  # a direction's variance is estimated from at least this many responses
 VARIANCE_FLOOR = 1e-6  # relative to the total variance: a direction of (near) zero spread is not infinitely tight
 
 
@@ -45,7 +46,12 @@ class EmbeddingGaussian:
 
     @classmethod
     def fit(cls, embeddings: np.ndarray, rank: int = DEFAULT_RANK) -> EmbeddingGaussian:
-        """The Gaussian of `embeddings` [n, dim]: top `rank` directions, the rest as one variance."""
+        """The Gaussian of `embeddings` [n, dim]: top `rank` directions, the rest as one variance.
+
+        The rank is capped by what the data supports: one direction per POINTS_PER_DIRECTION
+        responses (so a few calibration items do not fit their own affine hull exactly, leaving
+        every other text infinitely far) and fewer than `dim`.
+        """
         values = np.asarray(embeddings, dtype=np.float64)
         if values.ndim != 2 or len(values) < 2:
             raise ValueError(f"need embeddings [n >= 2, dim], got shape {values.shape}")
@@ -55,7 +61,7 @@ class EmbeddingGaussian:
         # Right singular vectors are the covariance's eigenvectors; s**2 / n its eigenvalues.
         _, singular, directions = np.linalg.svd(centred, full_matrices=False)
         eigenvalues = singular**2 / count
-        rank = max(1, min(rank, len(eigenvalues) - 1, dim - 1)) if dim > 1 else 1
+        rank = max(1, min(rank, count // POINTS_PER_DIRECTION, dim - 1))
         floor = VARIANCE_FLOOR * max(float(eigenvalues.sum()) / dim, np.finfo(np.float64).tiny)
         remaining = eigenvalues[rank:]
         # Mean eigenvalue of the discarded directions, counting the dim - n never observed as zero.

@@ -3,7 +3,8 @@ or `<repository>/<name>/ensemble.json` for an ensemble of models beside it.
 
 What serving and training both need before a graph runs: finding versions and verifying
 one (its manifest parses, names match the directory, sha256 matches every file it serves
-from, the tokenizer and input format load, its special token ids are in the vocabulary).
+from, the tokenizer and input format load, its special token ids are in the vocabulary, the
+embedding statistics it names load and fit their description).
 Running the graph is the engine's part (`rmserve.engine.version`).
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from pydantic import ValidationError
 from tokenizers import Tokenizer
 
+from rmserve.core.embedding import EmbeddingGaussian
 from rmserve.core.ensemble import ENSEMBLE_FILE, EnsembleSpec, is_ensemble
 from rmserve.core.formats import InputFormat, load_format
 from rmserve.core.manifest import (
@@ -41,6 +43,7 @@ class VerifiedVersion:
     manifest: Manifest
     directory: Path
     format: InputFormat
+    embedding: EmbeddingGaussian | None = None  # with the manifest's training_stats.embedding
 
     @property
     def model_path(self) -> Path:
@@ -70,7 +73,28 @@ def verify_version(directory: Path) -> VerifiedVersion:
     except Exception as error:  # tokenizers and jinja raise their own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
     _check_token_ids(directory, manifest.tokens, tokenizer.get_vocab_size(with_added_tokens=True))
-    return VerifiedVersion(manifest, directory, input_format)
+    return VerifiedVersion(manifest, directory, input_format, _embedding_gaussian(directory, manifest))
+
+
+def _embedding_gaussian(directory: Path, manifest: Manifest) -> EmbeddingGaussian | None:
+    """The Gaussian the manifest's embedding statistics name: sha256-listed, readable, of their dim and rank."""
+    stats = manifest.training_stats.embedding if manifest.training_stats else None
+    if stats is None:
+        return None
+    if stats.file not in manifest.files:
+        raise InvalidModel(
+            f"{directory}/{MANIFEST_FILE}: training_stats.embedding names {stats.file!r}, files does not"
+        )
+    try:
+        gaussian = EmbeddingGaussian.load(directory / stats.file)
+    except Exception as error:  # numpy raises ValueError, OSError or zipfile's own for a file that is no npz
+        raise InvalidModel(f"{directory}/{stats.file}: unreadable embedding statistics: {error}") from None
+    if (gaussian.dim, gaussian.rank) != (stats.dim, stats.rank):
+        raise InvalidModel(
+            f"{directory}/{stats.file}: dim {gaussian.dim}, rank {gaussian.rank}; the manifest's "
+            f"training_stats.embedding says dim {stats.dim}, rank {stats.rank}"
+        )
+    return gaussian
 
 
 def _verify_files(directory: Path, manifest: Manifest) -> None:

@@ -1,6 +1,7 @@
 """Continuous batching: executor threads share one queue per model and never wait to fill.
 
-Request handlers `submit` token sequences and get one future per item. Each executor thread,
+Request handlers `submit` token sequences and get one future per item, resolving to the item's
+raw score (and its embedding distance, when the version measures one). Each executor thread,
 when free, drops what expired or was cancelled from the shared queue and takes one sub-batch:
 the oldest waiting item plus the items closest to it in length, as long as the sub-batch
 stays under the padded-token budget and its padding stays bounded. Anchoring on the oldest
@@ -33,8 +34,25 @@ from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadT
 
 log = logging.getLogger(__name__)
 
-# (input_ids [batch, seq], attention_mask [batch, seq]) -> raw scores [batch]
-ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A run's raw scores [batch] with each row's embedding distance [batch] (versions with embedding stats)."""
+
+    raw_scores: np.ndarray
+    distances: np.ndarray
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """What one item's future resolves to: its raw score, and its embedding distance when the version measures one."""
+
+    raw: float
+    distance: float | None = None
+
+
+# (input_ids [batch, seq], attention_mask [batch, seq]) -> raw scores [batch], or a ScoredBatch
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray | ScoredBatch]
 
 RESTART_DELAY_S = 0.1  # after a crash of an executor's loop; the batcher reports unhealthy meanwhile
 
@@ -46,7 +64,7 @@ class Entry:
     input_ids: list[int]
     deadline: float
     enqueued: float
-    future: Future[float] = field(default_factory=Future)
+    future: Future[ItemScore] = field(default_factory=Future)
     released: bool = False  # its tokens have left the queue's count
 
     @property
@@ -133,7 +151,7 @@ class Batcher:
         """Every executor runs its loop (false after a crash until it restarts, and once one has ended)."""
         return all(thread.is_alive() for thread in self._threads) and not self._crashed
 
-    def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[float]]:
+    def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[ItemScore]]:
         """Queue a request's items as a whole, or refuse it whole (PayloadTooLarge / QueueFull / NotReady)."""
         now = self.clock()
         entries = [Entry(list(ids), deadline, now) for ids in sequences]
@@ -282,7 +300,7 @@ class Batcher:
         for entry in batch:
             metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(now - entry.enqueued)
         try:
-            raw_scores = self._score(batch)
+            items = self._score(batch)
         except Exception:
             if len(batch) == 1:
                 log.exception("inference failed for one item of %d tokens", batch[0].tokens)
@@ -294,29 +312,35 @@ class Batcher:
             for entry in batch:
                 self._execute_alone(entry)
             return
-        for entry, raw in zip(batch, raw_scores, strict=True):
-            self._resolve(entry, float(raw))
+        for entry, item in zip(batch, items, strict=True):
+            self._resolve(entry, item)
         self._release(batch, None)
 
     def _execute_alone(self, entry: Entry) -> None:
         try:
-            (raw,) = self._score([entry])
+            (item,) = self._score([entry])
         except Exception:
             log.exception("inference failed for one item of %d tokens", entry.tokens)
             self._fail(entry, InferenceFailed("the model failed on this item"))
             self._release([entry], "inference_failed")
             return
-        self._resolve(entry, float(raw))
+        self._resolve(entry, item)
         self._release([entry], None)
 
-    def _score(self, batch: list[Entry]) -> np.ndarray:
+    def _score(self, batch: list[Entry]) -> list[ItemScore]:
         input_ids, attention_mask = pad_batch([entry.input_ids for entry in batch], self.pad_id)
         real_tokens = sum(entry.tokens for entry in batch)
         started = time.perf_counter()
-        raw_scores = np.asarray(self.score_fn(input_ids, attention_mask))  # [batch, seq] -> [batch]
+        scored = self.score_fn(input_ids, attention_mask)  # [batch, seq] -> [batch]
         seconds = time.perf_counter() - started
-        if raw_scores.shape != (len(batch),):
-            raise ValueError(f"score_fn returned shape {raw_scores.shape} for {len(batch)} items")
+        distances: np.ndarray | None = None
+        if isinstance(scored, ScoredBatch):
+            raw_scores, distances = np.asarray(scored.raw_scores), np.asarray(scored.distances)
+        else:
+            raw_scores = np.asarray(scored)
+        for column in (raw_scores, distances):
+            if column is not None and column.shape != (len(batch),):
+                raise ValueError(f"score_fn returned shape {column.shape} for {len(batch)} items")
         self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * real_tokens / max(seconds, 1e-6)
         model = self.model
         metrics.INFERENCE_SECONDS.labels(model).observe(seconds)
@@ -324,14 +348,16 @@ class Batcher:
         metrics.BATCH_PADDED_TOKENS.labels(model).observe(input_ids.size)
         metrics.PADDING_EFFICIENCY.labels(model).observe(real_tokens / input_ids.size)
         metrics.TOKENS_SCORED.labels(model).inc(real_tokens)
-        return raw_scores
+        if distances is None:
+            return [ItemScore(raw) for raw in raw_scores.tolist()]
+        return [ItemScore(raw, distance) for raw, distance in zip(raw_scores.tolist(), distances.tolist(), strict=True)]
 
-    def _resolve(self, entry: Entry, raw: float) -> None:
-        if math.isfinite(raw):
-            entry.future.set_result(raw)
+    def _resolve(self, entry: Entry, item: ItemScore) -> None:
+        if math.isfinite(item.raw) and (item.distance is None or math.isfinite(item.distance)):
+            entry.future.set_result(item)
             metrics.ITEMS_SCORED.labels(self.model).inc()
         else:
-            self._fail(entry, InferenceFailed(f"the model returned a non-finite score ({raw})"))
+            self._fail(entry, InferenceFailed(f"the model returned a non-finite score ({item.raw}, {item.distance})"))
             metrics.ITEMS_FAILED.labels(self.model, "non_finite").inc()
 
     def _release(self, entries: list[Entry], failure: str | None) -> None:

@@ -2,8 +2,7 @@
 
 Each rule turns per-item signals into one bool column `[items]`; an item's flags are the names
 of the columns true for it. A rule whose statistics the manifest lacks is not checked at all:
-its flag is absent, never guessed. More signals (ensemble disagreement, an embedding distance)
-plug in as more columns.
+its flag is absent, never guessed. More signals (ensemble disagreement) plug in as more columns.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ INJECTED_TURN = "injected_turn"  # the response writes turn markers of its own (
 SCORE_ABOVE_TRAINING_RANGE = "score_above_training_range"
 LENGTH_OUTSIDE_TRAINING = "length_outside_training"
 HIGH_DISAGREEMENT = "high_disagreement"  # an ensemble's members disagree beyond their calibration p99 (engine.ensemble)
+OUT_OF_DISTRIBUTION = "out_of_distribution"  # the pooled embedding lies farther from training's than their p99
 
 FlagColumns = dict[str, np.ndarray]  # flag name -> bool [items]
 
@@ -39,7 +39,8 @@ class FlagRules:
         """The flags this version checks, in the order answers list them."""
         if self.stats is None:
             return (TRUNCATED, INJECTED_TURN)
-        return (TRUNCATED, INJECTED_TURN, SCORE_ABOVE_TRAINING_RANGE, LENGTH_OUTSIDE_TRAINING)
+        names = (TRUNCATED, INJECTED_TURN, SCORE_ABOVE_TRAINING_RANGE, LENGTH_OUTSIDE_TRAINING)
+        return names if self.stats.embedding is None else (*names, OUT_OF_DISTRIBUTION)
 
     def columns(
         self,
@@ -47,8 +48,9 @@ class FlagRules:
         response_tokens: Sequence[int],
         truncated: Sequence[bool],
         injected_turn: Sequence[bool],
+        ood_distances: np.ndarray | None = None,
     ) -> FlagColumns:
-        """One bool column [items] per flag this version checks."""
+        """One bool column [items] per flag this version checks (`ood_distances` [items] with embedding stats)."""
         columns = {TRUNCATED: np.asarray(truncated, dtype=bool), INJECTED_TURN: np.asarray(injected_turn, dtype=bool)}
         if self.stats is not None:
             lengths = np.asarray(response_tokens)  # [items]
@@ -56,6 +58,10 @@ class FlagRules:
             columns[LENGTH_OUTSIDE_TRAINING] = (lengths < self.stats.response_tokens.p01) | (
                 lengths > self.stats.response_tokens.p99
             )
+            if self.stats.embedding is not None:
+                if ood_distances is None:
+                    raise ValueError("this version flags out_of_distribution: every item needs its embedding distance")
+                columns[OUT_OF_DISTRIBUTION] = ood_distances > self.stats.embedding.distance.p99
         return columns
 
 

@@ -23,7 +23,7 @@ from rmserve.core.ensemble import Combined, Reward
 from rmserve.core.formats import InputFormat
 from rmserve.core.tokenizer import Encoding
 from rmserve.core.transcript import Transcript
-from rmserve.engine.batcher import Batcher
+from rmserve.engine.batcher import Batcher, ItemScore
 from rmserve.engine.flags import INJECTED_TURN, FlagColumns, FlagRules, item_flags
 from rmserve.engine.review import ReviewBuffer
 from rmserve.engine.telemetry import Telemetry, telemetry_for
@@ -43,6 +43,7 @@ class Scored:
     tokens: list[int]
     response_tokens: list[int]  # the whole response's tokens, before any truncation
     flag_columns: FlagColumns  # flag name -> bool [items], one per flag the version checks
+    ood_distances: np.ndarray | None = None  # [items]: embedding distances, when the version measures them
     ensemble: Combined | None = None  # an ensemble's members' normalized scores and their combinations
     reward: Reward | None = None  # which combination an ensemble's `scores` are
 
@@ -63,7 +64,7 @@ class Pending:
 
     exchanges: Sequence[Exchange]
     encodings: list[Encoding]
-    futures: list[Future[float]]
+    futures: list[Future[ItemScore]]
 
 
 class ServedModel:
@@ -76,7 +77,7 @@ class ServedModel:
         self.served_version = version.manifest.version
         self.batcher = Batcher(
             model=version.name,
-            score_fn=version.scorer,
+            score_fn=version.score_batch,
             pad_id=version.manifest.tokens.pad_id,
             max_batch_tokens=settings.max_batch_tokens,
             max_queue_tokens=settings.max_queue_tokens,
@@ -116,16 +117,20 @@ class ServedModel:
     def collect(self, pending: Pending, deadline: float) -> Scored:
         """Wait for a submitted request's scores until `deadline` (monotonic s); normalize, flag and watch them."""
         exchanges, encodings = pending.exchanges, pending.encodings
-        raw_scores = np.array(wait_all(pending.futures, deadline), dtype=np.float64)
+        results = wait_all(pending.futures, deadline)
+        raw_scores = np.array([result.raw for result in results], dtype=np.float64)
+        distances = None
+        if self.version.embedding is not None:
+            distances = np.array([result.distance for result in results], dtype=np.float64)
         scores = self.version.normalize(raw_scores)
         truncated = [encoding.truncated for encoding in encodings]
         response_tokens = [encoding.response_tokens for encoding in encodings]
         if any(truncated):
             metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
         injected = [exchange.injected_turn for exchange in exchanges]
-        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected)
+        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected, distances)
         tokens = [len(encoding.input_ids) for encoding in encodings]
-        scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns)
+        scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns, distances)
         watch(self.name, self.telemetry, self.review, exchanges, scored)
         return scored
 
@@ -161,7 +166,7 @@ def review_prompt(exchange: Exchange) -> str:
     return exchange.prompt_text if exchange.prompt_text is not None else REVIEW_LAYOUT.render_prompt(exchange.prompt)
 
 
-def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:
+def wait_all(futures: Sequence[Future[ItemScore]], deadline: float) -> list[ItemScore]:
     """Results in order; when any item fails or the deadline passes, cancel the rest so it is never scored."""
     try:
         return [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
@@ -173,7 +178,7 @@ def wait_all(futures: Sequence[Future[float]], deadline: float) -> list[float]:
         raise
 
 
-def cancel_all(futures: Sequence[Future[float]]) -> None:
+def cancel_all(futures: Sequence[Future[ItemScore]]) -> None:
     """Cancel every future still waiting in the queue (one already in a batch runs to its end)."""
     for future in futures:
         future.cancel()

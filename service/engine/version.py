@@ -1,7 +1,8 @@
 """A model version ready to score: verified files plus its ONNX Runtime session, warmed.
 
 A version is served only if it verifies (`rmserve.core.repository`) and its graph gives one
-finite score per row of a test batch. A version that fails is logged and skipped; the
+finite score per row of a test batch (and, when the manifest has embedding statistics, an
+embedding of their dim per row). A version that fails is logged and skipped; the
 highest good version (or the pinned one) is served.
 """
 
@@ -17,10 +18,12 @@ import numpy as np
 
 from rmserve import metrics
 from rmserve.core.conversation import Exchange, Turn
+from rmserve.core.embedding import EMBEDDING_OUTPUT, EmbeddingGaussian
 from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
 from rmserve.core.tokenizer import pad_batch
+from rmserve.engine.batcher import ScoredBatch
 from rmserve.engine.session import OnnxScorer
 from rmserve.errors import ServiceError
 
@@ -35,6 +38,7 @@ class ModelVersion:
     directory: Path
     format: InputFormat
     scorer: OnnxScorer
+    embedding: EmbeddingGaussian | None = None  # with embedding statistics: each item's distance is measured
     tokens_per_second: float = 0.0  # measured at load, so Retry-After is sensible from the first request
 
     @property
@@ -45,15 +49,24 @@ class ModelVersion:
         normalization = self.manifest.normalization
         return (raw_scores - normalization.mean) / normalization.std
 
+    def score_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray | ScoredBatch:
+        """The executors' score_fn: raw scores, with embedding distances only when the version measures them."""
+        if self.embedding is None:
+            return self.scorer(input_ids, attention_mask)  # the embedding output is not even fetched
+        raw_scores, embeddings = self.scorer.score_and_embed(input_ids, attention_mask)  # [batch], [batch, dim]
+        return ScoredBatch(raw_scores, self.embedding.distances(embeddings))
+
 
 def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:
     """Verify and load one version directory, or raise InvalidModel saying why."""
     verified = verify_version(directory)
+    stats = verified.manifest.training_stats
+    output = stats.embedding.output if stats is not None and stats.embedding is not None else EMBEDDING_OUTPUT
     try:
-        scorer = OnnxScorer(verified.model_path, intra_op_threads)
+        scorer = OnnxScorer(verified.model_path, intra_op_threads, embedding_output=output)
     except Exception as error:  # onnxruntime raises its own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
-    model = ModelVersion(verified.manifest, directory, verified.format, scorer)
+    model = ModelVersion(verified.manifest, directory, verified.format, scorer, verified.embedding)
     _check_graph(model)
     return dataclasses.replace(model, tokens_per_second=_measure_throughput(model))
 
@@ -65,6 +78,8 @@ def _check_graph(model: ModelVersion) -> None:
     except ServiceError as error:  # a chat template that refuses even a one-turn conversation
         raise InvalidModel(f"{model.directory}: its input format cannot lay out a test item: {error.message}") from None
     input_ids, attention_mask = pad_batch([encoding.input_ids] * 2, model.manifest.tokens.pad_id)
+    if model.embedding is not None:
+        _check_embedding(model, model.embedding, input_ids, attention_mask)
     try:
         raw = model.scorer(input_ids, attention_mask)
     except Exception as error:
@@ -73,13 +88,34 @@ def _check_graph(model: ModelVersion) -> None:
         raise InvalidModel(f"{model.directory}/{MODEL_FILE}: non-finite scores on a test batch: {raw}")
 
 
+def _check_embedding(
+    model: ModelVersion, gaussian: EmbeddingGaussian, input_ids: np.ndarray, attention_mask: np.ndarray
+) -> None:
+    """The graph has the embedding output the manifest names, as wide as the Gaussian and finite on the test batch."""
+    if model.scorer.embedding_output is None:
+        raise InvalidModel(
+            f"{model.directory}/{MODEL_FILE}: the manifest has training_stats.embedding, the graph has no output "
+            f"{EMBEDDING_OUTPUT!r}"
+        )
+    try:
+        _, embeddings = model.scorer.score_and_embed(input_ids, attention_mask)
+    except Exception as error:
+        raise InvalidModel(f"{model.directory}/{MODEL_FILE}: graph fails on a test batch: {error}") from None
+    if embeddings.shape[1] != gaussian.dim or not np.all(np.isfinite(embeddings)):
+        raise InvalidModel(
+            f"{model.directory}/{MODEL_FILE}: embedding output of shape {embeddings.shape} (finite: "
+            f"{bool(np.all(np.isfinite(embeddings)))}) on a test batch; the embedding statistics have dim "
+            f"{gaussian.dim}"
+        )
+
+
 def _measure_throughput(model: ModelVersion) -> float:
     """Real tokens per second of one warm, moderately sized batch (4 rows of up to 128 tokens)."""
     (encoding,) = model.format.encode([_warm_up(words=64)])
     row = encoding.input_ids[: min(model.manifest.max_length, 128)]
     input_ids, attention_mask = pad_batch([row] * 4, model.manifest.tokens.pad_id)
     started = time.perf_counter()
-    model.scorer(input_ids, attention_mask)  # [4, seq] -> [4]
+    model.score_batch(input_ids, attention_mask)  # [4, seq] -> [4]
     return input_ids.size / max(time.perf_counter() - started, 1e-6)
 
 

@@ -89,8 +89,12 @@ class ScoreResponse(BaseModel):
     )
     flags: list[list[str]] = Field(
         description="per item, the flags it raised: truncated, injected_turn, and with training statistics "
-        "score_above_training_range and length_outside_training, for an ensemble the members' flags and "
-        "high_disagreement (README: Watching for reward hacking)"
+        "score_above_training_range, length_outside_training and out_of_distribution, for an ensemble the "
+        "members' flags and high_disagreement (README: Watching for reward hacking)"
+    )
+    ood_distances: list[float] | None = Field(
+        description="per item, the Mahalanobis distance of its pooled embedding from the training responses' "
+        "(out_of_distribution above their p99); null when the version has no embedding statistics"
     )
     # An ensemble's combinations, in item order; absent for a single model.
     reward: Reward | None = Field(None, description="an ensemble's reward: which combination `scores` is")
@@ -138,6 +142,7 @@ def score_answer(model: str, version: int | None, scored: Scored, request_id: st
         tokens=scored.tokens,
         injected_turn=scored.injected_turn,
         flags=scored.flags,
+        ood_distances=None if scored.ood_distances is None else scored.ood_distances.tolist(),
         request_id=request_id,
         **ensemble,
     )
