@@ -318,3 +318,12 @@ def test_openapi_declares_the_reward_parameter_and_the_ensemble_fields(client: F
     assert {"reward", "mean", "std", "conservative", "min", "members"} <= set(schemas["ScoreResponse"]["properties"])
     assert "mean_disagreement" in schemas["ModelStats"]["properties"]
     assert "ensemble" in schemas["ModelCard"]["properties"] and "/v1/models/{name}" in document["paths"]
+
+
+def test_tokens_truncation_and_flags_are_the_members_combined(client: FlaskClient) -> None:
+    body = {"prompt": "Hi", "responses": ["long " * 200, "Knead."]}
+    ensemble = client.post("/v1/score", json=body | {"model": ENSEMBLE}).get_json()
+    members = [client.post("/v1/score", json=body | {"model": name}).get_json() for name in MEMBERS]
+    assert ensemble["truncated"] == [True, False] and ensemble["flags"][0] == ["truncated"]
+    assert ensemble["tokens"] == [max(member["tokens"][index] for member in members) for index in range(2)]
+    assert ensemble["ood_distances"] is None  # no embedding of its own: members' out_of_distribution joins its flags
