@@ -9,9 +9,9 @@ construction, on hh-harmless's tokenizer and input format; its graph scores each
 with n the response's tokens and random token weights: every token pays, and the words move the
 score too, a short answer's words less (its mean weight is shrunk towards 0). On the training
 responses its length-score rank correlation is about +0.45. It was never trained and ranks nothing
-well (its manifest says so). Its normalization and training statistics are honest: computed as
-`rmserve export` computes them, by scoring every response of the training lines with this graph,
-so its flags cut where real responses lie.
+well (its manifest says so). Its normalization and training statistics are honest: computed by
+`rmserve.training.stats`, as for any served version, by scoring every response of the training
+lines with this graph, so its flags cut where real responses lie.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from rmserve.core.repository import verify_version
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.data import LineRange, read_comparisons
-from rmserve.training.stats import normalization_of, score_responses, training_stats_of
+from rmserve.training.evaluate import encode_comparisons, score_comparisons
+from rmserve.training.stats import add_training_stats, normalization_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER_SOURCE = ROOT / "models" / "repository" / "hh-harmless" / "1"  # its tokenizer and input format
@@ -104,7 +105,6 @@ def write_length_loving_version(repository: Path, data: Path, lines: LineRange) 
     vocab_size = Tokenizer.from_file(str(directory / TOKENIZER_FILE)).get_vocab_size()
     weights = np.random.default_rng(SEED).normal(0.0, 1.0, size=vocab_size)
     onnx.save(length_loving_graph(weights, source.tokens), str(directory / MODEL_FILE))
-    described = f"{data.name} lines {lines.first}-{lines.last}"
     unscored = Manifest(
         name=NAME,
         version=1,
@@ -127,15 +127,10 @@ def write_length_loving_version(repository: Path, data: Path, lines: LineRange) 
         files=file_digests(directory),
     )
     unscored.write(directory)
+    # Normalized on the training responses' raw scores; add_training_stats scores them again, checks the
+    # normalization reproduces, and adds the statistics, as for any version exported before they existed.
     input_format = verify_version(directory).format
-    comparisons = read_comparisons(data, lines, input_format.transcript)
-    scorer = OnnxScorer(directory / MODEL_FILE, intra_op_threads=1)
-    raw, response_tokens = score_responses(scorer, input_format.encode_texts, comparisons, source.tokens.pad_id)
-    manifest = unscored.model_copy(
-        update={
-            "normalization": normalization_of(raw),
-            "training_stats": training_stats_of(raw, response_tokens, described),
-        }
-    )
-    manifest.write(directory)
-    return manifest
+    encoded = encode_comparisons(input_format.encode_texts, read_comparisons(data, lines, input_format.transcript))
+    raw = np.concatenate(score_comparisons(OnnxScorer(directory / MODEL_FILE, 1), encoded, source.tokens.pad_id))
+    unscored.model_copy(update={"normalization": normalization_of(raw)}).write(directory)
+    return add_training_stats(directory)

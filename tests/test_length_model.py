@@ -39,9 +39,10 @@ def test_manifest_says_it_is_untrained_and_its_statistics_reproduce(repository: 
         "trained": False,
     }
     assert manifest.evaluation.pairwise_accuracy is None
-    assert manifest.training_stats is not None and manifest.training_stats.data == f"{DATA.name} lines 1-1800"
+    stats = manifest.training_stats
+    assert stats is not None and stats.data == f"{DATA.name} lines 1-1800" and stats.responses == 2 * 1800
     # The project's own tool rescoring the lines the manifest names finds the same normalization and statistics.
-    assert add_training_stats(version).training_stats == manifest.training_stats
+    assert add_training_stats(version).training_stats == stats
 
 
 def test_graph_computes_the_formula_its_manifest_states(repository: Path) -> None:
