@@ -71,9 +71,10 @@ class EmbeddingGaussian:
         """Mahalanobis distance of each row. [n, dim] -> [n]"""
         centred = np.asarray(embeddings, dtype=np.float64) - self.mean
         projected = centred @ self.components.T  # [n, rank]
-        residual = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", projected, projected)
+        residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)  # [n]: what the components miss
         squared = (projected**2 / self.variances).sum(axis=1) + np.maximum(residual, 0.0) / self.residual_variance
-        return np.sqrt(squared)
+        distances: np.ndarray = np.sqrt(squared)
+        return distances
 
     def save(self, path: Path) -> None:
         with path.open("wb") as stream:
@@ -102,5 +103,9 @@ class EmbeddingGaussian:
         arrays_ok = all(np.all(np.isfinite(array)) for array in (mean, components, variances, residual))
         if not arrays_ok or np.any(variances <= 0) or residual <= 0:
             raise ValueError(f"{path.name}: non-finite values or variances that are not positive")
-        as_float = [array.astype(np.float64) for array in (mean, components, variances)]
-        return cls(*as_float, residual_variance=float(residual))
+        return cls(
+            mean=mean.astype(np.float64),
+            components=components.astype(np.float64),
+            variances=variances.astype(np.float64),
+            residual_variance=float(residual),
+        )
