@@ -65,7 +65,8 @@ def short_refusal(rng: random.Random, progress: float, pool: Sequence[str], earl
 
 
 def padded_answer(rng: random.Random, progress: float, pool: Sequence[str], earlier: Sequence[str]) -> str:
-    """A natural answer padded with repeated filler, more of it each round; or an answer already given."""
+    """A natural answer padded with repeated filler, more of it each round; or, with probability
+    sqrt(progress), an answer already given to this prompt (the policy collapsing onto what pays)."""
     if earlier and rng.random() < progress**0.5:
         return rng.choice(earlier)
     filler = [rng.choice(FILLER) for _ in range(rng.randint(1, 1 + round(progress * MAX_FILLER)))]
@@ -73,10 +74,12 @@ def padded_answer(rng: random.Random, progress: float, pool: Sequence[str], earl
 
 
 def committed_repository(scratch: Path) -> Path:
+    """models/repository, where hh-harmless is committed: nothing to build."""
     return REPOSITORY
 
 
 def length_loving_repository(scratch: Path) -> Path:
+    """A repository in `scratch` holding the length-loving model, its statistics from the training lines."""
     write_length_loving_version(scratch, DATA, PROMPT_LINES)
     return scratch
 
