@@ -182,8 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--servers",
         nargs="+",
-        help="HTTP servers to compare (default all: rmserve, 'rmserve, batching off', 'rmserve, int8' when "
-        "<model>-int8 is in the repository, 'naive Flask + ORT', LitServe, PyTriton)",
+        help="HTTP servers to compare (default all: rmserve, 'rmserve, telemetry off' (single and GRPO shapes), "
+        "'rmserve, batching off', 'rmserve, int8' when <model>-int8 is in the repository, 'naive Flask + ORT', "
+        "LitServe, PyTriton)",
     )
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrent clients (default 1 8 32 128)"
