@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--held-out", type=Path, help="the final choice's held-out file (instead of the dev table)")
     parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
     parser.add_argument("--k", type=float, default=1.0, help="conservative = mean - k * std (with --held-out)")
-    parser.set_defaults(handler=_run)
+    parser.set_defaults(handler=_run, command="training.selection")  # errors read `rmserve training.selection: ...`
     add_debug_flag(parser)
     return run(parser.parse_args(argv))
 
