@@ -55,6 +55,10 @@ RUNS             ?= runs
 TRAIN    = $(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800
 HELD_OUT = --held-out $(MODEL_DATA) --held-out-lines 1801-2312
 VERSION_1 = $(HELD_OUT) --repository $(MODEL_REPOSITORY) --version 1
+# Chosen on the members' shared dev split (python -m rmserve.training.selection; BENCHMARKS.md).
+ENSEMBLE_MEMBERS = hh-harmless hh-harmless-minilm hh-harmless-seed1
+ENSEMBLE_K       = 0.5
+ENSEMBLE_REWARD  = mean
 
 model: $(VENV)/.installed-dev
 	$(TRAIN) --seed 0 -o $(RUNS)/hh-harmless
