@@ -93,8 +93,8 @@ class BagOfNgrams(nn.Module):
         table_shape = (config.vocab_size, config.char_ngrams_per_token)
         self.register_buffer("char_ngrams", torch.full(table_shape, self.unused, dtype=torch.int32))
 
-    def term_counts(self, input_ids: torch.Tensor, in_response: torch.Tensor) -> torch.Tensor:
-        """How often each hashed n-gram occurs in each response. [batch, seq] -> [batch, buckets + 1]"""
+    def bucket_ids(self, input_ids: torch.Tensor, in_response: torch.Tensor) -> torch.Tensor:
+        """The bucket of every n-gram position; positions outside the response go to `unused`. -> [batch, positions]"""
         buckets = []
         for order in range(1, self.orders + 1):
             width = input_ids.shape[1] - order + 1
@@ -106,8 +106,15 @@ class BagOfNgrams(nn.Module):
             buckets.append(torch.where(valid, torch.remainder(ngram_id, self.token_buckets), self.unused))
         chars = self.char_ngrams[input_ids].long()  # [batch, seq, ngrams per token]
         buckets.append(torch.where(in_response[:, :, None], chars, self.unused).flatten(1))
-        bucket = torch.cat(buckets, dim=1)
-        counts = torch.zeros(input_ids.shape[0], self.unused + 1, dtype=torch.float32)
+        return torch.cat(buckets, dim=1)
+
+    def term_counts(self, input_ids: torch.Tensor, in_response: torch.Tensor) -> torch.Tensor:
+        """How often each hashed n-gram occurs in each response. [batch, seq] -> [batch, buckets + 1]"""
+        return self._counts(self.bucket_ids(input_ids, in_response))
+
+    def _counts(self, bucket: torch.Tensor) -> torch.Tensor:
+        """[batch, positions] bucket ids -> [batch, buckets + 1] occurrences."""
+        counts = torch.zeros(bucket.shape[0], self.unused + 1, dtype=torch.float32)
         return counts.scatter_add(1, bucket, torch.ones(bucket.shape, dtype=torch.float32))
 
     def weighted_counts(self, input_ids: torch.Tensor, in_response: torch.Tensor) -> torch.Tensor:
@@ -131,12 +138,25 @@ class BagOfNgrams(nn.Module):
         return torch.log1p(in_response.float().sum(dim=1))
 
     def forward(self, input_ids: torch.Tensor, in_response: torch.Tensor) -> torch.Tensor:
-        """tfidf(x) @ weight + length term, dividing two dot products instead of the whole matrix."""
-        values = self.weighted_counts(input_ids, in_response)
-        token_norm, char_norm = self.norms(values)
-        split = self.token_buckets
+        """tfidf(x) @ weight + length term, computed over the row's n-gram positions, not its buckets.
+
+        The same numbers as `tfidf(x) @ weight`, but every step after counting touches one value per
+        position instead of all 262,143 buckets: a bucket that occurs c times is seen at c positions,
+        so each position adds 1/c of the bucket's term to a sum over buckets. The dense vector work
+        was a third of the whole graph's run time for a 150-token item.
+        """
+        bucket = self.bucket_ids(input_ids, in_response)  # [batch, positions]
+        count = self._counts(bucket).gather(1, bucket)  # [batch, positions]: occurrences of each one's bucket
+        value = (torch.log(count) + 1.0) * self.idf[bucket]  # the bucket's weighted count
+        share = 1.0 / count  # each of the bucket's positions adds this share of its term
+        in_tokens = bucket < self.token_buckets  # the two groups are normalised separately
+        squares, products = value * value * share, value * self.weight[bucket] * share
+        zero = torch.zeros_like(squares)
+        token_norm = torch.where(in_tokens, squares, zero).sum(1).sqrt().clamp(min=1e-6)
+        char_norm = torch.where(in_tokens, zero, squares).sum(1).sqrt().clamp(min=1e-6)
         linear = (
-            values[:, :split] @ self.weight[:split] / token_norm + values[:, split:] @ self.weight[split:] / char_norm
+            torch.where(in_tokens, products, zero).sum(1) / token_norm
+            + torch.where(in_tokens, zero, products).sum(1) / char_norm
         )
         return linear + self.length_weight * self.log_length(in_response)
 

@@ -31,7 +31,7 @@ class Settings:
     api_keys_file: Path | None = None  # keys one per line or comma-separated, `#` comments; merged with api_keys
     protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
     workers: int = 1  # gunicorn worker processes, each with its own model copy
-    threads: int = 16  # scoring requests in progress per worker (their threads mostly wait on the batcher)
+    threads: int = 128  # scoring requests in progress per worker (their threads mostly wait on the batcher)
     executors: int = 0  # inference runs in flight per model and worker; 0 = usable CPUs / workers / inference_threads
     inference_threads: int = 0  # ONNX Runtime intra-op threads per run; 0 = usable CPUs / workers / executors
     max_batch_tokens: int = 2048  # padded-token budget of one run; bounds memory with a run in flight per CPU
@@ -41,6 +41,9 @@ class Settings:
     max_items: int = 512  # items per request
     max_text_chars: int = 65536  # characters per prompt, response or message
     max_body_bytes: int = 8 * 1024 * 1024  # request body size
+    max_inflight_body_bytes: int = (
+        16 * 1024 * 1024
+    )  # bytes of the bodies in progress per worker (chunked: max_body_bytes)
     request_timeout_s: float = 60.0  # default deadline; X-Timeout-Ms may shorten or lengthen it up to max_timeout_s
     max_timeout_s: float = 300.0
     graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
@@ -84,6 +87,11 @@ class Settings:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"{PREFIX}MAX_INFLIGHT_BODY_BYTES must be >= {PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): "
+                "a body of the largest allowed size could never be read"
+            )
         if self.max_queue_tokens < self.max_batch_tokens:
             raise ValueError(f"{PREFIX}MAX_QUEUE_TOKENS must be >= {PREFIX}MAX_BATCH_TOKENS")
         return self

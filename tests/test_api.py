@@ -459,6 +459,45 @@ def test_when_every_scoring_slot_is_busy_requests_get_429_and_probes_still_answe
     wait_until(lambda: client.post("/v1/score", json=BREAD).status_code == 200, 10, "the slot to free up")
 
 
+def test_many_concurrent_one_item_requests_queue_at_the_model_rather_than_getting_429(make_app) -> None:
+    # RL trainers send one request per sample, dozens at once: with default settings 64 of them wait
+    # on a busy model together and all get their scores (16 slots once refused 3 in 4 of them).
+    app = make_app()
+    gate = hold_batcher(app)
+    admission = app.extensions["rmserve"].admission
+    statuses: list[int] = []
+    clients = [
+        threading.Thread(target=lambda: statuses.append(app.test_client().post("/v1/score", json=BREAD).status_code))
+        for _ in range(64)
+    ]
+    for thread in clients:
+        thread.start()
+    wait_until(lambda: admission.in_progress[0] == 65 or len(statuses) > 0, 10, "every request to be admitted")
+    gate.set()
+    for thread in clients:
+        thread.join(10)
+    assert statuses == [200] * 64
+
+
+def test_bodies_in_progress_are_bounded_in_bytes_before_they_are_read(make_app) -> None:
+    app = make_app(max_body_bytes=4096, max_inflight_body_bytes=4096)
+    gate = hold_batcher(app)  # a small request is in progress
+    client = app.test_client()
+    padded = {**BREAD, "prompt": BREAD["prompt"] + " " * 3900}  # 4,026 bytes declared: over the 3,970 left
+    response = client.post("/v1/score", json=padded)
+    assert response.status_code == 429 and "RMSERVE_MAX_INFLIGHT_BODY_BYTES" in error_of(response)["message"]
+    assert int(response.headers["Retry-After"]) >= 1
+    assert client.get("/readyz").status_code == 200
+    gate.set()
+    wait_until(lambda: client.post("/v1/score", json=padded).status_code == 200, 10, "the bytes to be released")
+    assert app.extensions["rmserve"].admission.in_progress == (0, 0)
+
+
+def test_a_body_budget_smaller_than_the_largest_body_is_refused_at_start() -> None:
+    with pytest.raises(ValueError, match="RMSERVE_MAX_INFLIGHT_BODY_BYTES must be >= RMSERVE_MAX_BODY_BYTES"):
+        Settings.from_env({"RMSERVE_MAX_BODY_BYTES": "2048", "RMSERVE_MAX_INFLIGHT_BODY_BYTES": "1024"})
+
+
 def test_the_throughput_behind_retry_after_is_measured_at_load(app: Flask) -> None:
     batcher = app.extensions["rmserve"].registry.get(None).batcher
     assert batcher.seconds_to_score(10_000) < 10_000  # a real rate before the first request, not a guess of 1 s

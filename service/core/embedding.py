@@ -77,7 +77,7 @@ class EmbeddingGaussian:
         """Mahalanobis distance of each row. [n, dim] -> [n]"""
         centred = np.asarray(embeddings, dtype=np.float64) - self.mean
         projected = centred @ self.components.T  # [n, rank]
-        residual = np.einsum("ij,ij->i", centred, centred) - np.einsum("ij,ij->i", projected, projected)
+        residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)  # [n]: what the components miss
         squared = (projected**2 / self.variances).sum(axis=1) + np.maximum(residual, 0.0) / self.residual_variance
         distances: np.ndarray = np.sqrt(squared)
         return distances

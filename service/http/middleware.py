@@ -11,7 +11,7 @@ import uuid
 from flask import Flask, Response, g, request
 
 from rmserve import metrics
-from rmserve.errors import QueueFull, Unauthorized
+from rmserve.errors import Unauthorized
 from rmserve.http.state import state
 
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none
@@ -31,21 +31,18 @@ def install(app: Flask) -> None:
 
 
 def _admit() -> None:
-    """Take a scoring slot, or answer 429 at once: a refused request must not hold a thread."""
+    """Take a scoring slot and the body's bytes before reading it, or answer 429 at once."""
     if request.path in OPEN_PATHS:
         return
     app_state = state()
-    if not app_state.slots.acquire(blocking=False):
-        raise QueueFull(
-            f"all {app_state.settings.threads} scoring slots of this worker are busy (RMSERVE_THREADS)",
-            retry_after_s=max(1, math.ceil(app_state.registry.seconds_to_drain())),
-        )
-    g.admitted = True
+    retry_after_s = max(1, math.ceil(app_state.registry.seconds_to_drain()))
+    g.admitted_bytes = app_state.admission.admit(request.content_length, retry_after_s)
 
 
 def _leave(error: BaseException | None) -> None:
-    if g.pop("admitted", False):
-        state().slots.release()
+    admitted_bytes = g.pop("admitted_bytes", None)
+    if admitted_bytes is not None:
+        state().admission.leave(admitted_bytes)
 
 
 def _start_request() -> None:

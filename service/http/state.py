@@ -5,7 +5,6 @@ Routes fetch it with `state()`; this module imports no route, so nothing imports
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -13,6 +12,7 @@ from flask import current_app
 from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
+from rmserve.http.admission import Admission
 
 EXTENSION = "rmserve"
 
@@ -23,12 +23,10 @@ class AppState:
     api_keys: frozenset[str]
     registry: ModelRegistry
     draining: bool = False
-    # Scoring requests in progress: at most RMSERVE_THREADS, so the worker's PROBE_THREADS stay
-    # free for probes (a probe queued behind waiting requests would time out and restart the pod).
-    slots: threading.BoundedSemaphore = field(init=False)
+    admission: Admission = field(init=False)  # scoring slots and the body-bytes budget
 
     def __post_init__(self) -> None:
-        self.slots = threading.BoundedSemaphore(self.settings.threads)
+        self.admission = Admission(self.settings)
 
     def not_ready_reason(self) -> str | None:
         """Why this worker must not get traffic now (None: ready); keeps `rmserve_ready` in step."""
