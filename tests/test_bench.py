@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from rmserve.cli import main
+from tests.conftest import SHARED_DATA
 
 
 def bench(tiny_repository: Path, tmp_path: Path, *flags: str) -> str:
@@ -73,3 +74,17 @@ def test_http_comparison_writes_json_table_and_plot(
     assert all(about["rss_idle_mb"] > 0 and about["cold_start_s"] > 0 for about in result["servers"].values())
     assert (results / "http.png").stat().st_size > 0
     assert "**single**" in text and "| rmserve |" in text
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "hh-rlhf-harmless-test.jsonl.gz").exists(), reason="needs ../shared/data")
+def test_ood_bench_measures_cost_and_false_positives_of_an_embedding_version(
+    embedding_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import ood
+
+    ood.main([str(embedding_repository), "tiny"])
+    printed = capsys.readouterr().out
+    assert "| session run + distances, batch 64 | 16 |" in printed
+    assert "| ServedModel.score (batcher, flags), 8 per call | 64 |" in printed
+    assert "5-fold CV on the 3600 training responses" in printed and "held-out lines 1801-2312" in printed
+    assert printed.count("(cut ") == len(ood.STRANGE)
