@@ -195,6 +195,7 @@ def compare(
                 (server.spec.name, shape.name): _bodies_file(scratch_dir, server.spec, shape)
                 for server in running
                 for shape in workload
+                if server.spec.measures(shape.name)
             }
             plan = [
                 (shape, concurrency)
@@ -202,12 +203,15 @@ def compare(
                 for concurrency in concurrencies
                 if concurrency * shape.items_per_request <= MAX_ITEMS_IN_FLIGHT
             ]
-            progress = tqdm(total=len(plan) * len(running), desc="HTTP points", unit="point", file=sys.stderr)
+            total = sum(server.spec.measures(shape.name) for shape, _ in plan for server in running)
+            progress = tqdm(total=total, desc="HTTP points", unit="point", file=sys.stderr)
             for turn, (shape, concurrency) in enumerate(plan):
                 # Long enough for every client to see several answers at the ceiling's pace.
                 in_flight = concurrency * shape.items_per_request
                 point_s = min(MAX_POINT_S, max(seconds, 3 * in_flight / max(ceilings[shape.name].values())))
                 for server in running[turn % len(running) :] + running[: turn % len(running)]:
+                    if not server.spec.measures(shape.name):
+                        continue
                     body_file = bodies[(server.spec.name, shape.name)]
                     points.append(measure(server, shape, body_file, concurrency, point_s))
                     progress.update()

@@ -24,7 +24,7 @@ from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.batcher import Batcher
-from rmserve.engine.registry import wait_all
+from rmserve.engine.served import wait_all
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.usage import require_model
@@ -182,8 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--servers",
         nargs="+",
-        help="HTTP servers to compare (default all: rmserve, 'rmserve, batching off', 'rmserve, int8' when "
-        "<model>-int8 is in the repository, 'naive Flask + ORT', LitServe, PyTriton)",
+        help="HTTP servers to compare (default all: rmserve, 'rmserve, telemetry off' (single and GRPO shapes), "
+        "'rmserve, batching off', 'rmserve, int8' when <model>-int8 is in the repository, 'naive Flask + ORT', "
+        "LitServe, PyTriton)",
     )
     parser.add_argument(
         "--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrent clients (default 1 8 32 128)"

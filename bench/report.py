@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any
+
+from bench.servers import TELEMETRY_OFF
 
 TARGET_CONCURRENCY = 32
 
@@ -61,6 +64,9 @@ def markdown(result: dict[str, Any]) -> str:
                 + (f"{min(efficiency):.2f}-{max(efficiency):.2f}" if efficiency else "n/a")
                 + f" | {sum(p['non_2xx'] + p['socket_errors'] for p in points.values())} |"
             )
+    telemetry = telemetry_cost(result)
+    if telemetry:
+        lines += ["", telemetry]
     lines += [
         "",
         "| server | configuration | cold start to ready | RSS idle | RSS peak under load |",
@@ -74,6 +80,23 @@ def markdown(result: dict[str, Any]) -> str:
     for server, why in result["failed_servers"].items():
         lines.append(f"| {server} | not measured: {why} | | | |")
     return "\n".join(lines) + "\n"
+
+
+def telemetry_cost(result: dict[str, Any]) -> str | None:
+    """rmserve's items/s over its telemetry-off variant's, at every point both were measured in."""
+    ratios = {}
+    for shape in result["shapes"]:
+        on, off = _points(result, shape, "rmserve"), _points(result, shape, TELEMETRY_OFF)
+        for concurrency in sorted(on.keys() & off.keys()):
+            if off[concurrency]["items_per_s"] > 0:
+                ratios[f"{shape} c={concurrency}"] = on[concurrency]["items_per_s"] / off[concurrency]["items_per_s"]
+    if not ratios:
+        return None
+    each = ", ".join(f"{point} {ratio:.2f}" for point, ratio in ratios.items())
+    return (
+        f"**Telemetry on / off** (rmserve's items/s over `{TELEMETRY_OFF}`'s in the same point): {each}; "
+        f"median {statistics.median(ratios.values()):.3f}."
+    )
 
 
 def plot(result: dict[str, Any], path: Path) -> None:

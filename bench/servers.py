@@ -16,6 +16,7 @@ from bench.live_server import ROOT, START_TIMEOUT_S, answers_200, free_port, wai
 
 Pairs = Sequence[tuple[str, str]]
 IDLE_MARGIN = 0.05  # CPUs' worth above idle use that still counts as idle
+TELEMETRY_OFF = "rmserve, telemetry off"
 
 
 def items_body(pairs: Pairs) -> str:
@@ -46,43 +47,50 @@ class ServerSpec:
     score_path: str
     body: Callable[[Pairs], str] = items_body
     rmserve_metrics: bool = False  # exposes rmserve's /metrics (padding efficiency)
+    shapes: tuple[str, ...] | None = None  # the traffic shapes it is measured on; None: every one
+
+    def measures(self, shape: str) -> bool:
+        return self.shapes is None or shape in self.shapes
 
 
 def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
     python = sys.executable
-    rmserve = [str(Path(python).with_name("rmserve")), "serve"]
     served = {"RMSERVE_MODEL_REPOSITORY": str(repository), "RMSERVE_MODELS": model, "RMSERVE_HOST": "127.0.0.1"}
     baseline = ["--repository", str(repository), "--model", model]
+
+    def rmserve(
+        name: str, configuration: str, env: dict[str, str], shapes: tuple[str, ...] | None = None
+    ) -> ServerSpec:
+        command = [str(Path(python).with_name("rmserve")), "serve"]
+        return ServerSpec(
+            name, configuration, command, {**served, **env}, "/readyz", "/v1/score", rmserve_metrics=True, shapes=shapes
+        )
+
     return [
-        ServerSpec(
+        rmserve(
             "rmserve",
             "`rmserve serve` with its defaults: 1 gunicorn worker, 16 request threads, one executor per CPU "
-            "(single-threaded runs) sharing one queue and session, length-grouped batching",
-            rmserve,
-            served,
-            "/readyz",
-            "/v1/score",
-            rmserve_metrics=True,
+            "(single-threaded runs) sharing one queue and session, length-grouped batching, drift telemetry on",
+            {},
         ),
-        ServerSpec(
+        rmserve(
+            TELEMETRY_OFF,
+            "as above with `RMSERVE_TELEMETRY_WINDOW=0`: no drift window (flags are still computed); measured "
+            "on the single and GRPO shapes only, for the cost of telemetry",
+            {"RMSERVE_TELEMETRY_WINDOW": "0"},
+            shapes=("single", "grpo"),
+        ),
+        rmserve(
             "rmserve, batching off",
-            "as above with `RMSERVE_MAX_BATCH_SIZE=1`: every item is its own run",
-            rmserve,
-            {**served, "RMSERVE_MAX_BATCH_SIZE": "1"},
-            "/readyz",
-            "/v1/score",
-            rmserve_metrics=True,
+            "as rmserve with `RMSERVE_MAX_BATCH_SIZE=1`: every item is its own run",
+            {"RMSERVE_MAX_BATCH_SIZE": "1"},
         ),
         *(
             [
-                ServerSpec(
+                rmserve(
                     "rmserve, int8",
                     f"as rmserve, serving `{model}-int8` (the same graph, int8 dynamic quantization)",
-                    rmserve,
-                    {**served, "RMSERVE_MODELS": f"{model}-int8"},
-                    "/readyz",
-                    "/v1/score",
-                    rmserve_metrics=True,
+                    {"RMSERVE_MODELS": f"{model}-int8"},
                 )
             ]
             if (repository / f"{model}-int8").is_dir()

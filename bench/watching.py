@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from rmserve.config import Settings
-from rmserve.engine.registry import ModelRegistry, ServedModel
+from rmserve.engine.registry import ModelRegistry
+from rmserve.engine.served import ServedModel
 from rmserve.training.data import LineRange, read_comparisons
 
 ROOT = Path(__file__).resolve().parents[1]

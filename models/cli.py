@@ -1,4 +1,4 @@
-"""`rmserve train | export | import | eval`: the training half of the CLI.
+"""`rmserve train | export | import | quantize | eval | ensemble`: the training half of the CLI.
 
 `rmserve.cli` calls `register(subparsers)`. Nothing here imports torch at module level, so the
 serving CLI stays light; each handler imports what it needs when it runs.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from rmserve.config import DEFAULT_REPOSITORY
+from rmserve.training import ensemble
 from rmserve.training.config import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
+from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, require_model, run
 
@@ -25,23 +26,6 @@ DATA_FORMATS = (
     "{prompt, chosen, rejected}; TRL conversational message lists; or rankings "
     "{prompt, responses: [best..worst]} / with ranking: [indices best first]"
 )
-
-
-class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
-    """Show "(default: X)" only where there is a default worth showing."""
-
-    def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-def line_range(text: str) -> LineRange:
-    """`--lines 1-1800`; a malformed range is argparse's one-line usage error, not a traceback."""
-    try:
-        return LineRange.parse(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def fraction(text: str) -> float:
@@ -53,12 +37,13 @@ def fraction(text: str) -> float:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the train, export, import and eval subcommands to the `rmserve` parser."""
+    """Add the train, export, import, quantize, eval and ensemble subcommands to the `rmserve` parser."""
     _add_train(subparsers)
     _add_export(subparsers)
     _add_import(subparsers)
     _add_quantize(subparsers)
     _add_eval(subparsers)
+    ensemble.register(subparsers)
 
 
 @dataclass(frozen=True)
@@ -127,14 +112,8 @@ def _defaults(config: type) -> dict[str, Any]:
     return {field.name: field.default for field in dataclasses.fields(config)}
 
 
-def _subcommand(
-    subparsers: argparse._SubParsersAction, name: str, summary: str, description: str
-) -> argparse.ArgumentParser:
-    return subparsers.add_parser(name, help=summary, description=description, formatter_class=_HelpWithDefaults)
-
-
 def _add_train(subparsers: argparse._SubParsersAction) -> None:
-    parser = _subcommand(
+    parser = subcommand(
         subparsers,
         "train",
         "train a reward model on preference data (needs the [train] extra)",
@@ -160,11 +139,6 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_train)
 
 
-def _add_held_out(parser: argparse.ArgumentParser, purpose: str) -> None:
-    parser.add_argument("--held-out", type=Path, required=True, help=f"preference file for {purpose}")
-    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
-
-
 def _add_version_written(parser: argparse.ArgumentParser, example: str) -> None:
     """Where a command writes its repository version: <repository>/<name>/<version>/."""
     defaults = _defaults(ExportConfig)
@@ -174,7 +148,7 @@ def _add_version_written(parser: argparse.ArgumentParser, example: str) -> None:
 
 
 def _add_export(subparsers: argparse._SubParsersAction) -> None:
-    parser = _subcommand(
+    parser = subcommand(
         subparsers,
         "export",
         "export a training run to the model repository: ONNX, tokenizer, manifest (needs the [train] extra)",
@@ -183,14 +157,14 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
         "a torch-vs-ONNX parity check, optional int8 agreement, and held-out accuracy beside baselines.",
     )
     parser.add_argument("run", type=Path, help="run directory written by `rmserve train`")
-    _add_held_out(parser, "parity and evaluation")
+    add_held_out(parser, "parity and evaluation")
     _add_version_written(parser, "hh-harmless")
     parser.add_argument("--int8", action="store_true", help="serve an int8 dynamically quantized graph")
     parser.set_defaults(handler=_export)
 
 
 def _add_import(subparsers: argparse._SubParsersAction) -> None:
-    parser = _subcommand(
+    parser = subcommand(
         subparsers,
         "import",
         "turn a Hugging Face reward model checkpoint into a repository version (needs the [train] extra)",
@@ -220,7 +194,7 @@ def _add_import(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
-    parser = _subcommand(
+    parser = subcommand(
         subparsers,
         "quantize",
         "an int8 copy of a repository version, with its own accuracy, agreement and normalization",
@@ -229,7 +203,7 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
         "accuracy, agreement with fp32 and normalization are measured with the int8 graph.",
     )
     parser.add_argument("source", type=Path, help="fp32 version directory, e.g. models/repository/hh-harmless/1")
-    _add_held_out(parser, "agreement and evaluation")
+    add_held_out(parser, "agreement and evaluation")
     _add_version_written(parser, "hh-harmless-int8")
     parser.set_defaults(handler=_quantize)
 
@@ -241,7 +215,7 @@ def _quantize(args: argparse.Namespace) -> int:
         args.source, args.repository, args.name, args.version, args.held_out, args.held_out_lines
     )
     parity = manifest.parity or {}
-    _print_table(
+    print_table(
         "quantize summary",
         [
             ("version directory", str(args.repository / manifest.name / str(manifest.version))),
@@ -259,7 +233,7 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _add_eval(subparsers: argparse._SubParsersAction) -> None:
-    parser = _subcommand(
+    parser = subcommand(
         subparsers,
         "eval",
         "pairwise accuracy of a repository model on a preference file, beside baselines (needs the [train] extra)",
@@ -320,7 +294,7 @@ def _train(args: argparse.Namespace) -> int:
     if "blend" in record:
         rows.append(("deep weight (fit on dev)", f"{record['blend']['deep_weight']:.3f}"))
     rows += [("dev pairwise accuracy", f"{record['dev_accuracy']:.4f}"), ("seconds", f"{record['seconds']:.0f}")]
-    _print_table("training summary", rows)
+    print_table("training summary", rows)
     return 0
 
 
@@ -354,7 +328,7 @@ def _export(args: argparse.Namespace) -> int:
     if manifest.quantization:
         rows.append(("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"))
     rows.append(("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"))
-    _print_table("export summary", rows)
+    print_table("export summary", rows)
     evaluation = manifest.evaluation
     _print_accuracy_table(
         evaluation.data or "", evaluation.n, evaluation.pairwise_accuracy or 0.0, evaluation.baselines
@@ -395,7 +369,7 @@ def _import(args: argparse.Namespace) -> int:
         ("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"),
         ("calibration pairwise accuracy", f"{source['calibration_pairwise_accuracy']:.4f}"),
     ]
-    _print_table("import summary", rows)
+    print_table("import summary", rows)
     return 0
 
 
@@ -448,27 +422,14 @@ def _eval(args: argparse.Namespace) -> int:
 def _print_accuracy_table(
     data: str, pairs: int, accuracy: float, baselines: dict[str, float], label: str = "reward model"
 ) -> None:
-    """Accuracy with a 95% interval (binomial, ±1.96·sqrt(p(1-p)/n)) beside each baseline."""
-
-    def interval(p: float) -> str:
-        return f"±{1.96 * math.sqrt(p * (1 - p) / max(pairs, 1)):.3f}"
-
-    rows = [(label, f"{accuracy:.4f}  {interval(accuracy)}")]
+    """Accuracy with a 95% interval beside each baseline."""
     names = {
         "shorter_wins": "shorter response wins",
         "longer_wins": "longer response wins",
         "bag_of_words": "bag of words (TF-IDF + logistic regression)",
     }
-    rows += [(names.get(name, name), f"{value:.4f}  {interval(value)}") for name, value in baselines.items()]
-    _print_table(f"pairwise accuracy on {pairs} pairs of {data}", rows)
-
-
-def _print_table(title: str, rows: list[tuple[str, str]]) -> None:
-    width = max(len(key) for key, _ in rows)
-    print(f"\n{title}")
-    print("-" * (width + 2 + max(len(value) for _, value in rows)))
-    for key, value in rows:
-        print(f"{key:<{width}}  {value}")
+    accuracies = {label: accuracy} | {names.get(name, name): value for name, value in baselines.items()}
+    print_table(f"pairwise accuracy on {pairs} pairs of {data}", accuracy_rows(pairs, accuracies))
 
 
 def main(argv: list[str] | None = None) -> int:

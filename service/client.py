@@ -75,6 +75,7 @@ class RewardClient:
         retries: int = 5,
         *,
         model: str | None = None,
+        reward: str | None = None,
         max_items: int = DEFAULT_MAX_ITEMS,
         backoff_s: float = 0.5,
         max_backoff_s: float = 30.0,
@@ -90,6 +91,7 @@ class RewardClient:
         self.timeout = timeout
         self.retries = retries
         self.model = model
+        self.reward = reward  # an ensemble's reward: mean, conservative or min (`?reward=`); None = its own setting
         self.max_items = max_items
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
@@ -194,6 +196,8 @@ class RewardClient:
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.model is not None:
             body = {"model": self.model, **body}
+        if self.reward is not None:
+            path += f"?reward={quote(self.reward, safe='')}"
         return self._call("POST", path, body)
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:

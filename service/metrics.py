@@ -56,12 +56,16 @@ BATCHER_RESTARTS = Counter(
 REPOSITORY_REFUSED = Gauge(
     "rmserve_repository_refused",
     "Repository entries refused at load (value 1): a version that fails verification (invalid_version), "
-    "a model with no valid version (no_valid_version), a directory that is not a model (not_a_model).",
+    "a model with no valid version (no_valid_version), an ensemble with a bad ensemble.json or a member that is "
+    "missing, unloadable or an ensemble (invalid_ensemble), a directory that is not a model (not_a_model).",
     ["entry", "reason"],
     multiprocess_mode="max",
 )
 MODEL_INFO = Gauge(
-    "rmserve_model_info", "Loaded model versions (value 1).", ["model", "version", "sha256"], multiprocess_mode="max"
+    "rmserve_model_info",
+    "Loaded model versions (value 1); an ensemble's version is `ensemble`, its sha256 that of ensemble.json.",
+    ["model", "version", "sha256"],
+    multiprocess_mode="max",
 )
 # Drift telemetry (rmserve.engine.telemetry): each worker keeps its own rolling window of the items
 # it scored, a sample of the same traffic. Rates, which alerts compare with a ceiling, show the worst
@@ -104,6 +108,15 @@ WINDOW_SCORE_DRIFT = Gauge(
     ["model", "statistic"],
     multiprocess_mode="livemostrecent",
 )
+# An ensemble's mean disagreement is this over rmserve_window_items: both add up over workers, so the
+# ratio is the mean over every worker's window, exactly (a max or most recent of means would not be).
+WINDOW_TOTAL_DISAGREEMENT = Gauge(
+    "rmserve_window_total_disagreement",
+    "An ensemble's std across members, summed over the items of the rolling windows (divide by "
+    "rmserve_window_items for the mean disagreement).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
 READY = Gauge("rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin")
 
 
@@ -136,3 +149,9 @@ def register_model(name: str, version: int, sha256: str) -> None:
     for reason in ("deadline_exceeded", "cancelled", "inference_failed", "non_finite", "batcher_crashed"):
         ITEMS_FAILED.labels(name, reason)
     MODEL_INFO.labels(name, str(version), sha256).set(1)
+
+
+def register_ensemble(name: str, sha256: str) -> None:
+    """An ensemble's series: its score histogram at zero, and its info line (version "ensemble", sha256 of its file)."""
+    SCORES.labels(name)
+    MODEL_INFO.labels(name, "ensemble", sha256).set(1)

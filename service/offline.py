@@ -13,7 +13,7 @@ from typing import IO
 from tqdm import tqdm
 
 from rmserve.config import Settings
-from rmserve.engine.registry import ModelRegistry, ServedModel
+from rmserve.engine.registry import ModelRegistry, Served
 from rmserve.errors import ServiceError
 from rmserve.protocols.inputs import item_exchanges
 from rmserve.protocols.schemas import ChatItem, ItemBody, PairItem, parse
@@ -50,11 +50,9 @@ def chunks(items: Iterator[NumberedItem], size: int) -> Iterator[list[NumberedIt
         yield chunk
 
 
-def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Settings) -> list[dict[str, object]]:
+def score_chunk(model: Served, chunk: list[NumberedItem], settings: Settings) -> list[dict[str, object]]:
     # The per-request item limit is an HTTP guard; a file chunk may be any size.
-    exchanges = item_exchanges(
-        [item for _, item in chunk], model.version.format, settings.replace(max_items=len(chunk))
-    )
+    exchanges = item_exchanges([item for _, item in chunk], model.input_format, settings.replace(max_items=len(chunk)))
     scored = model.score(exchanges, time.monotonic() + OFFLINE_DEADLINE_S)
     columns = zip(
         chunk,
@@ -66,7 +64,7 @@ def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Setting
         scored.flags,
         strict=True,
     )
-    return [
+    results: list[dict[str, object]] = [
         {
             "line": number,
             "score": score,
@@ -78,6 +76,13 @@ def score_chunk(model: ServedModel, chunk: list[NumberedItem], settings: Setting
         }
         for (number, _), score, raw, truncated, tokens, injected, flags in columns
     ]
+    if scored.ensemble is not None:  # an ensemble's line also carries its combinations and each member's score
+        combinations = {name: values.tolist() for name, values in scored.ensemble.combinations().items()}
+        members = {name: values.tolist() for name, values in scored.ensemble.members.items()}
+        for index, result in enumerate(results):
+            result.update({name: values[index] for name, values in combinations.items()})
+            result["members"] = {name: values[index] for name, values in members.items()}
+    return results
 
 
 def score_file(
@@ -99,5 +104,6 @@ def score_file(
         finally:
             progress.close()
             registry.stop()
-    print(f"scored {total} items with {model.name} v{model.version.manifest.version}", file=sys.stderr)
+    version = "" if model.served_version is None else f" v{model.served_version}"  # an ensemble has none
+    print(f"scored {total} items with {model.name}{version}", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ from flask.testing import FlaskClient
 from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
-from tests.tiny_model import CORPUS, write_version, write_version_with_stats
+from tests.tiny_model import CORPUS, write_ensemble, write_version, write_version_with_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_REPOSITORY = ROOT / "models" / "repository"
@@ -37,6 +37,15 @@ def stats_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("stats-repository")
     responses = [half for sentence in CORPUS for half in (sentence, sentence[: len(sentence) // 2])]
     write_version_with_stats(root / "tiny" / "1", ["\n\nHuman: Hi?\n\nAssistant:"] * len(responses), responses)
+    return root
+
+
+@pytest.fixture(scope="session")
+def ensemble_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository holding three tiny models (different weight seeds and normalizations) and `tiny-ensemble` of
+    them, calibrated by `rmserve ensemble` on preference pairs made of the tokenizer's corpus."""
+    root = tmp_path_factory.mktemp("ensemble-repository")
+    write_ensemble(root, root.parent / "ensemble-calibration.jsonl")
     return root
 
 

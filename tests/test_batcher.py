@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmserve.engine.batcher import Batcher, ItemScore, ScoredBatch, cut_batch
-from rmserve.engine.registry import wait_all
+from rmserve.engine.served import wait_all
 from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
 from tests.reliability_report import record
 

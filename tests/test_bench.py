@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.servers import TELEMETRY_OFF
 from rmserve.cli import main
 from tests.conftest import SHARED_DATA
 
@@ -53,7 +54,9 @@ WRK = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed 
     ("servers", "concurrencies"),
     [
         pytest.param(["rmserve"], [2], id="smoke"),
-        pytest.param(["rmserve", "naive Flask + ORT"], [1, 4], id="two-servers", marks=pytest.mark.slow),
+        pytest.param(
+            ["rmserve", TELEMETRY_OFF, "naive Flask + ORT"], [1, 4], id="three-servers", marks=pytest.mark.slow
+        ),
     ],
 )
 def test_http_comparison_writes_json_table_and_plot(
@@ -68,12 +71,38 @@ def test_http_comparison_writes_json_table_and_plot(
     result = json.loads(saved.read_text())
     assert set(result["servers"]) == set(servers) and not result["failed_servers"]
     measured = {(point["server"], point["shape"], point["concurrency"]) for point in result["points"]}
-    shapes = ("single", "grpo", "batch64")
-    assert measured == {(s, shape, c) for s in servers for shape in shapes for c in concurrencies}
+    # The telemetry-off variant only sits beside rmserve where RL traffic is: single items and GRPO groups.
+    shapes = dict.fromkeys(servers, ("single", "grpo", "batch64")) | {TELEMETRY_OFF: ("single", "grpo")}
+    assert measured == {(s, shape, c) for s in servers for shape in shapes[s] for c in concurrencies}
     assert all(point["items_per_s"] > 0 and point["non_2xx"] == 0 for point in result["points"])
     assert all(about["rss_idle_mb"] > 0 and about["cold_start_s"] > 0 for about in result["servers"].values())
     assert (results / "http.png").stat().st_size > 0
     assert "**single**" in text and "| rmserve |" in text
+    if TELEMETRY_OFF in servers:
+        (line,) = [line for line in text.splitlines() if line.startswith("**Telemetry on / off**")]
+        assert all(f"{shape} c={c} " in line for shape in ("single", "grpo") for c in concurrencies)
+        assert float(line.rsplit("median ", 1)[1].rstrip(".")) > 0
+
+
+def test_report_gives_telemetrys_cost_where_rmserve_ran_beside_its_telemetry_off_variant() -> None:
+    from bench.report import telemetry_cost
+
+    def point(server: str, shape: str, items_per_s: float) -> dict[str, object]:
+        return {"server": server, "shape": shape, "concurrency": 8, "items_per_s": items_per_s}
+
+    result = {
+        "shapes": {"single": {}, "grpo": {}, "batch64": {}},
+        "points": [
+            point("rmserve", "single", 100.0),
+            point(TELEMETRY_OFF, "single", 98.0),
+            point("rmserve", "grpo", 48.0),
+            point(TELEMETRY_OFF, "grpo", 50.0),
+            point("rmserve", "batch64", 30.0),  # the variant does not run this shape
+        ],
+    }
+    line = telemetry_cost(result)
+    assert line is not None and line.endswith("single c=8 1.02, grpo c=8 0.96; median 0.990.")
+    assert telemetry_cost({**result, "points": result["points"][::2]}) is None
 
 
 @pytest.mark.skipif(not (SHARED_DATA / "hh-rlhf-harmless-test.jsonl.gz").exists(), reason="needs ../shared/data")

@@ -321,6 +321,14 @@ def test_models_lists_the_served_models(serve):
     assert (server.seen[0].method, server.seen[0].path) == ("GET", "/v1/models")
 
 
+def test_an_ensembles_reward_is_chosen_in_the_url(serve):
+    server, client = serve(
+        [], then=lambda body: Reply(200, {"scores": [0.5] * len(body["items"])}), model="e", reward="min"
+    )
+    assert client.as_reward_func()(prompts=["Hi?"], completions=["Hello."]) == [0.5]
+    assert (server.seen[0].path, server.seen[0].body["model"]) == ("/v1/score?reward=min", "e")
+
+
 def test_reward_func_sends_plain_prompts_as_pairs_and_conversations_as_messages(serve):
     server, client = serve([], then=lambda body: Reply(200, {"scores": [0.5] * len(body["items"])}))
     reward_func = client.as_reward_func()

@@ -1,11 +1,16 @@
-"""A simulated RL run gaming hh-harmless, scored through a live `rmserve serve`: the signals rise, /stats and
-/metrics show it, the alert fires on the resulting series (promtool), and the review buffer exports it."""
+"""Simulated RL runs gaming the served model, scored through a live `rmserve serve`: the signals rise, /stats
+and /metrics show it, the alert fires on the resulting series (promtool), and the review buffer exports it.
+
+Two scenarios: short, duplicated refusals against hh-harmless, and ever longer, padded, repeated answers
+against a model that likes length (bench/length_model.py, built here in a temporary repository).
+"""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +19,10 @@ import requests
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.drift import DATA, gaming_rounds, run
+from bench.drift import DATA, HARMLESS, LENGTH_LOVING, Round, Scenario, gaming_rounds, run, server_env
 from bench.live_server import RunningServer, running_server, wait_until
 from rmserve.client import RewardClient
 from rmserve.training.data import read_comparisons
-from tests.conftest import DEFAULT_REPOSITORY
 from tests.helpers_deploy import alert_rules
 from tests.test_deploy import run as run_tool
 from tests.test_deploy import tool
@@ -27,21 +31,72 @@ pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not DATA.exists(), reason="needs ../shared/data"),
 ]
-ROUNDS = gaming_rounds()
 ALERT = "RmserveRewardHackingSuspected"
 ROUND_MINUTES = 15  # each round's gauges stand for three 5-minute scrapes in the promtool series
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    env = {
-        "RMSERVE_MODELS": "hh-harmless",
-        "RMSERVE_WORKERS": "1",
-        "RMSERVE_TELEMETRY_WINDOW": str(len(ROUNDS[0].responses)),  # the window holds one round
-        "RMSERVE_REVIEW_PROMPTS": "64",
+@dataclass(frozen=True)
+class Expected:
+    """How a scenario's signals must move, round over round."""
+
+    scenario: Scenario
+    rising: tuple[str, ...]  # never fall from one round to the next
+    final: dict[str, float]  # above these in the last round
+    correlation_rises_for: int  # rounds over which |length-score correlation| keeps rising
+
+
+EXPECTED = [
+    # |rho| grows while refusals still vary in length, and stays high once they no longer do.
+    Expected(
+        HARMLESS,
+        ("duplicate_rate", "score_above_training_range", "median_shift"),
+        {"duplicate_rate": 0.5, "score_above_training_range": 0.3, "median_shift": 1.5},
+        correlation_rises_for=4,
+    ),
+    Expected(
+        LENGTH_LOVING,
+        ("duplicate_rate", "score_above_training_range", "length_outside_training", "median_shift"),
+        {"duplicate_rate": 0.5, "score_above_training_range": 0.3, "length_outside_training": 0.3, "median_shift": 1.5},
+        correlation_rises_for=5,
+    ),
+]
+
+
+def signals(stats: dict[str, Any]) -> dict[str, float]:
+    """The numbers of one /stats answer the scenarios watch, flat."""
+    rates = stats["flag_rates"]
+    return {
+        "length_score_correlation": abs(stats["length_score_correlation"]),
+        "duplicate_rate": stats["duplicate_rate"],
+        "score_above_training_range": rates["score_above_training_range"],
+        "length_outside_training": rates["length_outside_training"],
+        "median_shift": stats["drift"]["median_shift"],
+        "ks": stats["drift"]["ks"],
     }
-    log = tmp_path_factory.mktemp("drift") / "rmserve.log"
-    with running_server(DEFAULT_REPOSITORY, log, env=env) as running:
+
+
+@pytest.fixture(scope="module", params=EXPECTED, ids=lambda expected: expected.scenario.model)
+def expected(request: pytest.FixtureRequest) -> Expected:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def scenario(expected: Expected) -> Scenario:
+    return expected.scenario
+
+
+@pytest.fixture(scope="module")
+def rounds(scenario: Scenario) -> list[Round]:
+    return gaming_rounds(scenario.policy)
+
+
+@pytest.fixture(scope="module")
+def server(
+    scenario: Scenario, rounds: list[Round], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    scratch = tmp_path_factory.mktemp(scenario.model)
+    env = {**server_env(scenario, rounds), "RMSERVE_REVIEW_PROMPTS": "64"}
+    with running_server(scenario.repository(scratch), scratch / "rmserve.log", env=env) as running:
         yield running
 
 
@@ -58,38 +113,46 @@ def window_gauges(base_url: str) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def drift(server: RunningServer) -> list[tuple[dict[str, Any], dict[str, float]]]:
+def drift(
+    server: RunningServer, scenario: Scenario, rounds: list[Round]
+) -> list[tuple[dict[str, Any], dict[str, float]]]:
     """(/stats, /metrics window gauges) after each round."""
     observed = []
-    for batch in ROUNDS:
-        (stats,) = run(server.base_url, [batch])
+    for batch in rounds:
+        (stats,) = run(server.base_url, [batch], scenario.model)
         observed.append((stats, window_gauges(server.base_url)))
     return observed
 
 
-def test_signals_rise_round_over_round(drift: list[tuple[dict[str, Any], dict[str, float]]]) -> None:
-    stats = [entry[0] for entry in drift]
-    rho = [abs(entry["length_score_correlation"]) for entry in stats]
-    duplicates = [entry["duplicate_rate"] for entry in stats]
-    above = [entry["flag_rates"]["score_above_training_range"] for entry in stats]
-    shift = [entry["drift"]["median_shift"] for entry in stats]
-    assert all(entry["items"] == len(ROUNDS[0].responses) for entry in stats)
+def test_signals_rise_round_over_round(
+    drift: list[tuple[dict[str, Any], dict[str, float]]], expected: Expected, rounds: list[Round]
+) -> None:
+    assert all(stats["items"] == len(rounds[0].responses) for stats, _ in drift)
+    each = [signals(stats) for stats, _ in drift]
+    series = {name: [entry[name] for entry in each] for name in each[0]}
     # Round 0 writes like the training data: flags at about their built-in 1%, no drift.
-    assert above[0] < 0.05 and duplicates[0] < 0.1 and abs(shift[0]) < 0.3 and stats[0]["drift"]["ks"] < 0.1
+    healthy = each[0]
+    assert healthy["score_above_training_range"] < 0.05 and healthy["length_outside_training"] < 0.05
+    assert healthy["duplicate_rate"] < 0.1 and abs(healthy["median_shift"]) < 0.3 and healthy["ks"] < 0.1
     # The gamed rounds: every rate and the shift grow each round.
-    assert duplicates == sorted(duplicates) and above == sorted(above) and shift == sorted(shift)
-    assert duplicates[-1] > 0.5 and above[-1] > 0.3 and shift[-1] > 1.5
-    # |rho| grows while refusals still vary in length, and stays high once they no longer do.
-    assert rho[:4] == sorted(rho[:4]) and rho[3] > rho[0] + 0.3 and min(rho[1:]) > 0.5
+    for name in expected.rising:
+        assert series[name] == sorted(series[name]), name
+    for name, floor in expected.final.items():
+        assert series[name][-1] > floor, name
+    rho = series["length_score_correlation"]
+    rising = rho[: expected.correlation_rises_for]
+    assert rising == sorted(rising) and rising[-1] > rho[0] + 0.3 and min(rho[1:]) > 0.5
 
 
-def test_metrics_carry_the_same_numbers_as_stats(drift: list[tuple[dict[str, Any], dict[str, float]]]) -> None:
+def test_metrics_carry_the_same_numbers_as_stats(
+    drift: list[tuple[dict[str, Any], dict[str, float]]], scenario: Scenario
+) -> None:
     stats, gauges = drift[-1]
-    labels = 'job="rmserve", instance="a:8000", model="hh-harmless"'
+    labels = f'job="rmserve", instance="a:8000", model="{scenario.model}"'
     assert gauges[f"rmserve_window_duplicate_rate{{{labels}}}"] == pytest.approx(stats["duplicate_rate"])
-    flag = 'rmserve_window_flag_rate{job="rmserve", instance="a:8000", flag="score_above_training_range", '
-    flag += 'model="hh-harmless"}'
-    assert gauges[flag] == pytest.approx(stats["flag_rates"]["score_above_training_range"])
+    for flag in ("score_above_training_range", "length_outside_training"):
+        name = f'rmserve_window_flag_rate{{job="rmserve", instance="a:8000", flag="{flag}", model="{scenario.model}"}}'
+        assert gauges[name] == pytest.approx(stats["flag_rates"][flag])
     correlation = gauges[f"rmserve_window_length_score_correlation{{{labels}}}"]
     assert correlation == pytest.approx(stats["length_score_correlation"])
 
@@ -107,7 +170,7 @@ def promtool_test(series: list[dict[str, float]], expected: list[dict[str, Any]]
 
 
 def test_the_alert_fires_on_the_gamed_series_and_not_on_the_healthy_one(
-    drift: list[tuple[dict[str, Any], dict[str, float]]], tmp_path: Path
+    drift: list[tuple[dict[str, Any], dict[str, float]]], scenario: Scenario, tmp_path: Path
 ) -> None:
     promtool = tool("promtool")
     # The shipped rules without their annotations (promtool compares those exactly; alerts.test.yml does).
@@ -115,7 +178,7 @@ def test_the_alert_fires_on_the_gamed_series_and_not_on_the_healthy_one(
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "drift", "rules": rules}]}))
     series = [entry[1] for entry in drift]
     fired = [
-        {"exp_labels": {"severity": "warning", "signal": signal, "job": "rmserve", "model": "hh-harmless"}}
+        {"exp_labels": {"severity": "warning", "signal": signal, "job": "rmserve", "model": scenario.model}}
         for signal in ("length_score_correlation", "duplicate_responses", "score_above_training_range")
     ]
     end_of_round_3 = 3 * ROUND_MINUTES + ROUND_MINUTES - 5
@@ -131,20 +194,22 @@ def test_the_alert_fires_on_the_gamed_series_and_not_on_the_healthy_one(
     run_tool(promtool, "test", "rules", "drift.test.yml", cwd=tmp_path)
 
 
-def test_rmserve_review_exports_the_gamed_groups_for_training(server: RunningServer, tmp_path: Path) -> None:
+def test_rmserve_review_exports_the_gamed_groups_for_training(
+    server: RunningServer, rounds: list[Round], tmp_path: Path
+) -> None:
     exported = tmp_path / "review.jsonl"
     rmserve = Path(sys.executable).with_name("rmserve")
     subprocess.run([str(rmserve), "review", server.base_url, "-o", str(exported)], check=True, timeout=60)
     comparisons = read_comparisons(exported)
     assert comparisons and all(len(comparison.responses) >= 2 for comparison in comparisons)
-    prompts = set(ROUNDS[0].prompts)
+    prompts = set(rounds[0].prompts)
     assert {comparison.prompt for comparison in comparisons} <= prompts
 
 
-def test_client_reads_stats_and_review(server: RunningServer) -> None:
+def test_client_reads_stats_and_review(server: RunningServer, scenario: Scenario) -> None:
     with RewardClient(server.base_url) as client:
-        assert client.stats()["model"] == "hh-harmless"
-        assert client.review("hh-harmless") == client.review()
+        assert client.stats()["model"] == scenario.model
+        assert client.review(scenario.model) == client.review()
 
 
 def window_items(base_url: str) -> float:

@@ -13,7 +13,7 @@ from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
 from rmserve.core.repository import verify_version
 from rmserve.engine.flags import FlagColumns
-from rmserve.engine.registry import Scored
+from rmserve.engine.served import Scored
 from rmserve.errors import InvalidField
 from rmserve.protocols.classify import ClassifyRequest, classify_answer, classify_exchanges
 from rmserve.protocols.native import RankRequest, ScoreRequest, rank_answer, request_exchanges, score_answer

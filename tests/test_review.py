@@ -39,6 +39,21 @@ def test_only_doubtful_prompts_enter_then_collect_their_later_responses() -> Non
     assert [record["prompt"] for record in buffer.records()] == ["third", "extreme"]  # capacity 2: "gamed" left
 
 
+def test_an_ensembles_groups_are_kept_and_listed_by_how_much_its_members_disagree() -> None:
+    buffer = ReviewBuffer(capacity=2)
+
+    def observe_std(prompt: str, stds: list[float]) -> None:
+        flags = [["high_disagreement"], []]
+        buffer.observe([prompt] * 2, ["a", "b"], np.zeros(2), flags, np.array(stds))
+
+    observe_std("wide", [2.0, 0.1])
+    observe_std("narrow", [0.5, 0.1])
+    assert [record["prompt"] for record in buffer.records()] == ["wide", "narrow"]  # though "wide" is older
+    observe_std("widest", [3.0, 0.2])
+    assert [record["prompt"] for record in buffer.records()] == ["widest", "wide"]  # the least disagreed-on left
+    assert buffer.records()[0]["disagreement"] == [3.0, 0.2]
+
+
 def test_a_group_keeps_a_bounded_number_of_distinct_responses() -> None:
     buffer = ReviewBuffer(capacity=1)
     responses = [f"r{index}" for index in range(20)] + ["r0"] * 5

@@ -8,6 +8,7 @@ embedding variant also outputs the mean of per-token vectors (`embedding`, [batc
 from __future__ import annotations
 
 import datetime
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rmserve.core.embedding import EMBEDDING_FILE, EMBEDDING_OUTPUT, EmbeddingGaussian
+from rmserve.core.ensemble import EnsembleSpec
 from rmserve.core.manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -135,6 +137,32 @@ def write_version(
     )
     manifest.write(directory)
     return manifest
+
+
+# Members of the tests' ensemble: (name, weight seed, normalization mean, std); each normalizes differently.
+ENSEMBLE_MEMBERS = (("tiny-a", 0, 0.5, 2.0), ("tiny-b", 1, 0.0, 1.0), ("tiny-c", 2, -0.2, 0.5))
+ENSEMBLE = "tiny-ensemble"
+
+
+def calibration_pairs() -> list[dict[str, str]]:
+    """Preference pairs written like the tokenizer's corpus: its sentences, their halves and their ends."""
+    texts = [piece for sentence in CORPUS for piece in (sentence, sentence[: len(sentence) // 2], sentence[-30:])]
+    return [
+        {"prompt": "How do I bake bread?", "chosen": chosen, "rejected": rejected}
+        for chosen, rejected in zip(texts, texts[1:] + texts[:1], strict=True)
+    ]
+
+
+def write_ensemble(repository: Path, calibration: Path, held_out: Path | None = None) -> EnsembleSpec:
+    """The three members and `tiny-ensemble` of them, as `rmserve ensemble` writes it (calibrated on `calibration`)."""
+    from rmserve.training.ensemble import build_ensemble
+
+    for name, seed, mean, std in ENSEMBLE_MEMBERS:
+        write_version(repository / name / "1", name=name, seed=seed, mean=mean, std=std)
+    calibration.write_text("".join(json.dumps(pair) + "\n" for pair in calibration_pairs()), encoding="utf-8")
+    members = [name for name, *_ in ENSEMBLE_MEMBERS]
+    evaluation = None if held_out is None else (held_out, None)
+    return build_ensemble(repository, ENSEMBLE, members, 1.0, "conservative", (calibration, None), evaluation)
 
 
 def reseal(directory: Path, manifest: Manifest) -> Manifest:

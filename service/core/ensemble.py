@@ -34,9 +34,12 @@ MemberName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 
 
 class EnsembleSpec(BaseModel):
-    """What `ensemble.json` holds; written by `rmserve ensemble`, read by the server."""
+    """What `ensemble.json` holds; written by `rmserve ensemble`, read by the server.
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    Unknown fields are refused: a misspelt `rewrad` must not leave the ensemble serving another reward.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     members: list[MemberName] = Field(min_length=2, description="model names in the same repository")
     k: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="conservative = mean - k * std")
@@ -65,8 +68,9 @@ class EnsembleSpec(BaseModel):
 
 @dataclass(frozen=True)
 class Combined:
-    """Per-item combinations of the members' normalized scores, each [items]."""
+    """The members' normalized scores {member: [items]} and their per-item combinations, each [items]."""
 
+    members: dict[str, np.ndarray]
     mean: np.ndarray
     std: np.ndarray
     conservative: np.ndarray
@@ -75,12 +79,17 @@ class Combined:
     def reward(self, which: Reward) -> np.ndarray:
         return {"mean": self.mean, "conservative": self.conservative, "min": self.min}[which]
 
+    def combinations(self) -> dict[str, np.ndarray]:
+        """mean, std, conservative and min by name, each [items]."""
+        return {"mean": self.mean, "std": self.std, "conservative": self.conservative, "min": self.min}
+
 
 def combine(member_scores: Mapping[str, np.ndarray], k: float) -> Combined:
     """Combine normalized scores {member: [items]} into mean, std, conservative and min [items]."""
-    stacked = np.stack([np.asarray(scores, dtype=np.float64) for scores in member_scores.values()])  # [members, items]
+    members = {name: np.asarray(scores, dtype=np.float64) for name, scores in member_scores.items()}
+    stacked = np.stack(list(members.values()))  # [members, items]
     mean, std = stacked.mean(axis=0), stacked.std(axis=0)
-    return Combined(mean=mean, std=std, conservative=mean - k * std, min=stacked.min(axis=0))
+    return Combined(members=members, mean=mean, std=std, conservative=mean - k * std, min=stacked.min(axis=0))
 
 
 def is_ensemble(entry_dir: Path) -> bool:

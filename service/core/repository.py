@@ -1,4 +1,5 @@
-"""The model repository: `<repository>/<name>/<version>/{model.onnx,tokenizer.json,manifest.json}`.
+"""The model repository: `<repository>/<name>/<version>/{model.onnx,tokenizer.json,manifest.json}`,
+or `<repository>/<name>/ensemble.json` for an ensemble of models beside it.
 
 What serving and training both need before a graph runs: finding versions and verifying
 one (its manifest parses, names match the directory, sha256 matches every file it serves
@@ -17,6 +18,7 @@ from pydantic import ValidationError
 from tokenizers import Tokenizer
 
 from rmserve.core.embedding import EmbeddingGaussian
+from rmserve.core.ensemble import ENSEMBLE_FILE, EnsembleSpec, is_ensemble
 from rmserve.core.formats import InputFormat, load_format
 from rmserve.core.manifest import (
     MANIFEST_FILE,
@@ -140,6 +142,19 @@ def version_dirs(repository: Path, name: str) -> list[Path]:
         raise InvalidModel(f"{model_dir}: no such model directory")
     versions = [path for path in model_dir.iterdir() if path.is_dir() and path.name.isdigit()]
     return sorted(versions, key=lambda path: int(path.name), reverse=True)
+
+
+def ensemble_spec(repository: Path, name: str) -> EnsembleSpec | None:
+    """The entry's `ensemble.json`, or None when the entry is not an ensemble; InvalidModel if it is unusable."""
+    entry = repository / name
+    if not is_model_name(name) or not is_ensemble(entry):
+        return None
+    if version_dirs(repository, name):
+        raise InvalidModel(f"{entry}: holds both {ENSEMBLE_FILE} and versions; an entry is a model or an ensemble")
+    try:
+        return EnsembleSpec.read(entry)
+    except (ValueError, ValidationError) as error:  # not JSON (a ValueError), or not an ensemble spec
+        raise InvalidModel(f"{entry}/{ENSEMBLE_FILE} is invalid: {error}") from None
 
 
 def repository_entries(repository: Path) -> tuple[list[str], list[str]]:

@@ -18,6 +18,7 @@ TRUNCATED = "truncated"
 INJECTED_TURN = "injected_turn"  # the response writes turn markers of its own (the input format found them)
 SCORE_ABOVE_TRAINING_RANGE = "score_above_training_range"
 LENGTH_OUTSIDE_TRAINING = "length_outside_training"
+HIGH_DISAGREEMENT = "high_disagreement"  # an ensemble's members disagree beyond their calibration p99 (engine.ensemble)
 OUT_OF_DISTRIBUTION = "out_of_distribution"  # the pooled embedding lies farther from training's than their p99
 
 FlagColumns = dict[str, np.ndarray]  # flag name -> bool [items]

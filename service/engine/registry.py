@@ -1,201 +1,97 @@
-"""The models a process serves, each with its batcher: text pairs in, scores out.
+"""The models a process serves, each with its batcher, and the ensembles of them.
 
-The HTTP handlers and `rmserve score` both go through `ServedModel.score`, so offline and
-online scores come from the same tokenizer, batcher and ONNX session.
+An entry of the repository is a model (version directories) or an ensemble (`ensemble.json`
+naming models beside it, `rmserve.engine.ensemble`). Both are served under their name.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
-from pathlib import Path
-
-import numpy as np
 
 from rmserve import metrics
 from rmserve.config import Settings
-from rmserve.core.conversation import Exchange
-from rmserve.core.repository import InvalidModel, is_model_name, repository_entries
-from rmserve.core.transcript import Transcript
-from rmserve.engine.batcher import Batcher, ItemScore
-from rmserve.engine.flags import INJECTED_TURN, FlagColumns, FlagRules, item_flags
-from rmserve.engine.review import ReviewBuffer
-from rmserve.engine.telemetry import telemetry_for
-from rmserve.engine.version import ModelVersion, load_model
-from rmserve.errors import DeadlineExceeded, ModelNotFound
+from rmserve.core.ensemble import ENSEMBLE_FILE, EnsembleSpec, is_ensemble
+from rmserve.core.manifest import sha256_of
+from rmserve.core.repository import InvalidModel, ensemble_spec, is_model_name, repository_entries
+from rmserve.engine.ensemble import ServedEnsemble
+from rmserve.engine.served import ServedModel
+from rmserve.engine.version import load_model
+from rmserve.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
 
-REVIEW_LAYOUT = Transcript()  # how a prompt that came as turns is written into review records
+Served = ServedModel | ServedEnsemble
 
 
-@dataclass(frozen=True)
-class Scored:
-    """Per-item results of one scoring call, in request order."""
-
-    raw_scores: np.ndarray  # [items]
-    scores: np.ndarray  # [items], normalized
-    truncated: list[bool]
-    tokens: list[int]
-    response_tokens: list[int]  # the whole response's tokens, before any truncation
-    flag_columns: FlagColumns  # flag name -> bool [items], one per flag the version checks
-    ood_distances: np.ndarray | None = None  # [items]: embedding distances, when the version measures them
-
-    @property
-    def injected_turn(self) -> list[bool]:
-        """Per item, whether the response itself writes turn markers (scored whole, never split)."""
-        return [bool(injected) for injected in self.flag_columns[INJECTED_TURN].tolist()]
-
-    @property
-    def flags(self) -> list[list[str]]:
-        """Per item, the flags it raised."""
-        return item_flags(self.flag_columns, len(self.tokens))
-
-
-class ServedModel:
-    """A loaded model version plus the batcher whose executor threads share its one session."""
-
-    def __init__(self, version: ModelVersion, settings: Settings):
-        self.version = version
-        self.batcher = Batcher(
-            model=version.name,
-            score_fn=version.score_batch,
-            pad_id=version.manifest.tokens.pad_id,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_queue_tokens=settings.max_queue_tokens,
-            max_padding_ratio=settings.max_padding_ratio,
-            max_batch_size=settings.max_batch_size,
-            executors=settings.executor_count(),
-            tokens_per_second=version.tokens_per_second,
-        )
-        manifest = version.manifest
-        self.flag_rules = FlagRules(manifest.training_stats)
-        self.telemetry = telemetry_for(manifest, self.flag_rules.names, settings.telemetry_window)
-        self.review = ReviewBuffer(settings.review_prompts) if settings.review_prompts else None
-
-    @property
-    def name(self) -> str:
-        return self.version.name
-
-    def score(self, exchanges: Sequence[Exchange], deadline: float) -> Scored:
-        """Lay out and tokenize in the model's input format, queue, wait until `deadline` (monotonic s), normalize."""
-        encodings = self.version.format.encode(exchanges)
-        futures = self.batcher.submit([encoding.input_ids for encoding in encodings], deadline)
-        results = wait_all(futures, deadline)
-        raw_scores = np.array([result.raw for result in results], dtype=np.float64)
-        distances = None
-        if self.version.embedding is not None:
-            distances = np.array([result.distance for result in results], dtype=np.float64)
-        scores = self.version.normalize(raw_scores)
-        truncated = [encoding.truncated for encoding in encodings]
-        response_tokens = [encoding.response_tokens for encoding in encodings]
-        score_histogram = metrics.SCORES.labels(self.name)  # one label lookup per request, not per item
-        for score in scores.tolist():
-            score_histogram.observe(score)
-        if any(truncated):
-            metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
-        injected = [exchange.injected_turn for exchange in exchanges]
-        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected, distances)
-        tokens = [len(encoding.input_ids) for encoding in encodings]
-        scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns, distances)
-        responses = [exchange.response for exchange in exchanges]
-        if self.telemetry is not None:
-            self.telemetry.observe(raw_scores, response_tokens, flag_columns, responses)
-            self.telemetry.maybe_publish()
-        if self.review is not None:
-            self.review.observe([review_prompt(exchange) for exchange in exchanges], responses, scores, scored.flags)
-        return scored
-
-
-def review_prompt(exchange: Exchange) -> str:
-    """The prompt as review records carry it: as the client wrote it, or its turns as an HH transcript."""
-    return exchange.prompt_text if exchange.prompt_text is not None else REVIEW_LAYOUT.render_prompt(exchange.prompt)
-
-
-def wait_all(futures: Sequence[Future[ItemScore]], deadline: float) -> list[ItemScore]:
-    """Results in order; when any item fails or the deadline passes, cancel the rest so it is never scored."""
-    try:
-        return [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
-    except FutureTimeout:
-        cancel_all(futures)
-        raise DeadlineExceeded("the request's deadline passed before all its items were scored") from None
-    except BaseException:
-        cancel_all(futures)
-        raise
-
-
-def cancel_all(futures: Sequence[Future[ItemScore]]) -> None:
-    """Cancel every future still waiting in the queue (one already in a batch runs to its end)."""
-    for future in futures:
-        future.cancel()
-
-
-def _model_dirs(repository: Path) -> list[str]:
+def _model_dirs(settings: Settings) -> list[str]:
     """The repository's model directories; the other directories are logged and counted."""
-    names, ignored = repository_entries(repository)
+    names, ignored = repository_entries(settings.model_repository)
     for entry in ignored:
-        log.warning("ignoring %s: not a model directory", repository / entry)
+        log.warning("ignoring %s: not a model directory", settings.model_repository / entry)
         metrics.REPOSITORY_REFUSED.labels(entry, "not_a_model").set(1)
     return names
 
 
 class ModelRegistry:
-    """Loads the configured models from the repository and starts their batchers."""
+    """Loads the configured models and ensembles from the repository and starts their batchers."""
 
-    def __init__(self, models: dict[str, ServedModel], default: str, skipped: list[str] | None = None):
+    def __init__(self, models: dict[str, Served], default: str, skipped: list[str] | None = None):
         self.models = models
         self.default = default
-        self.skipped = skipped or []  # models of the repository left out because no version loads
+        self.skipped = skipped or []  # entries of the repository left out: no version loads, or a member does not
 
     @classmethod
     def load(cls, settings: Settings) -> ModelRegistry:
-        """Every model in the repository that loads (the others are logged, counted and skipped),
-        or exactly RMSERVE_MODELS, where one that cannot load stops start-up."""
+        """Every model and ensemble in the repository that loads (the others are logged, counted and skipped),
+        or exactly RMSERVE_MODELS (an ensemble with its members), where one that cannot load stops start-up."""
         explicit = list(settings.models)
         for name in explicit:
             if not is_model_name(name):
                 raise InvalidModel(f"RMSERVE_MODELS: {name!r} is not a model name (letters, digits, '.', '_', '-')")
-        names = explicit or _model_dirs(settings.model_repository)
-        threads = settings.intra_op_threads()
-        models, skipped = {}, []
+        names = explicit or _model_dirs(settings)
+        loading = _Loading(settings, bool(explicit))
+        specs: dict[str, EnsembleSpec] = {}
         for name in names:
             try:
-                version = load_model(settings.model_repository, name, threads, settings.pinned_version(name))
+                spec = ensemble_spec(settings.model_repository, name)
             except InvalidModel as error:
-                if explicit:
-                    raise InvalidModel(f"{error} (named in RMSERVE_MODELS, so the server does not start)") from None
-                log.error("skipping model %s: %s", name, error)
-                metrics.REPOSITORY_REFUSED.labels(name, "no_valid_version").set(1)
-                skipped.append(name)
+                loading.refuse(name, str(error), "invalid_ensemble")
                 continue
-            models[name] = ServedModel(version, settings)
-            metrics.register_model(name, version.manifest.version, version.manifest.sha256)
+            if spec is None:
+                loading.load_model(name)
+            else:
+                specs[name] = spec
+        for name, spec in specs.items():
+            loading.load_ensemble(name, spec)
+        models = loading.models
         if not models:
             raise InvalidModel(
-                f"no model in {settings.model_repository} could be loaded (skipped: {', '.join(skipped) or 'none'}); "
-                "the log says why for each"
+                f"no model in {settings.model_repository} could be loaded (skipped: "
+                f"{', '.join(loading.skipped) or 'none'}); the log says why for each"
             )
-        default = settings.default_model or next(iter(models))
+        default = settings.default_model or next(name for name in [*names, *models] if name in models)
         if default not in models:
             raise ValueError(f"RMSERVE_DEFAULT_MODEL={default!r} is not among the loaded models {sorted(models)}")
-        return cls(models, default, skipped)
+        ordered = {name: models[name] for name in names if name in models} | models  # as listed, members after
+        return cls(ordered, default, loading.skipped)
+
+    @property
+    def served_models(self) -> list[ServedModel]:
+        """The single models, each with its batcher (an ensemble scores through its members')."""
+        return [model for model in self.models.values() if isinstance(model, ServedModel)]
 
     def start(self) -> ModelRegistry:
-        for model in self.models.values():
+        for model in self.served_models:
             model.batcher.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        for model in self.models.values():
+        for model in self.served_models:
             model.batcher.stop(timeout)
 
     def seconds_to_drain(self) -> float:
         """How long until every queue has scored what it holds now, at the measured rates."""
-        return max(model.batcher.seconds_to_score(model.batcher.queued_tokens) for model in self.models.values())
+        return max(model.batcher.seconds_to_score(model.batcher.queued_tokens) for model in self.served_models)
 
     def publish_telemetry(self) -> None:
         """Bring this process's drift gauges up to date (a /metrics scrape)."""
@@ -205,10 +101,61 @@ class ModelRegistry:
 
     def unhealthy(self) -> list[str]:
         """Models whose batcher is not running its loop (restarting after a crash, or ended)."""
-        return sorted(name for name, model in self.models.items() if not model.batcher.healthy)
+        return sorted(model.name for model in self.served_models if not model.batcher.healthy)
 
-    def get(self, name: str | None) -> ServedModel:
+    def get(self, name: str | None) -> Served:
         model = self.models.get(name or self.default)
         if model is None:
             raise ModelNotFound(str(name), sorted(self.models))
         return model
+
+
+class _Loading:
+    """One pass over the repository: what loaded, what was skipped; with RMSERVE_MODELS a refusal stops it."""
+
+    def __init__(self, settings: Settings, explicit: bool):
+        self.settings = settings
+        self.explicit = explicit
+        self.threads = settings.intra_op_threads()
+        self.models: dict[str, Served] = {}
+        self.skipped: list[str] = []
+
+    def refuse(self, name: str, why: str, reason: str, named_by: str = "named in RMSERVE_MODELS") -> None:
+        """Skip an entry (log line, `rmserve_repository_refused`, /readyz `skipped`), or stop start-up."""
+        if self.explicit:
+            raise InvalidModel(f"{why} ({named_by}, so the server does not start)")
+        log.error("skipping model %s: %s", name, why)
+        metrics.REPOSITORY_REFUSED.labels(name, reason).set(1)
+        self.skipped.append(name)
+
+    def load_model(self, name: str, named_by: str = "named in RMSERVE_MODELS") -> None:
+        if name in self.models or name in self.skipped:
+            return
+        settings = self.settings
+        try:
+            version = load_model(settings.model_repository, name, self.threads, settings.pinned_version(name))
+        except InvalidModel as error:
+            self.refuse(name, str(error), "no_valid_version", named_by)
+            return
+        self.models[name] = ServedModel(version, settings)
+        metrics.register_model(name, version.manifest.version, version.manifest.sha256)
+
+    def load_ensemble(self, name: str, spec: EnsembleSpec) -> None:
+        """Serve an ensemble if every member is a model that loads; with RMSERVE_MODELS, load its members too."""
+        repository = self.settings.model_repository
+        members = []
+        for member in spec.members:
+            if is_ensemble(repository / member):
+                self.refuse(name, f"{repository / name}: member {member!r} is itself an ensemble", "invalid_ensemble")
+                return
+            if self.explicit:
+                self.load_model(member, f"a member of ensemble {name!r}, named in RMSERVE_MODELS")
+            served = self.models.get(member)
+            if not isinstance(served, ServedModel):
+                present = "has no loadable version" if (repository / member).is_dir() else "is not in the repository"
+                self.refuse(name, f"{repository / name}: member {member!r} {present}", "invalid_ensemble")
+                return
+            members.append(served)
+        self.models[name] = ServedEnsemble(name, spec, members, self.settings)
+        metrics.register_ensemble(name, sha256_of(repository / name / ENSEMBLE_FILE))
+        log.info("serving ensemble %s of %s (k %s, reward %s)", name, ", ".join(spec.members), spec.k, spec.reward)

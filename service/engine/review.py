@@ -2,12 +2,14 @@
 
 Opt-in (`RMSERVE_REVIEW_PROMPTS`, 0 = off), because it keeps prompt and response texts in
 memory. A prompt enters when one of its responses raised a flag that questions the score (any
-but `truncated`, so an ensemble's `high_disagreement`, once served, feeds it too) or scored at
+but `truncated`, so an ensemble's `high_disagreement` feeds it too) or scored at
 least `EXTREME_Z` training standard deviations from the training mean; from then on its
 responses are collected (up to `MAX_RESPONSES` distinct ones), so people get something to
-compare. The least recently touched prompt leaves first. Exported as ranking records
-`{"prompt", "responses"}`, which `rmserve train` reads once people have put the responses in
-order.
+compare. For an ensemble, a prompt's disagreement is the largest std across members of its
+responses: the least disagreed-on prompt leaves first and records list the most disagreed-on
+first. A single model has no disagreement: the least recently touched prompt leaves first and
+the most recent comes first. Exported as ranking records `{"prompt", "responses"}`, which
+`rmserve train` reads once people have put the responses in order.
 """
 
 from __future__ import annotations
@@ -28,21 +30,30 @@ MAX_RESPONSES = 8
 
 @dataclass
 class ReviewGroup:
-    responses: dict[str, tuple[float, list[str]]] = field(default_factory=dict)  # text -> (score, flags)
+    # text -> (score, flags, std across an ensemble's members or None)
+    responses: dict[str, tuple[float, list[str], float | None]] = field(default_factory=dict)
 
-    def add(self, response: str, score: float, flags: list[str]) -> None:
+    def add(self, response: str, score: float, flags: list[str], disagreement: float | None) -> None:
         if response in self.responses or len(self.responses) < MAX_RESPONSES:
-            self.responses[response] = (score, flags)
+            self.responses[response] = (score, flags, disagreement)
+
+    @property
+    def disagreement(self) -> float:
+        """The largest std across members of the group's responses (0 for a single model)."""
+        return max((std or 0.0 for _, _, std in self.responses.values()), default=0.0)
 
     def record(self, prompt: str) -> dict[str, Any]:
         """A ranking record, responses in the model's order (best first); people re-order them."""
         ordered = sorted(self.responses.items(), key=lambda entry: -entry[1][0])
-        return {
+        record = {
             "prompt": prompt,
             "responses": [text for text, _ in ordered],
-            "model_scores": [score for _, (score, _) in ordered],
-            "flags": [flags for _, (_, flags) in ordered],
+            "model_scores": [score for _, (score, _, _) in ordered],
+            "flags": [flags for _, (_, flags, _) in ordered],
         }
+        if any(std is not None for _, (_, _, std) in ordered):
+            record["disagreement"] = [std for _, (_, _, std) in ordered]
+        return record
 
 
 class ReviewBuffer:
@@ -54,9 +65,15 @@ class ReviewBuffer:
         self._lock = threading.Lock()
 
     def observe(
-        self, prompts: Sequence[str], responses: Sequence[str], scores: np.ndarray, flags: Sequence[list[str]]
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str],
+        scores: np.ndarray,
+        flags: Sequence[list[str]],
+        disagreement: np.ndarray | None = None,
     ) -> None:
-        """Keep a request's items whose prompt needs review (all [items], in request order)."""
+        """Keep a request's items whose prompt needs review (all [items], in request order; `disagreement`
+        is an ensemble's std across members)."""
         doubtful = np.abs(scores) >= EXTREME_Z  # [items]
         for index, item_flags in enumerate(flags):
             doubtful[index] |= any(flag != TRUNCATED for flag in item_flags)
@@ -65,16 +82,21 @@ class ReviewBuffer:
             wanted |= {prompt for prompt in prompts if prompt in self._groups}
             if not wanted:
                 return
-            for prompt, response, score, item_flags in zip(prompts, responses, scores.tolist(), flags, strict=True):
+            stds = [None] * len(prompts) if disagreement is None else disagreement.tolist()
+            for prompt, response, score, item_flags, std in zip(
+                prompts, responses, scores.tolist(), flags, stds, strict=True
+            ):
                 if prompt in wanted:
-                    self._groups.setdefault(prompt, ReviewGroup()).add(response, score, item_flags)
+                    self._groups.setdefault(prompt, ReviewGroup()).add(response, score, item_flags, std)
                     self._groups.move_to_end(prompt)
             while len(self._groups) > self.capacity:
-                self._groups.popitem(last=False)
+                # The least disagreed-on prompt leaves; among equals (always, for one model) the least recent.
+                del self._groups[min(self._groups, key=lambda prompt: self._groups[prompt].disagreement)]
 
     def records(self) -> list[dict[str, Any]]:
-        """Ranking records of the prompts with at least two distinct responses, most recent first."""
+        """Ranking records of the prompts with at least two distinct responses: the most disagreed-on first,
+        then the most recent."""
         with self._lock:
-            return [
-                group.record(prompt) for prompt, group in reversed(self._groups.items()) if len(group.responses) >= 2
-            ]
+            recent_first = [(prompt, group) for prompt, group in reversed(self._groups.items())]
+            ranked = sorted(recent_first, key=lambda entry: -entry[1].disagreement)
+            return [group.record(prompt) for prompt, group in ranked if len(group.responses) >= 2]

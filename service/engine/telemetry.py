@@ -3,8 +3,9 @@
 `ServedModel.score` feeds it whole requests: writing an item is a ring-buffer store and a
 counter update, O(1) amortised, and memory is bounded by the window. Summaries (quantiles, the
 length-score rank correlation, flag and duplicate rates, the distance from training's score
-distribution) are computed when read: by `GET /v1/models/<name>/stats`, at a `/metrics` scrape,
-and at most once per `PUBLISH_INTERVAL_S` after scoring, for the Prometheus gauges.
+distribution, an ensemble's mean disagreement) are computed when read: by
+`GET /v1/models/<name>/stats`, at a `/metrics` scrape, and at most once per
+`PUBLISH_INTERVAL_S` after scoring, for the Prometheus gauges.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class WindowSummary:
     flag_rates: dict[str, float]
     duplicate_rate: float  # share of the window's items whose response text came earlier in the window
     drift: Drift | None  # None without the manifest's training statistics
+    mean_disagreement: float | None = None  # an ensemble's mean std across members; None for a single model
 
 
 class Telemetry:
@@ -57,6 +59,7 @@ class Telemetry:
         flag_names: Sequence[str],
         normalization: Normalization,
         stats: TrainingStats | None,
+        disagreement: bool = False,
     ):
         self.model = model
         self.capacity = capacity
@@ -66,6 +69,8 @@ class Telemetry:
         self._raw = np.zeros(capacity, dtype=np.float64)
         self._lengths = np.zeros(capacity, dtype=np.int64)
         self._flags = np.zeros((capacity, len(self.flag_names)), dtype=bool)
+        # An ensemble's std across members per item; None for a single model.
+        self._disagreement = np.zeros(capacity, dtype=np.float64) if disagreement else None
         self._digests: list[int] = [0] * capacity
         self._seen: dict[int, int] = {}  # response digest -> occurrences in the window
         self._cursor = 0
@@ -80,6 +85,7 @@ class Telemetry:
         response_tokens: Sequence[int],
         flag_columns: Mapping[str, np.ndarray],
         responses: Sequence[str],
+        disagreement: np.ndarray | None = None,
     ) -> None:
         """Add one request's items (all [items], in request order); the oldest items leave the window."""
         keep = slice(max(0, len(responses) - self.capacity), None)
@@ -90,6 +96,8 @@ class Telemetry:
             self._raw[positions] = raw_scores[keep]
             self._lengths[positions] = response_tokens[keep]
             self._flags[positions] = flags
+            if self._disagreement is not None and disagreement is not None:
+                self._disagreement[positions] = disagreement[keep]
             seen = self._seen
             for position, digest in zip(positions.tolist(), digests, strict=True):
                 if self._items == self.capacity:
@@ -111,6 +119,7 @@ class Telemetry:
             items = self._items
             raw, lengths, flags = self._raw[:items].copy(), self._lengths[:items].copy(), self._flags[:items].copy()
             distinct, scored = len(self._seen), self._scored
+            disagreement = None if self._disagreement is None else self._disagreement[:items].copy()
         flag_rates = {
             name: float(flags[:, index].mean()) if items else 0.0 for index, name in enumerate(self.flag_names)
         }
@@ -130,6 +139,7 @@ class Telemetry:
             flag_rates=flag_rates,
             duplicate_rate=1.0 - distinct / items if items else 0.0,
             drift=self._drift(raw) if enough and self.stats is not None else None,
+            mean_disagreement=float(disagreement.mean()) if disagreement is not None and items else None,
         )
 
     def _drift(self, raw: np.ndarray) -> Drift:
@@ -159,6 +169,8 @@ class Telemetry:
         for name, rate in summary.flag_rates.items():
             metrics.WINDOW_FLAG_RATE.labels(model, name).set(rate)
         metrics.WINDOW_DUPLICATE_RATE.labels(model).set(summary.duplicate_rate)
+        if summary.mean_disagreement is not None:
+            metrics.WINDOW_TOTAL_DISAGREEMENT.labels(model).set(summary.mean_disagreement * summary.items)
         if summary.drift is not None:
             for statistic in ("median_shift", "p99_shift", "ks"):
                 metrics.WINDOW_SCORE_DRIFT.labels(model, statistic).set(getattr(summary.drift, statistic))

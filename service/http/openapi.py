@@ -47,6 +47,7 @@ class Route:
     errors: tuple[int, ...] = ()
     plain_response: str | None = None  # content type of a non-JSON answer
     authenticated: bool = True
+    query: tuple[tuple[str, str], ...] = ()  # optional URL query parameters: (name, description)
 
 
 View = TypeVar("View", bound=Callable[..., Any])
@@ -107,18 +108,25 @@ def openapi_path(rule: str) -> str:
 
 def _operation(spec: Route) -> dict[str, Any]:
     operation: dict[str, Any] = {"summary": spec.summary, "responses": {"200": _ok(spec)}}
-    operation["parameters"] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in PATH_PARAMETER.findall(spec.path)
-    ] + [
-        {
-            "name": "X-Request-ID",
-            "in": "header",
-            "required": False,
-            "schema": {"type": "string"},
-            "description": "Echoed back; generated when absent.",
-        },
-    ]
+    operation["parameters"] = (
+        [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in PATH_PARAMETER.findall(spec.path)
+        ]
+        + [
+            {"name": name, "in": "query", "required": False, "schema": {"type": "string"}, "description": description}
+            for name, description in spec.query
+        ]
+        + [
+            {
+                "name": "X-Request-ID",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+                "description": "Echoed back; generated when absent.",
+            },
+        ]
+    )
     if spec.request is not None:
         operation["requestBody"] = {
             "required": True,

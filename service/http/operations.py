@@ -8,22 +8,38 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, Field
 
 from rmserve import metrics
+from rmserve.engine.ensemble import ServedEnsemble
+from rmserve.engine.registry import Served
 from rmserve.http.openapi import DOCUMENT_EXTENSION, Route, route
 from rmserve.http.state import state
 
 operations = Blueprint("operations", __name__)
 
 
+class EnsembleCard(BaseModel):
+    members: dict[str, int] = Field(description="member model -> the version it serves")
+    k: float = Field(description="conservative = mean - k * std")
+    reward: str = Field(description="what single-number protocols return: mean, conservative or min")
+    disagreement: dict[str, float] | None = Field(
+        description="quantiles of the members' std on the calibration responses; p99 is the high_disagreement cut"
+    )
+    calibration: str | None
+
+
 class ModelCard(BaseModel):
     name: str
-    version: int
-    sha256: str
-    max_length: int
-    input_format: str = Field(description="how the model lays text out: transcript, pair or chat_template")
-    normalization: dict[str, float]
-    evaluation: dict[str, Any]
+    version: int | None = Field(description="null for an ensemble")
+    sha256: str | None = Field(description="of model.onnx; null for an ensemble")
+    max_length: int | None = Field(description="null for an ensemble (each member cuts to its own)")
+    input_format: str = Field(
+        description="how the model lays text out: transcript, pair or chat_template (an ensemble: its first member's, "
+        "which reads request text; each member lays it out in its own)"
+    )
+    normalization: dict[str, float] | None = Field(description="null for an ensemble (members' scores are normalized)")
+    evaluation: dict[str, Any] = Field(description="held-out accuracy (an ensemble: of each member and combination)")
     quantization: str | None
     default: bool
+    ensemble: EnsembleCard | None = Field(None, description="members, k and reward of an ensemble; null for a model")
 
 
 class ModelList(BaseModel):
@@ -78,23 +94,61 @@ def prometheus_metrics() -> Response:
 )
 def list_models() -> Any:
     registry = state().registry
-    cards = []
-    for name, served in registry.models.items():
-        manifest = served.version.manifest
-        cards.append(
-            ModelCard(
-                name=name,
-                version=manifest.version,
-                sha256=manifest.sha256,
-                max_length=manifest.max_length,
-                input_format=served.version.format.style,
-                normalization=manifest.normalization.model_dump(),
-                evaluation=manifest.evaluation.model_dump(),
-                quantization=manifest.quantization,
-                default=name == registry.default,
-            )
-        )
+    cards = [model_card(served, name == registry.default) for name, served in registry.models.items()]
     return jsonify(ModelList(data=cards).model_dump())
+
+
+@route(
+    operations,
+    Route(
+        "/v1/models/<name>",
+        "get",
+        "One loaded model or ensemble: version, normalization, evaluation; an ensemble's members, k and reward.",
+        response=ModelCard,
+        errors=(401, 404, 503),
+    ),
+)
+def get_model(name: str) -> Any:
+    registry = state().registry
+    served = registry.get(name)
+    return jsonify(model_card(served, served.name == registry.default).model_dump())
+
+
+def model_card(served: Served, default: bool) -> ModelCard:
+    style = served.input_format.style
+    if isinstance(served, ServedEnsemble):
+        spec = served.spec
+        ensemble = EnsembleCard(
+            members={member.name: member.version.manifest.version for member in served.members},
+            k=spec.k,
+            reward=spec.reward,
+            disagreement=None if spec.disagreement is None else spec.disagreement.model_dump(),
+            calibration=spec.calibration,
+        )
+        return ModelCard(
+            name=served.name,
+            version=None,
+            sha256=None,
+            max_length=None,
+            input_format=style,
+            normalization=None,
+            evaluation=spec.evaluation,
+            quantization=None,
+            default=default,
+            ensemble=ensemble,
+        )
+    manifest = served.version.manifest
+    return ModelCard(
+        name=served.name,
+        version=manifest.version,
+        sha256=manifest.sha256,
+        max_length=manifest.max_length,
+        input_format=style,
+        normalization=manifest.normalization.model_dump(),
+        evaluation=manifest.evaluation.model_dump(),
+        quantization=manifest.quantization,
+        default=default,
+    )
 
 
 @route(operations, Route("/openapi.json", "get", "This document.", authenticated=False))

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field
 
+from rmserve.engine.ensemble import ServedEnsemble
 from rmserve.errors import NotEnabled
 from rmserve.http.openapi import Route, route
 from rmserve.http.state import state
@@ -28,7 +29,7 @@ class Drift(BaseModel):
 
 class ModelStats(BaseModel):
     model: str
-    version: int
+    version: int | None = Field(description="null for an ensemble")
     worker_pid: int = Field(description="the worker whose window this is; each worker keeps its own")
     window: int = Field(description="capacity of the rolling window (RMSERVE_TELEMETRY_WINDOW)")
     items: int = Field(description="items in the window now")
@@ -40,17 +41,25 @@ class ModelStats(BaseModel):
     )
     flag_rates: dict[str, float]
     duplicate_rate: float = Field(description="share of items whose response text came earlier in the window")
-    drift: Drift | None = Field(description="against the manifest's training statistics; null without them")
+    drift: Drift | None = Field(
+        description="against the manifest's training statistics; null without them (and for an ensemble)"
+    )
     training_stats: dict[str, Any] | None = Field(description="the manifest's training statistics")
+    mean_disagreement: float | None = Field(
+        None,
+        description="an ensemble's mean std across members over the window (its calibration quantiles are in "
+        "/v1/models/<name>); null for a single model",
+    )
 
 
 class ReviewRecords(BaseModel):
     model: str
-    version: int
+    version: int | None
     worker_pid: int
     records: list[dict[str, Any]] = Field(
-        description='ranking records {"prompt", "responses" (model order, best first), "model_scores", "flags"}, '
-        "most recent first; people re-order responses, then `rmserve train` reads them"
+        description='ranking records {"prompt", "responses" (model order, best first), "model_scores", "flags"} '
+        '(an ensemble\'s also "disagreement", the std across members per response), the most disagreed-on first, '
+        "then the most recent; people re-order responses, then `rmserve train` reads them"
     )
 
 
@@ -60,7 +69,7 @@ class ReviewRecords(BaseModel):
         "/v1/models/<name>/stats",
         "get",
         "Drift telemetry over this worker's rolling window: score quantiles, length-score correlation, "
-        "flag and duplicate rates, distance from training.",
+        "flag and duplicate rates, distance from training; an ensemble's mean disagreement.",
         response=ModelStats,
         errors=(401, 404, 503),
     ),
@@ -70,21 +79,22 @@ def model_stats(name: str) -> Any:
     if served.telemetry is None:
         raise NotEnabled("drift telemetry is off (RMSERVE_TELEMETRY_WINDOW=0)")
     summary = served.telemetry.summary()
-    manifest = served.version.manifest
+    training_stats = None if isinstance(served, ServedEnsemble) else served.version.manifest.training_stats
     stats = ModelStats(
         model=served.name,
-        version=manifest.version,
+        version=served.served_version,
         worker_pid=os.getpid(),
         window=summary.capacity,
         items=summary.items,
         scored=summary.scored,
-        flags_checked=list(served.flag_rules.names),
+        flags_checked=list(served.flag_names),
         score_quantiles=summary.score_quantiles,
         length_score_correlation=summary.length_score_correlation,
         flag_rates=summary.flag_rates,
         duplicate_rate=summary.duplicate_rate,
         drift=None if summary.drift is None else Drift(**dataclasses.asdict(summary.drift)),
-        training_stats=None if manifest.training_stats is None else manifest.training_stats.model_dump(),
+        training_stats=None if training_stats is None else training_stats.model_dump(),
+        mean_disagreement=summary.mean_disagreement,
     )
     return jsonify(stats.model_dump())
 
@@ -104,7 +114,5 @@ def model_review(name: str) -> Any:
     if served.review is None:
         raise NotEnabled("the review buffer is off (RMSERVE_REVIEW_PROMPTS=0); it retains texts, so it is opt-in")
     records = served.review.records()
-    answer = ReviewRecords(
-        model=served.name, version=served.version.manifest.version, worker_pid=os.getpid(), records=records
-    )
+    answer = ReviewRecords(model=served.name, version=served.served_version, worker_pid=os.getpid(), records=records)
     return jsonify(answer.model_dump())

@@ -17,12 +17,12 @@ from pydantic_core import PydanticCustomError
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
-from rmserve.engine.registry import Scored
+from rmserve.engine.served import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json
 from rmserve.protocols.inputs import text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_request, sigmoid
+from rmserve.protocols.scoring import REWARD_QUERY, score_request, sigmoid
 
 classify = Blueprint("classify", __name__)
 
@@ -109,6 +109,7 @@ def classify_answer(
         ClassifyRequest,
         ClassifyResponse,
         SCORING_ERRORS,
+        query=REWARD_QUERY,
     ),
 )
 def classify_texts() -> Any:

@@ -15,13 +15,14 @@ from pydantic_core import PydanticCustomError
 
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
+from rmserve.core.ensemble import Reward
 from rmserve.core.formats import InputFormat
-from rmserve.engine.registry import Scored
+from rmserve.engine.served import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json, request_id
 from rmserve.protocols.inputs import group_exchanges, item_exchanges
 from rmserve.protocols.schemas import Item, Strict, parse
-from rmserve.protocols.scoring import score_request, sigmoid
+from rmserve.protocols.scoring import REWARD_QUERY, score_request, sigmoid
 
 native = Blueprint("native", __name__)
 
@@ -74,22 +75,35 @@ class RankRequest(GroupRequest):
 
 class ScoreResponse(BaseModel):
     model: str
-    version: int
-    scores: list[float] = Field(description="(raw - mean) / std with the manifest's normalization")
-    raw_scores: list[float]
-    truncated: list[bool] = Field(description="whether the item was cut to the model's max_length")
-    tokens: list[int] = Field(description="tokens the model read per item")
+    version: int | None = Field(description="the version served; null for an ensemble (see /v1/models)")
+    scores: list[float] = Field(
+        description="(raw - mean) / std with the manifest's normalization; for an ensemble, its reward"
+    )
+    raw_scores: list[float] = Field(description="the model's output; for an ensemble, its reward again")
+    truncated: list[bool] = Field(
+        description="whether the item was cut to the model's max_length (for an ensemble: by any member)"
+    )
+    tokens: list[int] = Field(description="tokens the model read per item (for an ensemble: the most any member read)")
     injected_turn: list[bool] = Field(
         description="the response writes turn markers of its own (a fake `Human:` turn); scored whole, never split"
     )
     flags: list[list[str]] = Field(
         description="per item, the flags it raised: truncated, injected_turn, and with training statistics "
-        "score_above_training_range, length_outside_training and out_of_distribution (README: Watching for reward "
-        "hacking)"
+        "score_above_training_range, length_outside_training and out_of_distribution, for an ensemble the "
+        "members' flags and high_disagreement (README: Watching for reward hacking)"
     )
     ood_distances: list[float] | None = Field(
         description="per item, the Mahalanobis distance of its pooled embedding from the training responses' "
         "(out_of_distribution above their p99); null when the version has no embedding statistics"
+    )
+    # An ensemble's combinations, in item order; absent for a single model.
+    reward: Reward | None = Field(None, description="an ensemble's reward: which combination `scores` is")
+    mean: list[float] | None = Field(None, description="an ensemble's mean of its members' normalized scores")
+    std: list[float] | None = Field(None, description="their standard deviation across members: the disagreement")
+    conservative: list[float] | None = Field(None, description="mean - k * std")
+    min: list[float] | None = Field(None, description="the lowest member score (the worst case)")
+    members: dict[str, list[float]] | None = Field(
+        None, description="each member's normalized scores, as its own /v1/score answers them"
     )
     request_id: str
 
@@ -97,7 +111,10 @@ class ScoreResponse(BaseModel):
 class RankResponse(ScoreResponse):
     ranking: list[int] = Field(description="indices into responses, best first")
     z_scores: list[float] = Field(description="scores standardized within the group")
-    pairwise: list[list[float]] = Field(description="pairwise[i][j] = P(i preferred over j) = sigmoid(r_i - r_j)")
+    pairwise: list[list[float]] = Field(
+        description="pairwise[i][j] = P(i preferred over j) = sigmoid(r_i - r_j), r the raw scores (an ensemble's: "
+        "its reward)"
+    )
 
 
 def request_exchanges(
@@ -108,7 +125,14 @@ def request_exchanges(
     return group_exchanges(body.prompt, body.responses, input_format, settings)
 
 
-def score_answer(model: str, version: int, scored: Scored, request_id: str) -> ScoreResponse:
+def score_answer(model: str, version: int | None, scored: Scored, request_id: str) -> ScoreResponse:
+    """The answer to /v1/score; an ensemble's combinations beside `scores` (`reward` says which `scores` is)."""
+    combined = scored.ensemble
+    ensemble: dict[str, Any] = {}
+    if combined is not None:
+        ensemble = {name: values.tolist() for name, values in combined.combinations().items()}
+        ensemble["reward"] = scored.reward
+        ensemble["members"] = {name: scores.tolist() for name, scores in combined.members.items()}
     return ScoreResponse(
         model=model,
         version=version,
@@ -120,10 +144,11 @@ def score_answer(model: str, version: int, scored: Scored, request_id: str) -> S
         flags=scored.flags,
         ood_distances=None if scored.ood_distances is None else scored.ood_distances.tolist(),
         request_id=request_id,
+        **ensemble,
     )
 
 
-def rank_answer(model: str, version: int, scored: Scored, request_id: str) -> RankResponse:
+def rank_answer(model: str, version: int | None, scored: Scored, request_id: str) -> RankResponse:
     raw = scored.raw_scores  # [k]
     spread = raw.std()
     # Differences below float32 resolution are ties, not a spread to standardize.
@@ -133,7 +158,7 @@ def rank_answer(model: str, version: int, scored: Scored, request_id: str) -> Ra
     pairwise = sigmoid(raw[:, None] - raw[None, :])
     ranking = sorted(range(len(raw)), key=lambda index: -raw[index])
     return RankResponse(
-        **score_answer(model, version, scored, request_id).model_dump(),
+        **score_answer(model, version, scored, request_id).model_dump(exclude_unset=True),
         ranking=ranking,
         z_scores=z_scores.tolist(),
         pairwise=pairwise.tolist(),
@@ -149,12 +174,13 @@ def rank_answer(model: str, version: int, scored: Scored, request_id: str) -> Ra
         ScoreRequest,
         ScoreResponse,
         SCORING_ERRORS,
+        query=REWARD_QUERY,
     ),
 )
 def score() -> Any:
     body = parse(ScoreRequest, read_json()).root
     model, scored = score_request(body.model, body, request_exchanges)
-    return jsonify(score_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())
+    return jsonify(score_answer(model.name, model.served_version, scored, request_id()).model_dump(exclude_unset=True))
 
 
 @route(
@@ -166,9 +192,10 @@ def score() -> Any:
         RankRequest,
         RankResponse,
         SCORING_ERRORS,
+        query=REWARD_QUERY,
     ),
 )
 def rank() -> Any:
     body = parse(RankRequest, read_json())
     model, scored = score_request(body.model, body, request_exchanges)
-    return jsonify(rank_answer(model.name, model.version.manifest.version, scored, request_id()).model_dump())
+    return jsonify(rank_answer(model.name, model.served_version, scored, request_id()).model_dump(exclude_unset=True))

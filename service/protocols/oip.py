@@ -4,7 +4,7 @@ reward clients call rmserve unchanged.
 
 Inputs are BYTES tensors: `prompt` and `response` (one element per item), or one tensor of full
 formatted texts (NeMo-Aligner's `sentences`, any name). Outputs are FP32 `[n, 1]`: `rewards`
-(normalized, as `/get_reward`) and `raw_rewards`. Tensors may travel as JSON or in Triton's
+(normalized, as `/get_reward`; an ensemble's reward) and `raw_rewards`. Tensors may travel as JSON or in Triton's
 binary extension (`Inference-Header-Content-Length`; BYTES elements 4-byte length-prefixed), which
 `tritonclient` uses by default; an output is sent binary when the request asks for it.
 """
@@ -24,13 +24,15 @@ from rmserve import __version__
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
-from rmserve.engine.registry import Scored
+from rmserve.engine.ensemble import ServedEnsemble
+from rmserve.engine.registry import Served
+from rmserve.engine.served import Scored
 from rmserve.errors import InvalidField, MalformedJSON, NotReady
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.state import state
 from rmserve.protocols.inputs import paired_exchanges, text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_request
+from rmserve.protocols.scoring import REWARD_QUERY, score_request
 
 oip = Blueprint("oip", __name__)
 
@@ -71,7 +73,7 @@ class TensorOutput(BaseModel):
 
 class InferResponse(BaseModel):
     model_name: str
-    model_version: str
+    model_version: str | None = Field(None, description="absent for an ensemble, which has no versions")
     id: str | None = None
     outputs: list[TensorOutput]
 
@@ -84,10 +86,11 @@ class TensorMetadata(BaseModel):
 
 class ModelMetadata(BaseModel):
     name: str
-    versions: list[str]
-    platform: str = "onnxruntime_onnx"
+    versions: list[str] = Field(description="the version served; empty for an ensemble")
+    platform: str = Field(description="onnxruntime_onnx, or ensemble (as Triton names it)")
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
+    parameters: dict[str, Any] | None = Field(None, description="an ensemble's members, k and reward")
 
 
 class ServerLive(BaseModel):
@@ -184,7 +187,7 @@ def infer_exchanges(body: InferRequest, binary: bytes, input_format: InputFormat
     )
 
 
-def infer_answer(body: InferRequest, model: str, version: int, scored: Scored) -> tuple[InferResponse, bytes]:
+def infer_answer(body: InferRequest, model: str, version: int | None, scored: Scored) -> tuple[InferResponse, bytes]:
     """The requested outputs (default: all), each [n, 1] FP32, as JSON data or appended binary."""
     values = {"rewards": scored.scores, "raw_rewards": scored.raw_scores}
     requested = body.outputs or [RequestedOutput(name=name) for name in OUTPUTS]
@@ -200,14 +203,25 @@ def infer_answer(body: InferRequest, model: str, version: int, scored: Scored) -
             binary += raw
         else:
             outputs.append(TensorOutput(name=output.name, shape=list(tensor.shape), data=tensor.ravel().tolist()))
-    answer = InferResponse(model_name=model, model_version=str(version), id=body.id, outputs=outputs)
+    answer = InferResponse(
+        model_name=model, model_version=None if version is None else str(version), id=body.id, outputs=outputs
+    )
     return answer, binary
 
 
-def model_metadata(name: str, version: int) -> ModelMetadata:
+def model_metadata(served: Served) -> ModelMetadata:
     texts = [TensorMetadata(name=input_name, datatype="BYTES", shape=[-1]) for input_name in PAIR_INPUTS]
     rewards = [TensorMetadata(name=output, datatype="FP32", shape=[-1, 1]) for output in OUTPUTS]
-    return ModelMetadata(name=name, versions=[str(version)], inputs=texts, outputs=rewards)
+    if isinstance(served, ServedEnsemble):
+        spec = served.spec
+        parameters = {"members": spec.members, "k": spec.k, "reward": spec.reward}
+        return ModelMetadata(
+            name=served.name, versions=[], platform="ensemble", inputs=texts, outputs=rewards, parameters=parameters
+        )
+    versions = [str(served.served_version)]
+    return ModelMetadata(
+        name=served.name, versions=versions, platform="onnxruntime_onnx", inputs=texts, outputs=rewards
+    )
 
 
 @route(
@@ -252,7 +266,7 @@ def server_metadata() -> Any:
 )
 def get_model_metadata(name: str) -> Any:
     served = state().registry.get(name)
-    return jsonify(model_metadata(served.name, served.version.manifest.version).model_dump())
+    return jsonify(model_metadata(served).model_dump(exclude_none=True))
 
 
 @route(
@@ -283,6 +297,7 @@ def model_ready(name: str) -> Any:
         InferRequest,
         InferResponse,
         SCORING_ERRORS,
+        query=REWARD_QUERY,
     ),
 )
 def infer(name: str) -> Any:
@@ -291,7 +306,7 @@ def infer(name: str) -> Any:
     model, scored = score_request(
         name, body, lambda body, input_format, settings: infer_exchanges(body, binary, input_format, settings)
     )
-    answer, data = infer_answer(body, model.name, model.version.manifest.version, scored)
+    answer, data = infer_answer(body, model.name, model.served_version, scored)
     if not data:
         return jsonify(answer.model_dump(exclude_none=True))
     header = json.dumps(answer.model_dump(exclude_none=True)).encode()

@@ -2,7 +2,8 @@
 
 OpenRLHF (`--reward.remote_url http://host:8000/get_reward`) posts the decoded policy texts
 and reads `rewards`, `scores` and `extra_logs`, turning every value into a tensor. The reward
-is the normalized score `/v1/score` calls `scores`.
+is the normalized score `/v1/score` calls `scores` (an ensemble's reward, `?reward=` in the URL
+choosing which combination).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from pydantic import BaseModel, Field
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
-from rmserve.engine.registry import Scored
+from rmserve.engine.served import Scored
 from rmserve.http.openapi import SCORING_ERRORS, Route, route
 from rmserve.http.request import read_json
 from rmserve.protocols.inputs import prefixed_exchanges, text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import score_request
+from rmserve.protocols.scoring import REWARD_QUERY, score_request
 
 openrlhf = Blueprint("openrlhf", __name__)
 
@@ -43,7 +44,8 @@ class GetRewardResponse(BaseModel):
     scores: list[float] = Field(description="the same numbers as `rewards`")
     extra_logs: dict[str, list[float]] = Field(
         description="per-query numbers OpenRLHF logs: rm_raw_score, rm_tokens, and rm_<flag> (0/1) for each "
-        "flag the model checks: rm_truncated, rm_injected_turn, rm_score_above_training_range, ..."
+        "flag the model checks: rm_truncated, rm_injected_turn, rm_score_above_training_range, ...; for an "
+        "ensemble also rm_mean, rm_std, rm_conservative, rm_min and rm_high_disagreement"
     )
 
 
@@ -63,6 +65,8 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
     }
     # One 0/1 column per flag the model checks: rm_truncated, rm_injected_turn, rm_score_above_training_range...
     extra_logs.update({f"rm_{name}": column.astype(float).tolist() for name, column in scored.flag_columns.items()})
+    if scored.ensemble is not None:  # an ensemble's combinations: rm_mean, rm_std, rm_conservative, rm_min
+        extra_logs.update({f"rm_{name}": values.tolist() for name, values in scored.ensemble.combinations().items()})
     return GetRewardResponse(rewards=rewards, scores=rewards, extra_logs=extra_logs)
 
 
@@ -75,6 +79,7 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
         GetRewardRequest,
         GetRewardResponse,
         SCORING_ERRORS,
+        query=(("model", "model to score with (or `model` in the body)"), *REWARD_QUERY),
     ),
 )
 def get_reward() -> Any:

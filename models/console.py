@@ -1,0 +1,52 @@
+"""What every training-side command shares on the command line: its parser, line ranges, summary tables."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from rmserve.training.data import LineRange
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Show "(default: X)" only where there is a default worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def line_range(text: str) -> LineRange:
+    """`--lines 1-1800`; a malformed range is argparse's one-line usage error, not a traceback."""
+    try:
+        return LineRange.parse(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def subcommand(
+    subparsers: argparse._SubParsersAction, name: str, summary: str, description: str
+) -> argparse.ArgumentParser:
+    return subparsers.add_parser(name, help=summary, description=description, formatter_class=HelpWithDefaults)
+
+
+def add_held_out(parser: argparse.ArgumentParser, purpose: str, required: bool = True) -> None:
+    parser.add_argument("--held-out", type=Path, required=required, help=f"preference file for {purpose}")
+    parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
+
+
+def accuracy_rows(pairs: int, accuracies: dict[str, float]) -> list[tuple[str, str]]:
+    """(label, accuracy with its 95% interval, binomial: ±1.96·sqrt(p(1-p)/n)) per scorer."""
+    return [
+        (label, f"{p:.4f}  ±{1.96 * math.sqrt(p * (1 - p) / max(pairs, 1)):.3f}") for label, p in accuracies.items()
+    ]
+
+
+def print_table(title: str, rows: list[tuple[str, str]]) -> None:
+    width = max(len(key) for key, _ in rows)
+    print(f"\n{title}")
+    print("-" * (width + 2 + max(len(value) for _, value in rows)))
+    for key, value in rows:
+        print(f"{key:<{width}}  {value}")
