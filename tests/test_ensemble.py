@@ -264,6 +264,18 @@ def test_an_ensemble_entry_with_versions_too_is_refused(tmp_path: Path) -> None:
     assert registry.skipped == ["tiny-a", ENSEMBLE]
 
 
+def test_a_misspelt_field_in_ensemble_json_refuses_the_ensemble(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_ensemble(tmp_path, tmp_path.parent / f"{tmp_path.name}-calibration.jsonl")
+    spec = json.loads((tmp_path / ENSEMBLE / ENSEMBLE_FILE).read_text(encoding="utf-8"))
+    spec["rewrad"] = spec.pop("reward", "mean")  # meant `reward`: never silently the default instead
+    (tmp_path / ENSEMBLE / ENSEMBLE_FILE).write_text(json.dumps(spec), encoding="utf-8")
+    with caplog.at_level(logging.ERROR):
+        registry = ModelRegistry.load(Settings.from_env({}, model_repository=tmp_path))
+    assert registry.skipped == [ENSEMBLE] and "rewrad" in caplog.text
+
+
 def test_the_ensemble_has_its_own_window_with_the_mean_disagreement(client: FlaskClient) -> None:
     responses = [f"answer number {index % 5}" for index in range(40)]
     body = client.post("/v1/score", json={"model": ENSEMBLE, "prompt": "Hi?", "responses": responses}).get_json()

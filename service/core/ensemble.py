@@ -34,9 +34,12 @@ MemberName = Annotated[str, StringConstraints(pattern=MODEL_NAME_PATTERN)]
 
 
 class EnsembleSpec(BaseModel):
-    """What `ensemble.json` holds; written by `rmserve ensemble`, read by the server."""
+    """What `ensemble.json` holds; written by `rmserve ensemble`, read by the server.
 
-    model_config = ConfigDict(frozen=True, extra="allow")
+    Unknown fields are refused: a misspelt `rewrad` must not leave the ensemble serving another reward.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     members: list[MemberName] = Field(min_length=2, description="model names in the same repository")
     k: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="conservative = mean - k * std")
