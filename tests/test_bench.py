@@ -6,11 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from bench.baselines.common import load, raw_scores, session
 from bench.servers import TELEMETRY_OFF
 from rmserve.cli import main
 from tests.conftest import SHARED_DATA
+from tests.tiny_model import expected_raw_scores
 
 
 def bench(tiny_repository: Path, tmp_path: Path, *flags: str) -> str:
@@ -117,3 +120,12 @@ def test_ood_bench_measures_cost_and_false_positives_of_an_embedding_version(
     assert "| ServedModel.score (batcher, flags), 8 per call | 64 |" in printed
     assert "5-fold CV on the 3600 training responses" in printed and "held-out lines 1801-2312" in printed
     assert printed.count("(cut ") == len(ood.STRANGE)
+
+
+def test_the_baselines_score_a_graph_that_also_exports_its_embedding(embedding_repository: Path) -> None:
+    # The committed models have a second output; a baseline that unpacked one output failed every request.
+    model = load(embedding_repository, "tiny")
+    prompts, responses = ["Hi?", "Hi?"], ["Mix flour and water.", "No."]
+    raw = raw_scores(model, session(model), prompts, responses)
+    encoded = [encoding.input_ids for encoding in model.format.encode_texts(prompts, responses)]
+    assert np.allclose(raw, expected_raw_scores(model.directory, encoded), atol=1e-5)

@@ -45,5 +45,8 @@ def raw_scores(
     input_ids, attention_mask = pad_batch(
         [encoding.input_ids for encoding in model.format.encode_texts(prompts, responses)], model.manifest.tokens.pad_id
     )
-    (raw,) = onnx.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})
+    # The score is the first output; a graph may export its pooled embedding as a second one, which
+    # the baselines have no use for (they raise no out-of-distribution flag), so they never fetch it.
+    score_output = onnx.get_outputs()[0].name
+    (raw,) = onnx.run([score_output], {"input_ids": input_ids, "attention_mask": attention_mask})
     return np.asarray(raw, dtype=np.float64).reshape(len(input_ids))
