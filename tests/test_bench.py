@@ -10,6 +10,7 @@ import pytest
 
 from bench.servers import TELEMETRY_OFF
 from rmserve.cli import main
+from tests.conftest import SHARED_DATA
 
 
 def bench(tiny_repository: Path, tmp_path: Path, *flags: str) -> str:
@@ -102,3 +103,17 @@ def test_report_gives_telemetrys_cost_where_rmserve_ran_beside_its_telemetry_off
     line = telemetry_cost(result)
     assert line is not None and line.endswith("single c=8 1.02, grpo c=8 0.96; median 0.990.")
     assert telemetry_cost({**result, "points": result["points"][::2]}) is None
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "hh-rlhf-harmless-test.jsonl.gz").exists(), reason="needs ../shared/data")
+def test_ood_bench_measures_cost_and_false_positives_of_an_embedding_version(
+    embedding_repository: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bench import ood
+
+    ood.main([str(embedding_repository), "tiny"])
+    printed = capsys.readouterr().out
+    assert "| session run + distances, batch 64 | 16 |" in printed
+    assert "| ServedModel.score (batcher, flags), 8 per call | 64 |" in printed
+    assert "5-fold CV on the 3600 training responses" in printed and "held-out lines 1801-2312" in printed
+    assert printed.count("(cut ") == len(ood.STRANGE)

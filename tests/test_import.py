@@ -240,6 +240,8 @@ def test_cli_import_with_calibration_int8_and_external_data_then_eval(
     assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
     assert manifest.normalization.std > 0 and manifest.normalization.mean != 0.0
     assert manifest.source["calibration_comparisons"] == 3
+    stats = manifest.training_stats  # the int8 graph's own, on the 6 calibration responses
+    assert stats is not None and stats.responses == 6 and stats.embedding is not None and stats.embedding.dim == 32
 
     import_checkpoint(
         ImportConfig(checkpoint=checkpoints["qwen2"], name="qwen2-ext", repository=tmp_path, external_data_above=0)

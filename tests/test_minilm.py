@@ -34,6 +34,9 @@ def test_minilm_fine_tunes_exports_with_parity_and_serves(tmp_path: Path, make_a
     client = make_app(model_repository=repository, models=("minilm",)).test_client()
     answer = client.post("/v1/score", json={"prompt": "How do I bake bread?", "responses": ["Knead it.", "no"]})
     assert answer.status_code == 200
+    # The embedding is the 384-wide pooled state MiniLM's head reads; every answer measures its distance.
+    assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
+    assert manifest.training_stats.embedding.dim == 384 and len(answer.get_json()["ood_distances"]) == 2
     version = client.application.extensions["rmserve"].registry.get("minilm").version
     (encoding,) = version.format.encode_texts(["How do I bake bread?"], ["Knead it."])
     cls_id, sep_id = manifest.tokens.bos_id, manifest.tokens.sep_id

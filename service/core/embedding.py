@@ -76,7 +76,9 @@ class EmbeddingGaussian:
     def distances(self, embeddings: np.ndarray) -> np.ndarray:
         """Mahalanobis distance of each row. [n, dim] -> [n]"""
         centred = np.asarray(embeddings, dtype=np.float64) - self.mean
-        projected = centred @ self.components.T  # [n, rank]
+        # Not `@`: OpenBLAS threads a [64, 384] x [384, 32] product, and threads that wait for a core the
+        # executors' ONNX Runtime runs hold made a batch's distances 1-3 ms instead of 0.4 (bench.ood).
+        projected = np.einsum("ij,kj->ik", centred, self.components)  # [n, rank]
         residual = (centred**2).sum(axis=1) - (projected**2).sum(axis=1)  # [n]: what the components miss
         squared = (projected**2 / self.variances).sum(axis=1) + np.maximum(residual, 0.0) / self.residual_variance
         distances: np.ndarray = np.sqrt(squared)
