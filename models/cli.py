@@ -61,6 +61,13 @@ class TrainFlag:
 TRAIN_FLAGS = (
     TrainFlag("--seed", TrainConfig, "seed", "seed for the dev split, initialisation and batches"),
     TrainFlag(
+        "--dev-seed",
+        TrainConfig,
+        "dev_seed",
+        "seed for the dev split alone (default: --seed): members trained with one --dev-seed share a dev split",
+        parse=int,
+    ),
+    TrainFlag(
         "--dev-fraction", TrainConfig, "dev_fraction", "share of the data held out for early stopping", parse=fraction
     ),
     TrainFlag("--epochs", TrainConfig, "epochs", "maximum epochs of ranking-loss training"),
@@ -199,7 +206,8 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
         "quantize",
         "an int8 copy of a repository version, with its own accuracy, agreement and normalization",
         "Write <repository>/<name>/<version>/ from a served fp32 version directory: its graph with int8 "
-        "dynamic quantization of the matrix multiplies, the same tokenizer, and a manifest whose held-out "
+        "dynamic quantization of the matrix multiplies and embedding tables (per output channel), the same "
+        "tokenizer, and a manifest whose held-out "
         "accuracy, agreement with fp32 and normalization are measured with the int8 graph.",
     )
     parser.add_argument("source", type=Path, help="fp32 version directory, e.g. models/repository/hh-harmless/1")

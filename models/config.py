@@ -45,6 +45,7 @@ class TrainConfig:
     base: Path | None = None  # a local Hugging Face checkpoint to fine-tune instead of `model`
     model: ModelConfig = field(default_factory=ModelConfig)  # from scratch; vocab_size is the BPE target
     seed: int = 0
+    dev_seed: int | None = None  # the dev split's seed; None: `seed` (ensemble members share one split)
     dev_fraction: float = 0.1
     epochs: int = 6
     patience: int = 2  # epochs without a better dev accuracy before stopping

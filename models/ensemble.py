@@ -10,7 +10,7 @@ member and of mean, conservative and min, on the same pairs.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,7 +24,7 @@ from rmserve.core.repository import InvalidModel, ensemble_spec, model_names, ve
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.config import EVAL_THREADS
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
-from rmserve.training.data import LineRange, read_comparisons
+from rmserve.training.data import Comparison, LineRange, read_comparisons
 from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, regroup, score_comparisons
 from rmserve.usage import UsageError, require_model
 
@@ -96,6 +96,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 Data = tuple[Path, LineRange | None]  # a preference file and the lines of it to use
+Select = Callable[[list[Comparison]], list[Comparison]]  # which of a file's comparisons to score
 
 
 def build_ensemble(
@@ -117,8 +118,8 @@ def build_ensemble(
     entry = repository / name
     if entry.is_dir() and version_dirs(repository, name):
         raise UsageError(f"{entry} is a model (it has versions); an ensemble needs a name of its own")
-    versions = [_member(repository, member) for member in members]
-    calibration_scores, _ = _normalized_scores(versions, calibration)
+    versions = [load_member(repository, member) for member in members]
+    calibration_scores, _ = normalized_scores(versions, calibration)
     std = combine(calibration_scores, k).std  # [responses]
     updates = {
         "disagreement": Quantiles.of(std.tolist()),
@@ -133,7 +134,7 @@ def build_ensemble(
     return spec
 
 
-def _member(repository: Path, name: str) -> ModelVersion:
+def load_member(repository: Path, name: str) -> ModelVersion:
     """The version the server would serve for a member, or a one-line error saying why it cannot be one."""
     if name not in model_names(repository):
         raise UsageError(
@@ -147,11 +148,18 @@ def _member(repository: Path, name: str) -> ModelVersion:
         raise UsageError(f"--members: {name!r} cannot be served: {error}") from None
 
 
-def _normalized_scores(versions: Sequence[ModelVersion], data: Data) -> tuple[dict[str, np.ndarray], list[list[str]]]:
-    """Each member's normalized scores of every response of `data` [responses], and the responses per comparison."""
+def normalized_scores(
+    versions: Sequence[ModelVersion], data: Data, select: Select | None = None
+) -> tuple[dict[str, np.ndarray], list[list[str]]]:
+    """Each member's normalized scores of every response of `data` [responses], and the responses per comparison.
+
+    `select` picks the comparisons to score (the same ones for every member: it sees them in file order).
+    """
     scores, groups = {}, []
     for version in versions:
         comparisons = read_comparisons(data[0], data[1], version.format.transcript)  # prompts in its own layout
+        if select is not None:
+            comparisons = select(comparisons)
         encoded = encode_comparisons(version.format.encode_texts, comparisons)
         raw = np.concatenate(score_comparisons(version.scorer, encoded, version.manifest.tokens.pad_id))
         scores[version.name] = version.normalize(raw)
@@ -161,7 +169,7 @@ def _normalized_scores(versions: Sequence[ModelVersion], data: Data) -> tuple[di
 
 def _held_out_accuracy(versions: Sequence[ModelVersion], data: Data, k: float) -> dict[str, object]:
     """Pairwise accuracy of each member and of mean, conservative and min on the same held-out pairs."""
-    scores, groups = _normalized_scores(versions, data)
+    scores, groups = normalized_scores(versions, data)
     combined = combine(scores, k)
     pairs = sum(len(group) * (len(group) - 1) // 2 for group in groups)
     return {

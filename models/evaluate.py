@@ -59,15 +59,20 @@ def regroup(flat: np.ndarray, groups: Sequence[Sequence[object]]) -> list[np.nda
     return grouped
 
 
+def pair_outcomes(scores: Sequence[np.ndarray]) -> np.ndarray:
+    """Per (better, worse) pair, in order: 1 if the scores order it correctly, 0.5 for a tie, else 0."""
+    outcomes = [
+        1.0 if group[i] > group[j] else 0.5 if group[i] == group[j] else 0.0
+        for group in scores
+        for i in range(len(group))
+        for j in range(i + 1, len(group))
+    ]
+    return np.array(outcomes)
+
+
 def pairwise_accuracy(scores: Sequence[np.ndarray]) -> float:
     """Share of (better, worse) pairs the scores order correctly; a tie counts as half."""
-    correct, total = 0.0, 0
-    for group in scores:
-        for i in range(len(group)):
-            for j in range(i + 1, len(group)):
-                correct += 1.0 if group[i] > group[j] else 0.5 if group[i] == group[j] else 0.0
-                total += 1
-    return correct / total
+    return float(pair_outcomes(scores).mean())
 
 
 # Score differences this small are float noise between runtimes, not an order: a tie.

@@ -145,10 +145,21 @@ def export_onnx(network: torch.nn.Module, path: Path) -> None:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the matrix multiplies (weights int8, activations at run time)."""
+    """Dynamic int8 quantization of the matrix multiplies and the embedding tables (weights int8, per channel).
+
+    Per output channel, because one scale per matrix reordered 12% of MiniLM's dev pairs (4% per channel;
+    hh-harmless: 1.1%, and 0.6% per channel with its tables); the tables (`Gather`), because a word-embedding
+    matrix is most of an encoder's file (MiniLM: 59 MB with it fp32, 23 MB int8, the same dev agreement).
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
+    quantize_dynamic(
+        str(source),
+        str(target),
+        weight_type=QuantType.QInt8,
+        per_channel=True,
+        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
+    )
 
 
 def quantize_version(

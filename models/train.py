@@ -42,7 +42,8 @@ def train(config: TrainConfig) -> TrainedModel:
     torch.set_num_threads(config.threads)
 
     comparisons = read_comparisons(config.data, config.lines)
-    train_set, dev_set = split_dev(comparisons, config.dev_fraction, config.seed)
+    dev_seed = config.seed if config.dev_seed is None else config.dev_seed
+    train_set, dev_set = split_dev(comparisons, config.dev_fraction, dev_seed)
     trained = _build(config, train_set)
     encoder = trained.encoder()
     train_encoded, dev_encoded = (
@@ -79,6 +80,7 @@ def train(config: TrainConfig) -> TrainedModel:
         "data": str(config.data),
         "lines": None if config.lines is None else str(config.lines),
         "seed": config.seed,
+        "dev_seed": dev_seed,
         "dev_fraction": config.dev_fraction,
         "train_comparisons": len(train_set),
         "dev_comparisons": len(dev_set),

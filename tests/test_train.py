@@ -75,6 +75,20 @@ def test_same_seed_same_model(tmp_path: Path) -> None:
         assert (a == b).all()
 
 
+def test_dev_seed_keeps_the_split_while_the_seed_changes_the_transformer(tmp_path: Path) -> None:
+    data = write_preferences(tmp_path / "prefs.jsonl", count=40)
+    base = TrainConfig(data=data, out=tmp_path / "run", epochs=1, **TINY)
+    first = train(base)
+    same_split = train(replace(base, seed=1, dev_seed=0))
+    other_split = train(replace(base, seed=1))
+    assert (first.training["dev_seed"], same_split.training["dev_seed"], other_split.training["dev_seed"]) == (0, 0, 1)
+    # The split decides the tokenizer and the bag of n-grams; the seed the transformer's start.
+    assert first.tokenizer.to_str() == same_split.tokenizer.to_str() != other_split.tokenizer.to_str()
+    assert (first.network.bag.weight == same_split.network.bag.weight).all()
+    first_tower, second_tower = first.network.towers[0], same_split.network.towers[0]
+    assert not all((a == b).all() for a, b in zip(first_tower.parameters(), second_tower.parameters(), strict=True))
+
+
 @pytest.mark.parametrize("loss", ["plackett-luce", "all-pairs"])
 def test_rankings_train_with_either_listwise_loss(tmp_path: Path, loss: str) -> None:
     data = write_preferences(tmp_path / "ranked.jsonl", count=30, ranking=True)
