@@ -17,25 +17,22 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.in_process import DATA, DEADLINE_S, GROUP, REPOSITORY, serving
 from rmserve.config import Settings
-from rmserve.engine.registry import ModelRegistry, Served
+from rmserve.engine.registry import Served
 from rmserve.protocols.inputs import group_exchanges
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.training.ensemble import build_ensemble
 
-ROOT = Path(__file__).resolve().parents[1]
-REPOSITORY = ROOT / "models" / "repository"
-DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
 MEMBERS = ("hh-harmless", "hh-harmless-int8")
 ENSEMBLE = "bench-ensemble"
-GROUP = 8  # responses per request, as GRPO sends a group
 ROUNDS = 6
 
 
 def items_per_second(model: Served, groups: list[tuple[str, list[str]]], settings: Settings) -> float:
     start = time.perf_counter()
     for prompt, responses in groups:
-        model.score(group_exchanges(prompt, responses, model.input_format, settings), time.monotonic() + 300)
+        model.score(group_exchanges(prompt, responses, model.input_format, settings), time.monotonic() + DEADLINE_S)
     return sum(len(responses) for _, responses in groups) / (time.perf_counter() - start)
 
 
@@ -52,8 +49,7 @@ def main(members: tuple[str, ...] = MEMBERS) -> None:
             (repository / member).symlink_to(REPOSITORY / member)
         spec = build_ensemble(repository, ENSEMBLE, members, 1.0, "conservative", (DATA, LineRange(1, 1800)))
         settings = Settings.from_env({}, model_repository=repository, models=(ENSEMBLE,))
-        registry = ModelRegistry.load(settings).start()
-        try:
+        with serving(settings) as registry:
             single, ensemble = registry.get(members[0]), registry.get(ENSEMBLE)
             items_per_second(single, groups, settings)  # warm both
             items_per_second(ensemble, groups, settings)
@@ -64,8 +60,6 @@ def main(members: tuple[str, ...] = MEMBERS) -> None:
                 single_rates.append(rates[single.name])
                 ensemble_rates.append(rates[ENSEMBLE])
                 ratios.append(rates[ENSEMBLE] / rates[single.name])
-        finally:
-            registry.stop(5)
     assert spec.disagreement is not None
     quantiles = spec.disagreement
     print(
