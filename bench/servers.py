@@ -69,7 +69,7 @@ def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
     return [
         rmserve(
             "rmserve",
-            "`rmserve serve` with its defaults: 1 gunicorn worker, 16 request threads, one executor per CPU "
+            "`rmserve serve` with its defaults: 1 gunicorn worker, 128 scoring threads, one executor per CPU "
             "(single-threaded runs) sharing one queue and session, length-grouped batching, drift telemetry on",
             {},
         ),
