@@ -15,6 +15,7 @@ Both limits hold before the body is read, so a refused request costs a 429 and n
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from rmserve.config import Settings
 from rmserve.errors import QueueFull
@@ -31,23 +32,25 @@ class Admission:
         self._requests = 0
         self._body_bytes = 0
 
-    def admit(self, declared_bytes: int | None, retry_after_s: int) -> int:
-        """Take a slot and reserve the body's bytes (returned, for `leave`), or raise QueueFull at once."""
+    def admit(self, declared_bytes: int | None, retry_after_s: Callable[[], int]) -> int:
+        """Take a slot and reserve the body's bytes (returned, for `leave`), or raise QueueFull at once.
+
+        `retry_after_s` is asked only for a refusal: an admitted request never pays for the estimate.
+        """
         charged = self.max_body_bytes if declared_bytes is None else min(declared_bytes, self.max_body_bytes)
         with self._lock:
             if self._requests >= self.slots:
-                raise QueueFull(
-                    f"all {self.slots} scoring slots of this worker are busy (RMSERVE_THREADS)", retry_after_s
-                )
-            if self._body_bytes + charged > self.body_budget:
-                raise QueueFull(
+                refusal = f"all {self.slots} scoring slots of this worker are busy (RMSERVE_THREADS)"
+            elif self._body_bytes + charged > self.body_budget:
+                refusal = (
                     f"the bodies in progress hold {self._body_bytes} of the {self.body_budget} bytes this worker "
-                    f"reads at once and this one needs {charged} (RMSERVE_MAX_INFLIGHT_BODY_BYTES)",
-                    retry_after_s,
+                    f"reads at once and this one needs {charged} (RMSERVE_MAX_INFLIGHT_BODY_BYTES)"
                 )
-            self._requests += 1
-            self._body_bytes += charged
-        return charged
+            else:
+                self._requests += 1
+                self._body_bytes += charged
+                return charged
+        raise QueueFull(refusal, retry_after_s())
 
     def leave(self, charged: int) -> None:
         with self._lock:

@@ -34,9 +34,10 @@ def _admit() -> None:
     """Take a scoring slot and the body's bytes before reading it, or answer 429 at once."""
     if request.path in OPEN_PATHS:
         return
-    app_state = state()
-    retry_after_s = max(1, math.ceil(app_state.registry.seconds_to_drain()))
-    g.admitted_bytes = app_state.admission.admit(request.content_length, retry_after_s)
+    registry = state().registry
+    g.admitted_bytes = state().admission.admit(
+        request.content_length, lambda: max(1, math.ceil(registry.seconds_to_drain()))
+    )
 
 
 def _leave(error: BaseException | None) -> None:
