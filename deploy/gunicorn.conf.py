@@ -34,8 +34,8 @@ timeout = 120
 BATCHER_STOP_S = 5  # after the drain, for the batcher threads to end (their queues are empty by then)
 keepalive = 75  # longer than the idle timeouts of common client pools and load balancers
 loglevel = settings.log_level
-accesslog = "-"
-access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss rid=%({x-request-id}o)s'
+# rmserve writes its own access log (RMSERVE_ACCESS_LOG, rmserve.http.middleware), not gunicorn.
+accesslog = None
 errorlog = "-"
 # No runtime control socket: nothing uses it, and the container's root filesystem is read-only.
 control_socket_disable = True

@@ -33,14 +33,19 @@ SETTINGS_FLAGS: dict[str, tuple[str, type, str]] = {
     "models": ("--models", str, "comma-separated model names to load (RMSERVE_MODELS, default all)"),
     "default_model": ("--default-model", str, "model used when a request names none (RMSERVE_DEFAULT_MODEL)"),
     "workers": ("--workers", int, "gunicorn worker processes (RMSERVE_WORKERS, default 1)"),
-    "threads": ("--threads", int, "request threads per worker (RMSERVE_THREADS, default 16)"),
+    "threads": ("--threads", int, "scoring requests in progress per worker (RMSERVE_THREADS, default 128)"),
     "max_batch_tokens": (
         "--max-batch-tokens",
         int,
-        "padded tokens per inference call (RMSERVE_MAX_BATCH_TOKENS, default 8192)",
+        "padded tokens per inference call (RMSERVE_MAX_BATCH_TOKENS, default 2048)",
     ),
     "max_queue_tokens": ("--max-queue-tokens", int, "tokens queued before 429 (RMSERVE_MAX_QUEUE_TOKENS)"),
     "log_level": ("--log-level", str, "debug, info, warning, error (RMSERVE_LOG_LEVEL, default info)"),
+    "access_log": (
+        "--access-log",
+        str,
+        "access-log lines for all requests, errors (status >= 400) or off (RMSERVE_ACCESS_LOG, default errors)",
+    ),
 }
 SCORE_SETTINGS = ("model_repository", "max_batch_tokens")
 

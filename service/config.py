@@ -15,6 +15,7 @@ PREFIX = "RMSERVE_"
 # /metrics answer on them while every scoring thread waits on a saturated model.
 PROBE_THREADS = 2
 DEFAULT_REPOSITORY = Path("models/repository")  # relative to the working directory
+ACCESS_LOG_CHOICES = ("all", "errors", "off")
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Settings:
     telemetry_window: int = 4096  # items per model and worker in the drift-telemetry window; 0 = off
     review_prompts: int = 0  # prompts the review buffer keeps per model and worker (retains texts); 0 = off
     log_level: str = "info"
+    access_log: str = "errors"  # which requests get an access-log line: all, errors (status >= 400), off
     metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by gunicorn.conf.py)
 
     @classmethod
@@ -85,6 +87,10 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
+        if self.access_log not in ACCESS_LOG_CHOICES:
+            raise ValueError(
+                f"{PREFIX}ACCESS_LOG must be one of {', '.join(ACCESS_LOG_CHOICES)}, got {self.access_log!r}"
+            )
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
         if self.max_inflight_body_bytes < self.max_body_bytes:

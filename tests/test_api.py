@@ -91,6 +91,24 @@ def test_request_id_is_echoed_or_generated(client: FlaskClient) -> None:
     assert client.post("/v1/score", data=b"{").headers["X-Request-ID"]  # errors carry it too
 
 
+@pytest.mark.parametrize(
+    ("access_log", "logged"),
+    [("all", ["200", "422"]), ("errors", ["422"]), ("off", [])],
+)
+def test_access_log_writes_the_requests_the_setting_selects(
+    make_app, caplog: pytest.LogCaptureFixture, access_log: str, logged: list[str]
+) -> None:
+    client = make_app(access_log=access_log, log_level="warning").test_client()
+    with caplog.at_level(logging.INFO, logger="rmserve.access"):
+        client.post("/v1/score", json=BREAD, headers={"X-Request-ID": "ok-1"})
+        client.post("/v1/score", json={"prompt": 3, "responses": ["a"]}, headers={"X-Request-ID": "bad-2"})
+    lines = [record.getMessage() for record in caplog.records if record.name == "rmserve.access"]
+    assert [line.split('" ')[1].split()[0] for line in lines] == logged
+    for line in lines:  # client, request line, status, bytes, seconds, the request's ID
+        status = line.split('" ')[1].split()[0]
+        assert ('"POST /v1/score' in line) and line.endswith("rid=ok-1" if status == "200" else "rid=bad-2")
+
+
 def test_models_lists_the_loaded_version(client: FlaskClient) -> None:
     (card,) = client.get("/v1/models").get_json()["data"]
     assert card["name"] == "tiny" and card["version"] == 1 and card["default"] is True

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rmserve.errors import InvalidField, PayloadTooLarge, ServiceError
-from rmserve.http.scan import check_shape
+from rmserve.http.scan import MAX_NUMBER_DIGITS, check_exactly, check_shape, plainly_within
 
 
 def refusal(body: object, max_entries: int = 512, **limits: int) -> ServiceError | None:
@@ -93,3 +93,22 @@ def test_the_scan_agrees_with_the_parsed_value(value: object, max_depth: int, ma
         assert isinstance(error, PayloadTooLarge)
     else:
         assert error is None
+
+
+@settings(max_examples=150, deadline=None)
+@given(value=json_values, max_depth=st.integers(1, 4), max_entries=st.integers(1, 4), max_digits=st.integers(1, 20))
+def test_the_shortcut_passes_only_bodies_the_exact_scan_passes(
+    value: object, max_depth: int, max_entries: int, max_digits: int
+) -> None:
+    """The byte counts that let most bodies skip the scan never let through one the scan would refuse."""
+    raw = json.dumps(value).encode()
+    if plainly_within(raw, max_entries, max_depth, max_digits):
+        check_exactly(raw, max_entries, max_depth, max_digits)  # raises if the shortcut was wrong
+
+
+def test_an_rl_sample_takes_the_shortcut_and_a_hostile_body_does_not() -> None:
+    sample = {"items": [{"prompt": "Human: what is 2, 3, [4]?", "response": "Assistant: 9, {10}."}]}
+    assert plainly_within(json.dumps(sample).encode(), 512, 32, MAX_NUMBER_DIGITS)
+    assert not plainly_within(json.dumps({"items": [0] * 600}).encode(), 512, 32, MAX_NUMBER_DIGITS)
+    assert not plainly_within(b"[" * 33 + b"]" * 33, 512, 32, MAX_NUMBER_DIGITS)
+    assert not plainly_within(b"[" + b"9" * 101 + b"]", 512, 32, MAX_NUMBER_DIGITS)

@@ -97,8 +97,8 @@ class PairFormat(InputFormat):
             raise ValueError(f"max_length {max_length} leaves no room for text")
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = self.tokenizer.encode_batch([pair_prompt(e.prompt) for e in exchanges], add_special_tokens=False)
-        responses = self.tokenizer.encode_batch([e.response for e in exchanges], add_special_tokens=False)
+        prompts = self.tokenizer.encode_batch_fast([pair_prompt(e.prompt) for e in exchanges], add_special_tokens=False)
+        responses = self.tokenizer.encode_batch_fast([e.response for e in exchanges], add_special_tokens=False)
         return [self._join(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
 
     def _join(self, prompt: tokenizers.Encoding, response: tokenizers.Encoding) -> Encoding:

@@ -56,17 +56,17 @@ class PairEncoder:
         self._prompt_cache = PromptCache(PROMPT_CACHE_SIZE, keep=max_length)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
-        """Encode pairs; tokenizers' batch call runs in parallel outside the GIL.
+        """Encode pairs in one batch call of tokenizers (parallel, outside the GIL).
 
         A group of responses to one prompt (GRPO) tokenizes that prompt once, and a prompt seen
-        in a recent request is not tokenized again.
+        in a recent request is not tokenized again. The `_fast` call skips the character offsets,
+        which nothing here reads (same ids, about 12% less time; BENCHMARKS.md).
         """
         prompt_tokens, missing = self._prompt_cache.lookup(list(dict.fromkeys(prompts)))
-        if missing:
-            encoded = self.tokenizer.encode_batch(missing, add_special_tokens=False)
-            for prompt, encoding in zip(missing, encoded, strict=True):
-                prompt_tokens[prompt] = self._prompt_cache.store(prompt, encoding.ids)
-        response_ids = self.tokenizer.encode_batch(list(responses), add_special_tokens=False)
+        encoded = self.tokenizer.encode_batch_fast([*missing, *responses], add_special_tokens=False)
+        for prompt, encoding in zip(missing, encoded, strict=False):  # the first len(missing) are the prompts
+            prompt_tokens[prompt] = self._prompt_cache.store(prompt, encoding.ids)
+        response_ids = encoded[len(missing) :]
         return [
             self._join(prompt_tokens[prompt], response.ids)
             for prompt, response in zip(prompts, response_ids, strict=True)

@@ -1,9 +1,17 @@
-"""What runs around every request: its ID, the API key check, and the request metrics."""
+"""What runs around every request: its ID, the API key check, admission, the request metrics and
+the access log.
+
+The access log is rmserve's own, not gunicorn's: one line per request the setting selects
+(`RMSERVE_ACCESS_LOG`: every request, only refused and failed ones (the default), or none). At the
+hundreds of one-sample requests per second an RL trainer sends, a line per success costs about a
+tenth of a request's Python time and says nothing the request metrics do not (BENCHMARKS.md).
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import time
 import uuid
@@ -20,6 +28,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2
 METRICS_PATH = "/metrics"
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 200
+ACCESS_LOG = logging.getLogger("rmserve.access")
 
 
 def install(app: Flask) -> None:
@@ -28,6 +37,8 @@ def install(app: Flask) -> None:
     app.before_request(_admit)
     app.after_request(_finish_request)
     app.teardown_request(_leave)
+    # The line is written whatever RMSERVE_LOG_LEVEL says: RMSERVE_ACCESS_LOG alone decides.
+    ACCESS_LOG.setLevel(logging.INFO)
 
 
 def _admit() -> None:
@@ -79,6 +90,23 @@ def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
     metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
-    if "started" in g:
-        metrics.REQUEST_SECONDS.labels(endpoint).observe(time.perf_counter() - g.started)
+    seconds = time.perf_counter() - g.started if "started" in g else math.nan
+    if not math.isnan(seconds):
+        metrics.REQUEST_SECONDS.labels(endpoint).observe(seconds)
+    if logs_access(response.status_code, state().settings.access_log):
+        ACCESS_LOG.info(
+            '%s "%s %s" %d %s %.6fs rid=%s',
+            request.remote_addr,
+            request.method,
+            request.full_path if request.query_string else request.path,
+            response.status_code,
+            response.content_length if response.content_length is not None else "-",
+            seconds,
+            g.get("request_id", "-"),
+        )
     return response
+
+
+def logs_access(status: int, access_log: str) -> bool:
+    """Whether a request answered `status` gets an access-log line under RMSERVE_ACCESS_LOG."""
+    return access_log == "all" or (access_log == "errors" and status >= 400)
