@@ -132,6 +132,16 @@ class Batcher:
         self._in_flight: dict[int, list[Entry]] = {}  # executor -> the sub-batch it is scoring
         self._crashed: set[int] = set()  # executors between a crash of their loop and its restart
         self.restarts = 0
+        # This model's metric series, looked up once: a labels() call takes a lock and builds a key.
+        self._queue_items = metrics.QUEUE_ITEMS.labels(model)
+        self._queue_tokens = metrics.QUEUE_TOKENS.labels(model)
+        self._queue_wait = metrics.QUEUE_WAIT_SECONDS.labels(model)
+        self._inference_seconds = metrics.INFERENCE_SECONDS.labels(model)
+        self._batch_size = metrics.BATCH_SIZE.labels(model)
+        self._batch_padded_tokens = metrics.BATCH_PADDED_TOKENS.labels(model)
+        self._padding_efficiency = metrics.PADDING_EFFICIENCY.labels(model)
+        self._tokens_scored = metrics.TOKENS_SCORED.labels(model)
+        self._items_scored = metrics.ITEMS_SCORED.labels(model)
         self._threads = [
             threading.Thread(target=self._supervise, args=(index,), name=f"batcher-{model}-{index}", daemon=True)
             for index in range(executors)
@@ -173,8 +183,8 @@ class Batcher:
             self._incoming.extend(entries)
             self._queued_tokens += tokens
             self._condition.notify()
-        metrics.QUEUE_ITEMS.labels(self.model).inc(len(entries))
-        metrics.QUEUE_TOKENS.labels(self.model).inc(tokens)
+        self._queue_items.inc(len(entries))
+        self._queue_tokens.inc(tokens)
         return [entry.future for entry in entries]
 
     def stop(self, timeout: float | None = None) -> None:
@@ -298,7 +308,7 @@ class Batcher:
             return
         now = self.clock()
         for entry in batch:
-            metrics.QUEUE_WAIT_SECONDS.labels(self.model).observe(now - entry.enqueued)
+            self._queue_wait.observe(now - entry.enqueued)
         try:
             items = self._score(batch)
         except Exception:
@@ -312,8 +322,8 @@ class Batcher:
             for entry in batch:
                 self._execute_alone(entry)
             return
-        for entry, item in zip(batch, items, strict=True):
-            self._resolve(entry, item)
+        resolved = sum(self._resolve(entry, item) for entry, item in zip(batch, items, strict=True))
+        self._items_scored.inc(resolved)
         self._release(batch, None)
 
     def _execute_alone(self, entry: Entry) -> None:
@@ -324,7 +334,7 @@ class Batcher:
             self._fail(entry, InferenceFailed("the model failed on this item"))
             self._release([entry], "inference_failed")
             return
-        self._resolve(entry, item)
+        self._items_scored.inc(self._resolve(entry, item))
         self._release([entry], None)
 
     def _score(self, batch: list[Entry]) -> list[ItemScore]:
@@ -342,23 +352,23 @@ class Batcher:
             if column is not None and column.shape != (len(batch),):
                 raise ValueError(f"score_fn returned shape {column.shape} for {len(batch)} items")
         self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * real_tokens / max(seconds, 1e-6)
-        model = self.model
-        metrics.INFERENCE_SECONDS.labels(model).observe(seconds)
-        metrics.BATCH_SIZE.labels(model).observe(len(batch))
-        metrics.BATCH_PADDED_TOKENS.labels(model).observe(input_ids.size)
-        metrics.PADDING_EFFICIENCY.labels(model).observe(real_tokens / input_ids.size)
-        metrics.TOKENS_SCORED.labels(model).inc(real_tokens)
+        self._inference_seconds.observe(seconds)
+        self._batch_size.observe(len(batch))
+        self._batch_padded_tokens.observe(input_ids.size)
+        self._padding_efficiency.observe(real_tokens / input_ids.size)
+        self._tokens_scored.inc(real_tokens)
         if distances is None:
             return [ItemScore(raw) for raw in raw_scores.tolist()]
         return [ItemScore(raw, distance) for raw, distance in zip(raw_scores.tolist(), distances.tolist(), strict=True)]
 
-    def _resolve(self, entry: Entry, item: ItemScore) -> None:
+    def _resolve(self, entry: Entry, item: ItemScore) -> bool:
+        """Resolve a claimed future with its score, or fail it when the score is not finite; True if scored."""
         if math.isfinite(item.raw) and (item.distance is None or math.isfinite(item.distance)):
             entry.future.set_result(item)
-            metrics.ITEMS_SCORED.labels(self.model).inc()
-        else:
-            self._fail(entry, InferenceFailed(f"the model returned a non-finite score ({item.raw}, {item.distance})"))
-            metrics.ITEMS_FAILED.labels(self.model, "non_finite").inc()
+            return True
+        self._fail(entry, InferenceFailed(f"the model returned a non-finite score ({item.raw}, {item.distance})"))
+        metrics.ITEMS_FAILED.labels(self.model, "non_finite").inc()
+        return False
 
     def _release(self, entries: list[Entry], failure: str | None) -> None:
         """Take entries' tokens off the queue's count, once per entry however often it is called."""
@@ -368,7 +378,7 @@ class Batcher:
                 entry.released = True
             tokens = sum(entry.tokens for entry in entries)
             self._queued_tokens -= tokens
-        metrics.QUEUE_ITEMS.labels(self.model).dec(len(entries))
-        metrics.QUEUE_TOKENS.labels(self.model).dec(tokens)
+        self._queue_items.dec(len(entries))
+        self._queue_tokens.dec(tokens)
         if failure is not None:
             metrics.ITEMS_FAILED.labels(self.model, failure).inc(len(entries))

@@ -69,6 +69,7 @@ def item_flags(columns: Mapping[str, np.ndarray], items: int) -> list[list[str]]
     """Per item, the names of the flags it raised, in column order."""
     flags: list[list[str]] = [[] for _ in range(items)]
     for name, column in columns.items():
-        for index in np.flatnonzero(column).tolist():
-            flags[index].append(name)
+        for index, raised in enumerate(column.tolist()):  # a list walk: cheaper than numpy on a request's few items
+            if raised:
+                flags[index].append(name)
     return flags

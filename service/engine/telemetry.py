@@ -1,7 +1,9 @@
 """Drift telemetry: a rolling window of the last items one model scored in this process.
 
-`ServedModel.score` feeds it whole requests: writing an item is a ring-buffer store and a
-counter update, O(1) amortised, and memory is bounded by the window. Summaries (quantiles, the
+`ServedModel.score` feeds it whole requests. A request's columns are only queued (a list
+append: a one-sample request must not pay a dozen numpy calls); every `FOLD_ITEMS` items, and
+before any summary, the queue is folded into the ring buffer in one vectorised write, so memory
+stays bounded by the window plus `FOLD_ITEMS`. Summaries (quantiles, the
 length-score rank correlation, flag and duplicate rates, the distance from training's score
 distribution, an ensemble's mean disagreement) are computed when read: by
 `GET /v1/models/<name>/stats`, at a `/metrics` scrape, and at most once per
@@ -23,6 +25,7 @@ from rmserve.core.manifest import Manifest, Normalization, TrainingStats
 
 # Fewer items than this in the window: correlation and drift are unknown, not noise passed off as signal.
 MIN_ITEMS = 30
+FOLD_ITEMS = 256  # queued items folded into the window at once
 PUBLISH_INTERVAL_S = 1.0
 SCORE_QUANTILES = {"p01": 0.01, "p05": 0.05, "p50": 0.5, "p95": 0.95, "p99": 0.99}
 
@@ -78,6 +81,9 @@ class Telemetry:
         self._scored = 0
         self._published = -math.inf
         self._lock = threading.Lock()
+        # Requests observed but not yet in the window: (raw, lengths, flag columns, digests, disagreement).
+        self._queued: list[tuple[np.ndarray, Sequence[int], list[np.ndarray], list[int], np.ndarray | None]] = []
+        self._queued_items = 0
 
     def observe(
         self,
@@ -88,34 +94,57 @@ class Telemetry:
         disagreement: np.ndarray | None = None,
     ) -> None:
         """Add one request's items (all [items], in request order); the oldest items leave the window."""
-        keep = slice(max(0, len(responses) - self.capacity), None)
-        flags = np.column_stack([flag_columns[name][keep] for name in self.flag_names])  # [items, flags]
-        digests = [hash(response) for response in responses[keep]]
+        columns = [flag_columns[name] for name in self.flag_names]
+        digests = [hash(response) for response in responses]
         with self._lock:
-            positions = (self._cursor + np.arange(len(digests))) % self.capacity
-            self._raw[positions] = raw_scores[keep]
-            self._lengths[positions] = response_tokens[keep]
-            self._flags[positions] = flags
-            if self._disagreement is not None and disagreement is not None:
-                self._disagreement[positions] = disagreement[keep]
-            seen = self._seen
-            for position, digest in zip(positions.tolist(), digests, strict=True):
-                if self._items == self.capacity:
-                    evicted = self._digests[position]
-                    remaining = seen[evicted] - 1
-                    if remaining:
-                        seen[evicted] = remaining
-                    else:
-                        del seen[evicted]
+            self._queued.append((raw_scores, response_tokens, columns, digests, disagreement))
+            self._queued_items += len(digests)
+            if self._queued_items >= FOLD_ITEMS:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Write the queued requests into the ring buffer (caller holds the lock)."""
+        if not self._queued:
+            return
+        queued, self._queued, self._queued_items = self._queued, [], 0
+        raw_scores = np.concatenate([entry[0] for entry in queued])
+        total = len(raw_scores)
+        keep = slice(max(0, total - self.capacity), None)  # more than the window: its last items
+        lengths = np.concatenate([np.asarray(entry[1], dtype=np.int64) for entry in queued])[keep]
+        flags = np.column_stack(
+            [np.concatenate([entry[2][index] for entry in queued]) for index in range(len(self.flag_names))]
+        )[keep]  # [items, flags]
+        digests = [digest for entry in queued for digest in entry[3]][keep]
+        positions = (self._cursor + np.arange(len(digests))) % self.capacity
+        self._raw[positions] = raw_scores[keep]
+        self._lengths[positions] = lengths
+        self._flags[positions] = flags
+        if self._disagreement is not None:
+            # A request without disagreement (never an ensemble's) leaves those positions as they were.
+            disagreement = np.concatenate(
+                [entry[4] if entry[4] is not None else np.full(len(entry[3]), np.nan) for entry in queued]
+            )[keep]
+            known = ~np.isnan(disagreement)
+            self._disagreement[positions[known]] = disagreement[known]
+        seen = self._seen
+        for position, digest in zip(positions.tolist(), digests, strict=True):
+            if self._items == self.capacity:
+                evicted = self._digests[position]
+                remaining = seen[evicted] - 1
+                if remaining:
+                    seen[evicted] = remaining
                 else:
-                    self._items += 1
-                self._digests[position] = digest
-                seen[digest] = seen.get(digest, 0) + 1
-            self._cursor = (self._cursor + len(digests)) % self.capacity
-            self._scored += len(responses)
+                    del seen[evicted]
+            else:
+                self._items += 1
+            self._digests[position] = digest
+            seen[digest] = seen.get(digest, 0) + 1
+        self._cursor = (self._cursor + len(digests)) % self.capacity
+        self._scored += total
 
     def summary(self) -> WindowSummary:
         with self._lock:
+            self._fold()
             items = self._items
             raw, lengths, flags = self._raw[:items].copy(), self._lengths[:items].copy(), self._flags[:items].copy()
             distinct, scored = len(self._seen), self._scored

@@ -9,6 +9,7 @@ tenth of a request's Python time and says nothing the request metrics do not (BE
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
@@ -17,6 +18,7 @@ import time
 import uuid
 
 from flask import Flask, Response, g, request
+from prometheus_client import Counter, Histogram
 
 from rmserve import metrics
 from rmserve.errors import Unauthorized
@@ -89,10 +91,11 @@ def key_matches(token: str, keys: frozenset[str]) -> bool:
 def _finish_request(response: Response) -> Response:
     response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
+    requests, durations = _series(endpoint, response.status_code)
+    requests.inc()
     seconds = time.perf_counter() - g.started if "started" in g else math.nan
     if not math.isnan(seconds):
-        metrics.REQUEST_SECONDS.labels(endpoint).observe(seconds)
+        durations.observe(seconds)
     if logs_access(response.status_code, state().settings.access_log):
         ACCESS_LOG.info(
             '%s "%s %s" %d %s %.6fs rid=%s',
@@ -105,6 +108,12 @@ def _finish_request(response: Response) -> Response:
             g.get("request_id", "-"),
         )
     return response
+
+
+@functools.cache  # routes x status codes: a few dozen series, each looked up once
+def _series(endpoint: str, status: int) -> tuple[Counter, Histogram]:
+    """The request counter and duration histogram series of an endpoint and status."""
+    return metrics.REQUESTS.labels(endpoint, str(status)), metrics.REQUEST_SECONDS.labels(endpoint)
 
 
 def logs_access(status: int, access_log: str) -> bool:
