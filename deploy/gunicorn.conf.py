@@ -40,6 +40,11 @@ errorlog = "-"
 # No runtime control socket: nothing uses it, and the container's root filesystem is read-only.
 control_socket_disable = True
 
+# tokenizers' own thread pool stays off in the server (unless the operator sets it): the executors'
+# runs already hold every core, and a request's two or twelve texts split across pool threads cost
+# 1.4-2x the CPU of tokenizing them on the request thread (BENCHMARKS.md, per-request cost).
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
 # Prometheus multiprocess mode: every worker writes its samples to files in one directory,
 # which must hold no stale samples when the server starts and is cleared of dead workers' live
 # gauges. prometheus_client picks its storage when first imported, so the variable is set here,
