@@ -4,6 +4,10 @@ No HTTP, no tokenizing (the items are tokenized beforehand), no queue: the best 
 - serial: each request's items as one run, one run at a time, intra-op threads = the CPUs;
 - parallel: each item alone, one single-threaded run per CPU side by side;
 - batched: items sorted by length in runs of 16 (low padding), one single-threaded run per CPU.
+
+Each way runs `rounds` times, the ways interleaved, and keeps its best round: a ceiling is what
+the cores can do, and one round caught in a busy moment of a shared machine would flatter every
+server's ratio to it.
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from rmserve.engine.session import OnnxScorer
 
 Sequences = Sequence[list[int]]
 BATCHED_ROWS = 16
+ROUNDS = 3
 
 
-def ceiling(model_path: Path, pad_id: int, requests: Sequence[Sequences], cpus: int) -> dict[str, float]:
-    """Items per second of each way, on the same items."""
+def ceiling(
+    model_path: Path, pad_id: int, requests: Sequence[Sequences], cpus: int, rounds: int = ROUNDS
+) -> dict[str, float]:
+    """Items per second of each way on the same items, its best of `rounds` interleaved rounds."""
     wide = OnnxScorer(model_path, intra_op_threads=cpus)
     narrow = OnnxScorer(model_path, intra_op_threads=1)
     items = [sequence for request in requests for sequence in request]
@@ -47,4 +54,8 @@ def ceiling(model_path: Path, pad_id: int, requests: Sequence[Sequences], cpus: 
         "parallel": lambda: run(narrow, [[item] for item in items], cpus),
         "batched": lambda: run(narrow, batches, cpus),
     }
-    return {name: way() for name, way in ways.items()}
+    best = dict.fromkeys(ways, 0.0)
+    for _ in range(rounds):
+        for name, way in ways.items():
+            best[name] = max(best[name], way())
+    return best

@@ -23,6 +23,7 @@ import numpy as np
 import requests
 from tqdm import tqdm
 
+from bench.ceiling import ROUNDS as CEILING_ROUNDS
 from bench.ceiling import ceiling
 from bench.live_server import ROOT
 from bench.load import drive, wrk_available
@@ -241,6 +242,7 @@ def compare(
             for shape in workload
         },
         "ceiling_items_per_s": ceilings,
+        "ceiling_rounds": CEILING_ROUNDS,
         "servers": {
             server.spec.name: {
                 "configuration": server.spec.configuration,

@@ -29,7 +29,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{machine['load_average_before'][0]:.2f}, after {machine['load_average_after'][0]:.2f}; "
         f"wrk, {result['seconds_per_point']:.0f} s per point after 1 s of warm-up.",
         "",
-        "**In-process ceiling** (items/s, ONNX Runtime alone on pre-tokenized items):",
+        "**In-process ceiling** (items/s, ONNX Runtime alone on pre-tokenized items; each way's best of "
+        f"{result.get('ceiling_rounds', 1)} interleaved rounds):",
         "",
         "| shape | serial (1 run, all CPUs) | parallel (1 item per run, 1 run per CPU) "
         "| batched (16 by length, 1 run per CPU) |",
