@@ -35,7 +35,7 @@ class Settings:
     threads: int = 128  # scoring requests in progress per worker (their threads mostly wait on the batcher)
     executors: int = 0  # inference runs in flight per model and worker; 0 = usable CPUs / workers / inference_threads
     inference_threads: int = 0  # ONNX Runtime intra-op threads per run; 0 = usable CPUs / workers / executors
-    max_batch_tokens: int = 2048  # padded-token budget of one run; bounds memory with a run in flight per CPU
+    max_batch_tokens: int = 1024  # padded-token budget of one run; bounds memory with a run in flight per CPU
     max_batch_size: int = 64  # rows per inference call; bounds the memory one call needs
     max_padding_ratio: float = 1.25  # a sub-batch's padded tokens may exceed its real tokens by this factor
     max_queue_tokens: int = 262144  # tokens waiting per model before requests get 429
