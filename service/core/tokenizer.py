@@ -56,11 +56,12 @@ class PairEncoder:
         self._prompt_cache = PromptCache(PROMPT_CACHE_SIZE, keep=max_length)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
-        """Encode pairs in one batch call of tokenizers (parallel, outside the GIL).
+        """Encode pairs in one batch call of tokenizers (outside the GIL; the server turns its thread
+        pool off, deploy/gunicorn.conf.py).
 
         A group of responses to one prompt (GRPO) tokenizes that prompt once, and a prompt seen
         in a recent request is not tokenized again. The `_fast` call skips the character offsets,
-        which nothing here reads (same ids, about 12% less time; BENCHMARKS.md).
+        which nothing here reads (the same ids).
         """
         prompt_tokens, missing = self._prompt_cache.lookup(list(dict.fromkeys(prompts)))
         encoded = self.tokenizer.encode_batch_fast([*missing, *responses], add_special_tokens=False)
