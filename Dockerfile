@@ -1,6 +1,6 @@
 # rmserve runtime image: ONNX Runtime + gunicorn, no torch, no compilers, non-root.
 #
-#   docker build -t rmserve .                       # bakes models/repository/ into /models
+#   docker build -t rmserve .                       # bakes the model repository models/ into /models
 #   docker run --rm -p 8000:8000 rmserve
 #   docker run --rm -p 8000:8000 -v "$PWD/my-repo:/models:ro" rmserve   # or mount another repository
 #
@@ -23,10 +23,8 @@ RUN /opt/venv/bin/python -c "import tomllib; print('\n'.join(tomllib.load(open('
 # The package itself, non-editable, without the [train]/[dev] extras.
 COPY README.md ./
 COPY service/ service/
-COPY models/ models/
 RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/pip uninstall --yes pip setuptools \
-    && mkdir -p models/repository
+    && /opt/venv/bin/pip uninstall --yes pip setuptools
 
 
 FROM python:3.11-slim AS runtime
@@ -44,9 +42,8 @@ RUN groupadd --system --gid 10001 rmserve \
 
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
-COPY deploy/gunicorn.conf.py deploy/gunicorn.conf.py
 # Owned by root and read-only to the server; mount another repository at /models to replace it.
-COPY --from=build /src/models/repository/ /models/
+COPY models/ /models/
 
 USER 10001:10001
 EXPOSE 8000

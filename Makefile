@@ -26,20 +26,13 @@ serve: $(VENV)/.installed-serve
 test: lint
 	$(BIN)/pytest -q -m "not slow"
 
-# ruff (lint + format), mypy on the serving side, import-linter's layer contracts (pyproject.toml).
-# mypy and import-linter read build/lint/rmserve: links that lay service/ and models/ out as the
-# installed package does (rmserve, rmserve.training), since neither tool follows package-dir.
-LINT_TREE := build/lint
+# ruff (lint + format), mypy (strict, service/ with training), import-linter's layer contracts: every
+# tool reads the checkout as it is (pyproject.toml configures each).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	rm -rf $(LINT_TREE) && mkdir -p $(LINT_TREE)/rmserve
-	for entry in service/*; do ln -s "$(CURDIR)/$$entry" $(LINT_TREE)/rmserve/; done
-	ln -s "$(CURDIR)/models" $(LINT_TREE)/rmserve/training
-	cd $(LINT_TREE) && MYPYPATH=. $(CURDIR)/$(BIN)/mypy --config-file $(CURDIR)/pyproject.toml \
-		-p rmserve.core -p rmserve.engine -p rmserve.http -p rmserve.protocols \
-		-m rmserve.app -m rmserve.cli -m rmserve.client -m rmserve.config -m rmserve.errors -m rmserve.metrics -m rmserve.offline -m rmserve.usage
-	cd $(LINT_TREE) && PYTHONPATH=. $(CURDIR)/$(BIN)/lint-imports $(CURDIR)/pyproject.toml
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Load, container and real-Prometheus tests; .ci/run runs them after `make test`.
 test-slow: $(VENV)/.installed-dev
@@ -50,7 +43,7 @@ test-slow: $(VENV)/.installed-dev
 # its int8 copy, the ensemble's other members (the same recipe from seed 1; the MiniLM fine-tune below) and
 # the ensemble hh-harmless-ensemble over them. See BENCHMARKS.md "Default model accuracy" for the times.
 MODEL_DATA       ?= ../shared/data/hh-rlhf-harmless-test.jsonl.gz
-MODEL_REPOSITORY ?= models/repository
+MODEL_REPOSITORY ?= models
 RUNS             ?= runs
 TRAIN    = $(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800
 HELD_OUT = --held-out $(MODEL_DATA) --held-out-lines 1801-2312
@@ -94,4 +87,4 @@ bench: $(BENCH_VENV)/.installed
 	@cat bench/results.md
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache build
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache build

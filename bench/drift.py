@@ -31,7 +31,7 @@ from bench.live_server import ROOT
 from rmserve.training.data import LineRange, read_comparisons
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
-REPOSITORY = ROOT / "models" / "repository"
+REPOSITORY = ROOT / "models"
 PROMPT_LINES = LineRange(1, 1800)  # training lines only: the held-out lines stay untouched
 GROUP = 8
 GAMED_SHARE = 0.8  # of the last round's responses; rising linearly from 0 in round 0
@@ -74,7 +74,7 @@ def padded_answer(rng: random.Random, progress: float, pool: Sequence[str], earl
 
 
 def committed_repository(scratch: Path) -> Path:
-    """models/repository, where hh-harmless is committed: nothing to build."""
+    """models, where hh-harmless is committed: nothing to build."""
     return REPOSITORY
 
 

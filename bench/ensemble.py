@@ -22,7 +22,7 @@ from rmserve.config import Settings
 from rmserve.engine.registry import Served
 from rmserve.protocols.inputs import group_exchanges
 from rmserve.training.data import LineRange, read_comparisons
-from rmserve.training.ensemble import build_ensemble
+from rmserve.training.ensemble_build import build_ensemble
 
 MEMBERS = ("hh-harmless", "hh-harmless-int8")
 ENSEMBLE = "bench-ensemble"

@@ -24,7 +24,7 @@ from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.batcher import Batcher
-from rmserve.engine.served import wait_all
+from rmserve.engine.served_model import wait_all
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.usage import require_model
@@ -166,9 +166,7 @@ def policy_table(workload: Workload, measured: list[Measurement]) -> str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--model-repository", type=Path, default=Path("models/repository"), help="model repository (models/repository)"
-    )
+    parser.add_argument("--model-repository", type=Path, default=Path("models"), help="model repository (models)")
     parser.add_argument("--model", help="model name (default: the first in the repository)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
     parser.add_argument("--items", type=int, default=256, help="items per workload (default 256)")

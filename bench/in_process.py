@@ -9,7 +9,7 @@ from bench.live_server import ROOT
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
 
-REPOSITORY = ROOT / "models" / "repository"
+REPOSITORY = ROOT / "models"
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
 GROUP = 8  # responses per request, as GRPO sends a group
 DEADLINE_S = 300.0  # per request: a benchmark waits for its scores rather than failing on a busy machine

@@ -34,7 +34,7 @@ from rmserve.training.evaluate import encode_comparisons, score_comparisons
 from rmserve.training.stats import add_training_stats, normalization_of
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKENIZER_SOURCE = ROOT / "models" / "repository" / "hh-harmless" / "1"  # its tokenizer and input format
+TOKENIZER_SOURCE = ROOT / "models" / "hh-harmless" / "1"  # its tokenizer and input format
 NAME = "length-loving"
 LENGTH_WEIGHT = 0.002  # raw score per response token
 PRIOR_TOKENS = 8.0  # the token weights' mean is shrunk as if every response had 8 more tokens of weight 0

@@ -64,8 +64,8 @@ def running_server(
 ) -> Iterator[RunningServer]:
     """`rmserve serve` on 127.0.0.1 with `repository`, ready when yielded; SIGTERM and wait on exit.
 
-    The server runs from the project root (it finds deploy/gunicorn.conf.py there, as `make serve`
-    does); its output goes to `log_path`, which failing tests can show.
+    The server runs from the log's directory, not the checkout (its gunicorn config ships in the
+    package); its output goes to `log_path`, which failing tests can show.
     """
     port = port or free_port()
     server_env = {key: value for key, value in os.environ.items() if not key.startswith("RMSERVE_")}
@@ -76,7 +76,12 @@ def running_server(
     base_url = f"http://127.0.0.1:{port}"
     with log_path.open("w", encoding="utf-8") as log_file:
         process = subprocess.Popen(
-            [str(RMSERVE), "serve"], cwd=ROOT, env=server_env, text=True, stdout=log_file, stderr=subprocess.STDOUT
+            [str(RMSERVE), "serve"],
+            cwd=log_path.parent,
+            env=server_env,
+            text=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
     server = RunningServer(base_url, process, log_path)
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="rmserve-cost-"))  # before metrics load
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as deploy/gunicorn.conf.py serves
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as rmserve/gunicorn_conf.py serves
 
 import orjson
 
@@ -52,7 +52,7 @@ def per_call_us(step: Callable[[int], Any], count: int) -> tuple[float, float]:
 
 def main() -> int:
     settings = Settings.from_env(
-        {}, model_repository=Path("models/repository"), models=("hh-harmless",), executors=1, inference_threads=1
+        {}, model_repository=Path("models"), models=("hh-harmless",), executors=1, inference_threads=1
     )
     app = create_app(settings)
     client = app.test_client()

@@ -15,7 +15,7 @@ Settings (environment of the veRL workers): REWARD_SERVER_URL (default http://12
 REWARD_SERVER_API_KEY, REWARD_SERVER_MODEL.
 
 Needs `rmserve.client`: either rmserve installed (`pip install rmserve`, no extra), or only the
-client file, rmserve's `service/client.py`, copied next to this file as `client.py` (it needs
+client file, rmserve's `service/rmserve/client.py`, copied next to this file as `client.py` (it needs
 nothing but `requests`).
 """
 
@@ -41,7 +41,7 @@ def client_module() -> ModuleType:
     if spec is None or spec.loader is None or not COPIED_CLIENT.is_file():
         raise ImportError(
             f"rmserve's client is neither installed nor at {COPIED_CLIENT}: pip install rmserve, "
-            "or copy rmserve's service/client.py there"
+            "or copy rmserve's service/rmserve/client.py there"
         )
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there

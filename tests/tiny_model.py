@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from rmserve.core.embedding import EMBEDDING_FILE, EMBEDDING_OUTPUT, EmbeddingGaussian
-from rmserve.core.ensemble import EnsembleSpec
+from rmserve.core.ensemble_spec import EnsembleSpec
 from rmserve.core.manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
@@ -155,7 +155,7 @@ def calibration_pairs() -> list[dict[str, str]]:
 
 def write_ensemble(repository: Path, calibration: Path, held_out: Path | None = None) -> EnsembleSpec:
     """The three members and `tiny-ensemble` of them, as `rmserve ensemble` writes it (calibrated on `calibration`)."""
-    from rmserve.training.ensemble import build_ensemble
+    from rmserve.training.ensemble_build import build_ensemble
 
     for name, seed, mean, std in ENSEMBLE_MEMBERS:
         write_version(repository / name / "1", name=name, seed=seed, mean=mean, std=std)

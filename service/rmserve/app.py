@@ -1,0 +1,46 @@
+"""The Flask app factory: the composition root that wires settings, models, the HTTP edge and the protocols.
+
+Under gunicorn, `create_app()` runs in each worker before it accepts a connection, so no
+worker ever answers while its models are still loading, and a model that cannot load stops
+the server at start-up with the reason in the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from rmserve import metrics
+from rmserve.config import Settings
+from rmserve.engine.registry import ModelRegistry
+from rmserve.http import codec, error_handlers, middleware
+from rmserve.http.openapi import attach_document
+from rmserve.http.operations import operations
+from rmserve.http.state import EXTENSION, AppState
+from rmserve.http.watching import watching
+from rmserve.protocols.classify import classify
+from rmserve.protocols.native import native
+from rmserve.protocols.oip import oip
+from rmserve.protocols.openrlhf import openrlhf
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> Flask:
+    """Build the app; with no `registry`, load and warm the repository's models first."""
+    settings = settings or Settings.from_env()
+    if registry is None:
+        registry = ModelRegistry.load(settings).start()
+        log.info("serving %s (default %s)", ", ".join(registry.models), registry.default)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    codec.install(app)
+    app.extensions[EXTENSION] = AppState(settings=settings, api_keys=settings.all_api_keys(), registry=registry)
+    middleware.install(app)
+    error_handlers.register(app)
+    for blueprint in (native, openrlhf, classify, oip, operations, watching):
+        app.register_blueprint(blueprint)
+    attach_document(app)
+    metrics.READY.set(1)
+    return app

@@ -1,0 +1,235 @@
+"""The one frozen settings object. Only this module reads the environment (`RMSERVE_*`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+PREFIX = "RMSERVE_"
+# Request threads per worker beyond RMSERVE_THREADS, never used for scoring: /healthz, /readyz and
+# /metrics answer on them while every scoring thread waits on a saturated model.
+PROBE_THREADS = 2
+DEFAULT_REPOSITORY = Path("models")  # relative to the working directory
+ACCESS_LOG_CHOICES = ("all", "errors", "off")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the server; each field is `RMSERVE_<NAME>` in the environment."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    model_repository: Path = DEFAULT_REPOSITORY
+    models: tuple[str, ...] = ()  # which model names to load; empty = all in the repository
+    default_model: str | None = None  # served when a request names none; default: first loaded
+    pinned_versions: tuple[str, ...] = ()  # "name=version" pins; otherwise the highest version
+    api_keys: tuple[str, ...] = ()  # empty (and no keys file) = no authentication
+    api_keys_file: Path | None = None  # keys one per line or comma-separated, `#` comments; merged with api_keys
+    protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
+    workers: int = 1  # gunicorn worker processes, each with its own model copy
+    threads: int = 128  # scoring requests in progress per worker (their threads mostly wait on the batcher)
+    executors: int = 0  # inference runs in flight per model and worker; 0 = usable CPUs / workers / inference_threads
+    inference_threads: int = 0  # ONNX Runtime intra-op threads per run; 0 = usable CPUs / workers / executors
+    max_batch_tokens: int = 1024  # padded-token budget of one run; bounds memory with a run in flight per CPU
+    max_batch_size: int = 64  # rows per inference call; bounds the memory one call needs
+    max_padding_ratio: float = 1.25  # a sub-batch's padded tokens may exceed its real tokens by this factor
+    max_queue_tokens: int = 262144  # tokens waiting per model before requests get 429
+    max_items: int = 512  # items per request
+    max_text_chars: int = 65536  # characters per prompt, response or message
+    max_body_bytes: int = 8 * 1024 * 1024  # request body size
+    max_inflight_body_bytes: int = (
+        16 * 1024 * 1024
+    )  # bytes of the bodies in progress per worker (chunked: max_body_bytes)
+    request_timeout_s: float = 60.0  # default deadline; X-Timeout-Ms may shorten or lengthen it up to max_timeout_s
+    max_timeout_s: float = 300.0
+    graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
+    boot_timeout_s: float = 180.0  # time a worker may take to load and warm its models
+    telemetry_window: int = 4096  # items per model and worker in the drift-telemetry window; 0 = off
+    review_prompts: int = 0  # prompts the review buffer keeps per model and worker (retains texts); 0 = off
+    log_level: str = "info"
+    access_log: str = "errors"  # which requests get an access-log line: all, errors (status >= 400), off
+    metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by rmserve.gunicorn_conf)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Defaults, then `RMSERVE_*` variables, then explicit overrides (CLI flags)."""
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for setting in fields(cls):
+            raw = environ.get(PREFIX + setting.name.upper())
+            if raw is not None and raw != "":
+                values[setting.name] = _parse(setting, raw)
+        values.update({name: value for name, value in overrides.items() if value is not None})
+        return cls(**values).validated()
+
+    def validated(self) -> Settings:
+        for name in (
+            "port",
+            "workers",
+            "threads",
+            "max_batch_tokens",
+            "max_batch_size",
+            "max_queue_tokens",
+            "max_items",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
+        for name, zero in (
+            ("executors", "automatic"),
+            ("inference_threads", "automatic"),
+            ("telemetry_window", "off"),
+            ("review_prompts", "off"),
+        ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
+        if self.access_log not in ACCESS_LOG_CHOICES:
+            raise ValueError(
+                f"{PREFIX}ACCESS_LOG must be one of {', '.join(ACCESS_LOG_CHOICES)}, got {self.access_log!r}"
+            )
+        if self.max_padding_ratio < 1.0:
+            raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
+        if self.max_inflight_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"{PREFIX}MAX_INFLIGHT_BODY_BYTES must be >= {PREFIX}MAX_BODY_BYTES ({self.max_body_bytes}): "
+                "a body of the largest allowed size could never be read"
+            )
+        if self.max_queue_tokens < self.max_batch_tokens:
+            raise ValueError(f"{PREFIX}MAX_QUEUE_TOKENS must be >= {PREFIX}MAX_BATCH_TOKENS")
+        return self
+
+    def __repr__(self) -> str:
+        """Like the dataclass repr, but keys never appear (logs and tracebacks print settings)."""
+        shown = {setting.name: getattr(self, setting.name) for setting in fields(self)}
+        shown["api_keys"] = f"<{len(self.api_keys)} redacted>"
+        return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes).validated()
+
+    def all_api_keys(self) -> frozenset[str]:
+        """Keys from the setting and from the keys file (read at start-up).
+
+        A keys file that yields no key is an error, never "no authentication".
+        """
+        keys = set(self.api_keys)
+        if self.api_keys_file is not None:
+            variable = f"{PREFIX}API_KEYS_FILE={self.api_keys_file}"
+            try:
+                text = self.api_keys_file.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                raise ValueError(f"{variable}: cannot read it: {error}") from None
+            from_file = keys_in(text)
+            if not from_file:
+                raise ValueError(
+                    f"{variable} holds no key (only blank or comment lines); refusing to serve without auth"
+                )
+            keys |= from_file
+        return frozenset(keys)
+
+    def pinned_version(self, name: str) -> int | None:
+        for pin in self.pinned_versions:
+            pinned_name, _, version = pin.partition("=")
+            if pinned_name == name:
+                return int(version)
+        return None
+
+    def cpus_per_worker(self) -> int:
+        """This process's share of the CPUs it may use (affinity and cgroup quota), at least 1."""
+        return max(1, usable_cpus() // self.workers)
+
+    def executor_count(self) -> int:
+        """Inference runs in flight per model: by default one single-threaded run per CPU."""
+        return self.executors or max(1, self.cpus_per_worker() // (self.inference_threads or 1))
+
+    def request_threads(self) -> int:
+        """gunicorn threads per worker: one per scoring request, plus the probes' own."""
+        return self.threads + PROBE_THREADS
+
+    def intra_op_threads(self) -> int:
+        """ONNX Runtime threads of one run: by default the CPUs left to each executor (usually 1)."""
+        return self.inference_threads or max(1, self.cpus_per_worker() // self.executor_count())
+
+    def as_environ(self) -> dict[str, str]:
+        """These settings as `RMSERVE_*` variables (hands CLI flags to gunicorn workers)."""
+        environ = {}
+        for setting in fields(self):
+            value = getattr(self, setting.name)
+            if value is None:
+                continue
+            text = ",".join(value) if isinstance(value, tuple) else str(value)
+            environ[PREFIX + setting.name.upper()] = text
+        return environ
+
+
+def keys_in(text: str) -> set[str]:
+    """Keys one per line or comma-separated; blank lines and `#` comments (indented too) are not keys."""
+    keys: set[str] = set()
+    for line in text.splitlines():
+        content = line.strip()
+        if content.startswith("#"):
+            continue
+        keys.update(key.strip() for key in content.split(",") if key.strip())
+    return keys
+
+
+def _parse_bool(setting: dataclasses.Field[Any], raw: str) -> bool:
+    if raw.lower() in {"1", "true", "yes", "on"}:
+        return True
+    if raw.lower() in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"{PREFIX}{setting.name.upper()}={raw!r}: expected true or false")
+
+
+def usable_cpus(cgroup_root: Path = Path("/sys/fs/cgroup")) -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup CPU quota (rounded down).
+
+    `os.cpu_count()` is the node's count; inside a container limited to 2 CPUs on a 64-core
+    node, 64 threads would fight over 2 CPUs' worth of time.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota(cgroup_root)
+    return max(1, min(cpus, math.floor(quota))) if quota is not None else max(1, cpus)
+
+
+def _cgroup_quota(cgroup_root: Path) -> float | None:
+    """CPUs' worth of time per period from cgroup v2 `cpu.max` or v1 `cpu.cfs_quota_us`; None = no limit."""
+    cpu_max = _read(cgroup_root / "cpu.max")  # v2: "max 100000" or "200000 100000"
+    if cpu_max is not None:
+        quota, period = cpu_max.split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    quota_us = _read(cgroup_root / "cpu" / "cpu.cfs_quota_us")  # v1: -1 = no limit
+    period_us = _read(cgroup_root / "cpu" / "cpu.cfs_period_us")
+    if quota_us is None or period_us is None or int(quota_us) <= 0:
+        return None
+    return int(quota_us) / int(period_us)
+
+
+def _read(path: Path) -> str | None:
+    """A kernel interface file's text, or None where this kernel or container has no such file."""
+    try:
+        return path.read_text(encoding="ascii").strip()
+    except OSError:
+        return None
+
+
+def _parse(setting: dataclasses.Field[Any], raw: str) -> Any:
+    kind = str(setting.type)
+    if kind == "bool":
+        return _parse_bool(setting, raw)
+    try:
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+        if kind.startswith("Path"):
+            return Path(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError as error:
+        raise ValueError(f"{PREFIX}{setting.name.upper()}={raw!r}: {error}") from None
+    return raw

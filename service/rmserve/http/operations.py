@@ -1,0 +1,156 @@
+"""Routes for operators: health, readiness, metrics, the model list and the API document."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from flask import Blueprint, Response, current_app, jsonify
+from pydantic import BaseModel, Field
+
+from rmserve import metrics
+from rmserve.engine.registry import Served
+from rmserve.engine.served_ensemble import ServedEnsemble
+from rmserve.http.openapi import DOCUMENT_EXTENSION, Route, route
+from rmserve.http.state import state
+
+operations = Blueprint("operations", __name__)
+
+
+class EnsembleCard(BaseModel):
+    members: dict[str, int] = Field(description="member model -> the version it serves")
+    k: float = Field(description="conservative = mean - k * std")
+    reward: str = Field(description="what single-number protocols return: mean, conservative or min")
+    disagreement: dict[str, float] | None = Field(
+        description="quantiles of the members' std on the calibration responses; p99 is the high_disagreement cut"
+    )
+    calibration: str | None
+
+
+class ModelCard(BaseModel):
+    name: str
+    version: int | None = Field(description="null for an ensemble")
+    sha256: str | None = Field(description="of model.onnx; null for an ensemble")
+    max_length: int | None = Field(description="null for an ensemble (each member cuts to its own)")
+    input_format: str = Field(
+        description="how the model lays text out: transcript, pair or chat_template (an ensemble: its first member's, "
+        "which reads request text; each member lays it out in its own)"
+    )
+    normalization: dict[str, float] | None = Field(description="null for an ensemble (members' scores are normalized)")
+    evaluation: dict[str, Any] = Field(description="held-out accuracy (an ensemble: of each member and combination)")
+    quantization: str | None
+    default: bool
+    ensemble: EnsembleCard | None = Field(None, description="members, k and reward of an ensemble; null for a model")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+@route(operations, Route("/healthz", "get", "Liveness: the process answers.", authenticated=False))
+def healthz() -> Any:
+    """The process is alive (it may still be loading models)."""
+    return jsonify({"status": "alive"})
+
+
+@route(
+    operations,
+    Route(
+        "/readyz", "get", "Readiness: models loaded and warmed; 503 while draining.", errors=(503,), authenticated=False
+    ),
+)
+def readyz() -> Any:
+    """200 with models loaded and warmed; 503 while draining (a loading worker answers nothing yet)."""
+    app_state = state()
+    reason = app_state.not_ready_reason()
+    if reason is None:
+        body: dict[str, Any] = {"status": "ready", "models": sorted(app_state.registry.models)}
+        if app_state.registry.skipped:
+            body["skipped"] = app_state.registry.skipped  # in the repository, but no version loads
+        return jsonify(body)
+    response = jsonify({"status": "not_ready", "reason": reason})
+    response.status_code = 503
+    response.headers["Retry-After"] = "1"
+    return response
+
+
+@route(operations, Route("/metrics", "get", "Prometheus metrics.", plain_response="text/plain", authenticated=False))
+def prometheus_metrics() -> Response:
+    state().not_ready_reason()  # brings rmserve_ready up to date
+    state().registry.publish_telemetry()
+    body, content_type = metrics.exposition(state().settings.metrics_dir)
+    return Response(body, content_type=content_type)
+
+
+@route(
+    operations,
+    Route(
+        "/v1/models",
+        "get",
+        "Loaded models: version, sha256, normalization, evaluation.",
+        response=ModelList,
+        errors=(401, 503),
+    ),
+)
+def list_models() -> Any:
+    registry = state().registry
+    cards = [model_card(served, name == registry.default) for name, served in registry.models.items()]
+    return jsonify(ModelList(data=cards).model_dump())
+
+
+@route(
+    operations,
+    Route(
+        "/v1/models/<name>",
+        "get",
+        "One loaded model or ensemble: version, normalization, evaluation; an ensemble's members, k and reward.",
+        response=ModelCard,
+        errors=(401, 404, 503),
+    ),
+)
+def get_model(name: str) -> Any:
+    registry = state().registry
+    served = registry.get(name)
+    return jsonify(model_card(served, served.name == registry.default).model_dump())
+
+
+def model_card(served: Served, default: bool) -> ModelCard:
+    style = served.input_format.style
+    if isinstance(served, ServedEnsemble):
+        spec = served.spec
+        ensemble = EnsembleCard(
+            members={member.name: member.version.manifest.version for member in served.members},
+            k=spec.k,
+            reward=spec.reward,
+            disagreement=None if spec.disagreement is None else spec.disagreement.model_dump(),
+            calibration=spec.calibration,
+        )
+        return ModelCard(
+            name=served.name,
+            version=None,
+            sha256=None,
+            max_length=None,
+            input_format=style,
+            normalization=None,
+            evaluation=spec.evaluation,
+            quantization=None,
+            default=default,
+            ensemble=ensemble,
+        )
+    manifest = served.version.manifest
+    return ModelCard(
+        name=served.name,
+        version=manifest.version,
+        sha256=manifest.sha256,
+        max_length=manifest.max_length,
+        input_format=style,
+        normalization=manifest.normalization.model_dump(),
+        evaluation=manifest.evaluation.model_dump(),
+        quantization=manifest.quantization,
+        default=default,
+    )
+
+
+@route(operations, Route("/openapi.json", "get", "This document.", authenticated=False))
+def openapi() -> Any:
+    return jsonify(current_app.extensions[DOCUMENT_EXTENSION])
