@@ -19,8 +19,8 @@ from pathlib import Path
 
 from bench.in_process import DATA, DEADLINE_S, GROUP, REPOSITORY, serving
 from rmserve.config import Settings
-from rmserve.engine.registry import Served
-from rmserve.protocols.inputs import group_exchanges
+from rmserve.engine.servable import Servable
+from rmserve.protocols.inputs import Limits, group_exchanges
 from rmserve.training.data import LineRange, read_comparisons
 from rmserve.training.ensemble_build import build_ensemble
 
@@ -29,10 +29,11 @@ ENSEMBLE = "bench-ensemble"
 ROUNDS = 6
 
 
-def items_per_second(model: Served, groups: list[tuple[str, list[str]]], settings: Settings) -> float:
+def items_per_second(model: Servable, groups: list[tuple[str, list[str]]], settings: Settings) -> float:
+    limits = Limits(settings.max_items, settings.max_text_chars)
     start = time.perf_counter()
     for prompt, responses in groups:
-        model.score(group_exchanges(prompt, responses, model.input_format, settings), time.monotonic() + DEADLINE_S)
+        model.score(group_exchanges(prompt, responses, model.input_format, limits), time.monotonic() + DEADLINE_S)
     return sum(len(responses) for _, responses in groups) / (time.perf_counter() - start)
 
 

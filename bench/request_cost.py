@@ -32,6 +32,7 @@ from rmserve.config import Settings
 from rmserve.core.tokenizer import pad_batch
 from rmserve.http.middleware import ACCESS_LOG
 from rmserve.http.scan import MAX_DEPTH, MAX_NUMBER_DIGITS, check_exactly, check_shape
+from rmserve.protocols.inputs import Limits
 from rmserve.protocols.native import ScoreRequest, request_exchanges, score_answer
 from rmserve.protocols.schemas import parse
 from rmserve.training.data import LineRange, read_comparisons
@@ -65,7 +66,8 @@ def main() -> int:
     count = len(raw_bodies)
     decoded = [orjson.loads(body) for body in raw_bodies]
     parsed = [parse(ScoreRequest, body).root for body in decoded]
-    exchanges = [request_exchanges(body, model.version.format, settings) for body in parsed]
+    limits = Limits(settings.max_items, settings.max_text_chars)
+    exchanges = [request_exchanges(body, model.version.format, limits) for body in parsed]
     input_format = model.version.format
     encodings = [input_format.encode(items) for items in exchanges]
     padded = [pad_batch([encoding[0].input_ids], model.version.manifest.tokens.pad_id) for encoding in encodings]
@@ -104,7 +106,7 @@ def main() -> int:
         ),
         ("shape check, byte counts first (served)", lambda i: check_shape(raw_bodies[i], settings.max_items)),
         ("validation (pydantic)", lambda i: parse(ScoreRequest, decoded[i])),
-        ("exchanges and limits", lambda i: request_exchanges(parsed[i], model.version.format, settings)),
+        ("exchanges and limits", lambda i: request_exchanges(parsed[i], model.version.format, limits)),
         ("tokenize a prompt not seen before", fresh_prompt),
         *tokenizer_steps(input_format.encoder.tokenizer, pairs),
         (

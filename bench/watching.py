@@ -23,8 +23,8 @@ from bench.in_process import DATA, DEADLINE_S, GROUP, REPOSITORY, serving
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.engine.flags import TRUNCATED
-from rmserve.engine.registry import Served
-from rmserve.protocols.inputs import group_exchanges
+from rmserve.engine.servable import Servable
+from rmserve.protocols.inputs import Limits, group_exchanges
 from rmserve.training.data import LineRange, read_comparisons
 
 HELD_OUT = LineRange(1801, 2312)
@@ -52,17 +52,18 @@ class TelemetryCost:
     window: int  # items in the window
 
 
-def response_exchanges(model: Served, data: Path, lines: LineRange | None, settings: Settings) -> list[Exchange]:
+def response_exchanges(model: Servable, data: Path, lines: LineRange | None, settings: Settings) -> list[Exchange]:
     """Every response of the file's comparisons with its own prompt, as `/v1/score`'s group form reads them."""
     input_format = model.input_format
+    limits = Limits(settings.max_items, settings.max_text_chars)
     return [
         exchange
         for comparison in read_comparisons(data, lines, input_format.transcript)
-        for exchange in group_exchanges(comparison.prompt, comparison.responses, input_format, settings)
+        for exchange in group_exchanges(comparison.prompt, comparison.responses, input_format, limits)
     ]
 
 
-def flag_rates(model: Served, exchanges: Sequence[Exchange]) -> FlagRates:
+def flag_rates(model: Servable, exchanges: Sequence[Exchange]) -> FlagRates:
     """Score every exchange through the served path and count each flag the model checks."""
     parts: dict[str, list[np.ndarray]] = {name: [] for name in model.flag_names}
     for start in range(0, len(exchanges), CHUNK):

@@ -1,4 +1,4 @@
-"""The batcher, driven by a fake score_fn that records every batch it is given."""
+"""The batcher, driven by a fake score_fn that records every batch it is given (its results: the rows' id sums)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmserve.engine.batcher import Batcher, ItemScore, ScoredBatch, cut_batch
+from rmserve import metrics
+from rmserve.engine.batcher import Batcher, FailedRow, cut_batch
 from rmserve.engine.served_model import wait_all
 from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
 from tests.reliability_report import record
@@ -29,13 +30,13 @@ class FakeModel:
         self.gate.set()
         self.entered = threading.Event()
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[float]:
         self.entered.set()
         assert self.gate.wait(10), "test forgot to open the gate"
         self.batches.append(input_ids.copy())
         if (input_ids == POISON).any():
             raise RuntimeError("poisoned batch")
-        return (input_ids * attention_mask).sum(axis=1).astype(np.float64)
+        return (input_ids * attention_mask).sum(axis=1).astype(np.float64).tolist()
 
 
 @pytest.fixture
@@ -60,10 +61,6 @@ def make_batcher(model: FakeModel) -> Iterator:
         batcher.stop(timeout=5)
 
 
-def raw(items: list[ItemScore]) -> list[float]:
-    return [item.raw for item in items]
-
-
 def later(seconds: float = 10.0) -> float:
     return time.monotonic() + seconds
 
@@ -79,30 +76,30 @@ def hold(model: FakeModel, batcher: Batcher) -> None:
 def test_results_come_back_in_request_order(make_batcher, model: FakeModel) -> None:
     batcher = make_batcher()
     sequences = [[5] * 7, [1, 2], [3] * 12, [4]]
-    assert raw(wait_all(batcher.submit(sequences, later()), later())) == [35, 3, 36, 4]
+    assert wait_all(batcher.submit(sequences, later()), later()) == [35, 3, 36, 4]
 
 
-def test_distances_come_back_with_their_items_in_request_order(model: FakeModel) -> None:
-    """A score_fn that measures embedding distances: each item's future carries its own, across sub-batches."""
+def test_any_result_type_comes_back_with_its_item_in_request_order(model: FakeModel) -> None:
+    """The batcher never looks inside a row's result: a pair per row crosses sub-batches intact."""
 
-    def with_distances(input_ids: np.ndarray, attention_mask: np.ndarray) -> ScoredBatch:
-        return ScoredBatch(model(input_ids, attention_mask), attention_mask.sum(axis=1) / 10)  # distance: length / 10
+    def with_lengths(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[tuple[float, int]]:
+        return list(zip(model(input_ids, attention_mask), attention_mask.sum(axis=1).tolist(), strict=True))
 
-    batcher = Batcher("fake", with_distances, PAD, max_batch_tokens=16, max_queue_tokens=1000, max_padding_ratio=1.5)
+    batcher = Batcher("fake", with_lengths, PAD, max_batch_tokens=16, max_queue_tokens=1000, max_padding_ratio=1.5)
     try:
         batcher.start()
         results = wait_all(batcher.submit([[5] * 7, [1, 2], [3] * 12, [4]], later()), later())
     finally:
         batcher.stop(timeout=5)
-    assert results == [ItemScore(35, 0.7), ItemScore(3, 0.2), ItemScore(36, 1.2), ItemScore(4, 0.1)]
+    assert results == [(35, 7), (3, 2), (36, 12), (4, 1)]
     assert len(model.batches) > 1
 
 
-def test_a_distance_column_of_the_wrong_length_fails_the_items(model: FakeModel) -> None:
-    def short_distances(input_ids: np.ndarray, attention_mask: np.ndarray) -> ScoredBatch:
-        return ScoredBatch(model(input_ids, attention_mask), np.zeros(len(input_ids) - 1))
+def test_a_score_fn_with_a_result_short_fails_the_items(model: FakeModel) -> None:
+    def one_short(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[float]:
+        return model(input_ids, attention_mask)[:-1]
 
-    batcher = Batcher("fake", short_distances, PAD, max_batch_tokens=64, max_queue_tokens=1000, max_padding_ratio=1.5)
+    batcher = Batcher("fake", one_short, PAD, max_batch_tokens=64, max_queue_tokens=1000, max_padding_ratio=1.5)
     try:
         batcher.start()
         with pytest.raises(InferenceFailed):
@@ -117,7 +114,7 @@ def test_queued_items_are_batched_by_similar_length_under_the_budget(make_batche
     sequences = [[1] * 8, [1] * 30, [1] * 7, [1] * 8, [1] * 29, [1] * 6]
     futures = batcher.submit(sequences, later())
     model.gate.set()
-    assert raw(wait_all(futures, later())) == [8, 30, 7, 8, 29, 6]
+    assert wait_all(futures, later()) == [8, 30, 7, 8, 29, 6]
     queued = model.batches[1:]
     for batch in queued:
         real = (batch != PAD).sum()
@@ -131,13 +128,13 @@ def test_equal_items_fill_batches_up_to_the_row_limit(make_batcher, model: FakeM
     hold(model, batcher)
     futures = batcher.submit([[1, 1]] * 10, later())
     model.gate.set()
-    assert raw(wait_all(futures, later())) == [2] * 10
+    assert wait_all(futures, later()) == [2] * 10
     assert [len(batch) for batch in model.batches[1:]] == [4, 4, 2]
 
 
 def test_an_item_over_the_budget_is_scored_alone(make_batcher, model: FakeModel) -> None:
     batcher = make_batcher(max_batch_tokens=16)
-    assert raw(wait_all(batcher.submit([[2] * 40], later()), later())) == [80]
+    assert wait_all(batcher.submit([[2] * 40], later()), later()) == [80]
     assert model.batches[-1].shape == (1, 40)
 
 
@@ -159,7 +156,7 @@ def test_expired_items_are_never_scored(make_batcher, model: FakeModel) -> None:
     model.gate.set()
     with pytest.raises(DeadlineExceeded):
         expired[0].result(timeout=5)
-    assert alive[0].result(timeout=5).raw == 9
+    assert alive[0].result(timeout=5) == 9
     assert not any((batch == 7).any() for batch in model.batches)
 
 
@@ -170,7 +167,7 @@ def test_an_item_that_can_only_finish_late_is_never_started(make_batcher, model:
     in_time = batcher.submit([[9] * 10], clock.now + 1.0)
     with pytest.raises(DeadlineExceeded):
         hopeless[0].result(timeout=5)
-    assert in_time[0].result(timeout=5).raw == 90  # the fake model scores the sum of the ids
+    assert in_time[0].result(timeout=5) == 90  # the fake model scores the sum of the ids
     assert not any((batch == 7).any() for batch in model.batches)
 
 
@@ -181,7 +178,7 @@ def test_cancelled_items_are_never_scored(make_batcher, model: FakeModel) -> Non
     assert cancelled.cancel()
     (alive,) = batcher.submit([[9]], later())
     model.gate.set()
-    assert alive.result(timeout=5).raw == 9
+    assert alive.result(timeout=5) == 9
     assert not any((batch == 7).any() for batch in model.batches)
     assert batcher.queued_tokens == 0
 
@@ -209,22 +206,26 @@ def test_a_failing_item_fails_alone_and_its_batch_mates_are_scored(make_batcher,
     good = batcher.submit([[1, 1, 1], [2, 2, 2]], later())
     bad = batcher.submit([[POISON, 1, 1]], later())
     model.gate.set()
-    assert raw(wait_all(good, later())) == [3, 6]
+    assert wait_all(good, later()) == [3, 6]
     with pytest.raises(InferenceFailed):
         bad[0].result(timeout=5)
     assert batcher.queued_tokens == 0
 
 
-def test_a_non_finite_score_fails_that_item(make_batcher, model: FakeModel) -> None:
-    def nan_for_long(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        return np.where(attention_mask.sum(axis=1) > 2, np.nan, 1.0)
+def test_a_failed_row_fails_that_item_alone_and_is_counted_by_its_reason() -> None:
+    def nan_for_long(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[float | FailedRow]:
+        lengths = attention_mask.sum(axis=1).tolist()
+        return [FailedRow("the model returned a non-finite score", "non_finite") if n > 2 else 1.0 for n in lengths]
 
-    batcher = Batcher("nan", nan_for_long, PAD, 64, 1000, 1.5).start()
+    failed = metrics.ITEMS_FAILED.labels("nan", "non_finite")
+    before = failed._value.get()
+    batcher: Batcher[float] = Batcher("nan", nan_for_long, PAD, 64, 1000, 1.5).start()
     futures = batcher.submit([[1], [1, 1, 1]], later())
-    assert futures[0].result(timeout=5).raw == 1.0
+    assert futures[0].result(timeout=5) == 1.0
     with pytest.raises(InferenceFailed, match="non-finite"):
         futures[1].result(timeout=5)
     batcher.stop(timeout=5)
+    assert failed._value.get() == before + 1 and batcher.queued_tokens == 0
 
 
 def test_stop_finishes_accepted_work_then_refuses_new(make_batcher, model: FakeModel) -> None:
@@ -235,7 +236,7 @@ def test_stop_finishes_accepted_work_then_refuses_new(make_batcher, model: FakeM
     stopper.start()
     model.gate.set()
     stopper.join(5)
-    assert accepted[0].result(timeout=0).raw == 8
+    assert accepted[0].result(timeout=0) == 8
     with pytest.raises(NotReady):
         batcher.submit([[1]], later())
 
@@ -278,7 +279,7 @@ def test_an_item_cancelled_while_its_batch_is_being_cut_frees_its_tokens(model: 
     (kept,) = batcher.submit([[5]], later())
     cancelled.cancel()
     batcher._execute(list(batcher._incoming))  # the cut saw both; one was cancelled since
-    assert kept.result(timeout=0).raw == 5
+    assert kept.result(timeout=0) == 5
     assert batcher.queued_tokens == 0
     assert not any((batch == 7).any() for batch in model.batches)
 
@@ -303,7 +304,7 @@ def test_a_cancel_racing_the_deadline_never_kills_the_thread(make_batcher, model
     clock.now += 5
     model.gate.set()
     # The batcher reads the fake clock, the waiting thread the real one.
-    assert raw(wait_all(batcher.submit([[9]], clock.now + 10), later(10))) == [9]  # still scoring
+    assert wait_all(batcher.submit([[9]], clock.now + 10), later(10)) == [9]  # still scoring
     assert batcher.healthy and batcher.restarts == 0
     assert not any((batch == 7).any() for batch in model.batches)
     assert batcher.queued_tokens == 0
@@ -340,8 +341,8 @@ def test_a_crash_of_the_loop_is_logged_counted_and_the_batcher_restarts(
     futures = batcher.submit([[2, 2]], later())
     clock.armed = True  # the loop crashes on this item's turn, keeps it, and restarts
     model.gate.set()
-    assert raw(wait_all(futures, later())) == [4]
-    assert raw(wait_all(batcher.submit([[3]], later()), later())) == [3]
+    assert wait_all(futures, later()) == [4]
+    assert wait_all(batcher.submit([[3]], later()), later()) == [3]
     assert batcher.restarts == 1 and batcher.healthy
     assert metrics.BATCHER_RESTARTS.labels("fake")._value.get() == before + 1
     assert "batcher of model fake crashed" in caplog.text
@@ -366,7 +367,7 @@ def test_a_crash_while_scoring_fails_that_batch_and_frees_its_tokens(make_batche
     (crashed,) = batcher.submit([[5]], later())
     with pytest.raises(InferenceFailed):
         crashed.result(timeout=5)
-    assert raw(wait_all(batcher.submit([[6]], later()), later())) == [6]
+    assert wait_all(batcher.submit([[6]], later()), later()) == [6]
     assert batcher.queued_tokens == 0 and batcher.restarts == 1
 
 
@@ -396,12 +397,12 @@ class BarrierModel:
         self.threads: set[str] = set()
         self.lock = threading.Lock()
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[float]:
         with self.lock:
             self.rows.append(len(input_ids))
             self.threads.add(threading.current_thread().name)
         self.barrier.wait()  # BrokenBarrierError (a failed batch) unless `parties` runs are in flight together
-        return (input_ids * attention_mask).sum(axis=1).astype(np.float64)
+        return (input_ids * attention_mask).sum(axis=1).astype(np.float64).tolist()
 
 
 def test_executors_run_sub_batches_concurrently() -> None:
@@ -409,7 +410,7 @@ def test_executors_run_sub_batches_concurrently() -> None:
     batcher = Batcher("fake", fake, PAD, 64, 1000, 1.5, executors=2).start()
     first = batcher.submit([[1] * 4], later())
     second = batcher.submit([[2] * 30], later())  # too long to share a sub-batch with the first
-    assert raw(wait_all(first + second, later())) == [4, 60]
+    assert wait_all(first + second, later()) == [4, 60]
     assert len(fake.threads) == 2
     batcher.stop(timeout=5)
 
@@ -419,7 +420,7 @@ def test_one_request_of_many_items_is_shared_between_executors() -> None:
     batcher = Batcher("fake", fake, PAD, 10_000, 10_000, 1.5, executors=3)
     futures = batcher.submit([[1, 1]] * 30, later())  # queued before any executor runs
     batcher.start()
-    assert raw(wait_all(futures, later())) == [2] * 30
+    assert wait_all(futures, later()) == [2] * 30
     assert sorted(fake.rows) == [10, 10, 10]
     batcher.stop(timeout=5)
 
@@ -433,5 +434,5 @@ def test_stop_waits_for_every_executor_to_finish_accepted_work(model: FakeModel)
     model.gate.set()
     stopper.join(5)
     assert not stopper.is_alive()
-    assert [future.result(timeout=0).raw for future in accepted] == [8, 16, 24, 32]
+    assert [future.result(timeout=0) for future in accepted] == [8, 16, 24, 32]
     assert batcher.queued_tokens == 0

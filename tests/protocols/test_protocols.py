@@ -8,19 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rmserve.config import Settings
 from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
 from rmserve.core.repository import verify_version
 from rmserve.engine.flags import FlagColumns
-from rmserve.engine.served_model import Scored
+from rmserve.engine.servable import Scored
 from rmserve.errors import InvalidField
-from rmserve.protocols.classify import ClassifyRequest, classify_answer, classify_exchanges
+from rmserve.protocols.classify import Classify, ClassifyRequest, classify_answer
+from rmserve.protocols.inputs import Limits
 from rmserve.protocols.native import RankRequest, ScoreRequest, rank_answer, request_exchanges, score_answer
-from rmserve.protocols.openrlhf import GetRewardRequest, get_reward_answer, get_reward_exchanges
+from rmserve.protocols.openrlhf import GetReward, GetRewardRequest, get_reward_answer
 from rmserve.protocols.schemas import parse
 
-SETTINGS = Settings.from_env({})
+LIMITS = Limits(max_items=64, max_text_chars=1000)
 
 
 @pytest.fixture(scope="module")
@@ -65,17 +65,17 @@ def test_rank_answer_of_tied_responses_keeps_request_order_and_zero_z_scores() -
 
 def test_native_group_form_becomes_one_exchange_per_response(input_format: InputFormat) -> None:
     body = parse(ScoreRequest, {"prompt": "Hi?", "responses": ["a", " b "]}).root
-    exchanges = request_exchanges(body, input_format, SETTINGS)
+    exchanges = request_exchanges(body, input_format, LIMITS)
     assert [exchange.prompt for exchange in exchanges] == [(Turn("user", "Hi?"),)] * 2
     assert [exchange.response for exchange in exchanges] == ["a", "b"]
-    (ranked,) = request_exchanges(parse(RankRequest, {"prompt": "Hi?", "responses": ["a"]}), input_format, SETTINGS)
+    (ranked,) = request_exchanges(parse(RankRequest, {"prompt": "Hi?", "responses": ["a"]}), input_format, LIMITS)
     assert ranked == Exchange((Turn("user", "Hi?"),), "a", "responses[0]", prompt_text="Hi?")
 
 
 def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only(input_format: InputFormat) -> None:
     prompt = "\n\nHuman: Hi?\n\nAssistant:"
     body = parse(GetRewardRequest, {"query": [prompt + " Hello."], "prompts": [prompt], "labels": [""]})
-    (exchange,) = get_reward_exchanges(body, input_format, SETTINGS)
+    (exchange,) = GetReward().exchanges(body, input_format, LIMITS)
     assert (exchange.prompt, exchange.response) == ((Turn("user", "Hi?"),), "Hello.")
     answer = get_reward_answer(scored([1.5]))
     assert answer.rewards == answer.scores == [0.5]
@@ -105,14 +105,14 @@ def test_flags_are_names_per_item_natively_and_0_1_columns_for_openrlhf() -> Non
 def test_get_reward_names_the_query_that_does_not_start_with_its_prompt(input_format: InputFormat) -> None:
     body = parse(GetRewardRequest, {"query": ["other text"], "prompts": ["Hi?"]})
     with pytest.raises(InvalidField) as error:
-        get_reward_exchanges(body, input_format, SETTINGS)
+        GetReward().exchanges(body, input_format, LIMITS)
     assert error.value.field == "query[0]"
 
 
 def test_classify_applies_the_sigmoid_unless_told_not_to(input_format: InputFormat) -> None:
     text = "\n\nHuman: Hi?\n\nAssistant: Hello."
     plain = parse(ClassifyRequest, {"input": text, "use_activation": False})
-    assert [exchange.response for exchange in classify_exchanges(plain, input_format, SETTINGS)] == ["Hello."]
+    assert [exchange.response for exchange in Classify().exchanges(plain, input_format, LIMITS)] == ["Hello."]
     raw = classify_answer(plain, "rm", scored([2.5]), "id-1", 7)
     assert raw.data[-1].probs[-1] == pytest.approx(1.0)
     activated = classify_answer(parse(ClassifyRequest, {"input": [text]}), "rm", scored([2.5]), "id-2", 7)

@@ -1,7 +1,8 @@
 """Continuous batching: executor threads share one queue per model and never wait to fill.
 
-Request handlers `submit` token sequences and get one future per item, resolving to the item's
-raw score (and its embedding distance, when the version measures one). Each executor thread,
+Request handlers `submit` token sequences and get one future per item, resolving to whatever
+the injected `score_fn` gives for the item's row (a model version's raw score and, where it
+measures one, its embedding distance: the batcher never looks inside). Each executor thread,
 when free, drops what expired or was cancelled from the shared queue and takes one sub-batch:
 the oldest waiting item plus the items closest to it in length, as long as the sub-batch
 stays under the padded-token budget and its padding stays bounded. Anchoring on the oldest
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -34,37 +36,31 @@ from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadT
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class ScoredBatch:
-    """A run's raw scores [batch] with each row's embedding distance [batch] (versions with embedding stats)."""
-
-    raw_scores: np.ndarray
-    distances: np.ndarray
+Result = TypeVar("Result")  # what one item's future resolves to
 
 
 @dataclass(frozen=True)
-class ItemScore:
-    """What one item's future resolves to: its raw score, and its embedding distance when the version measures one."""
+class FailedRow:
+    """A row the run gave no usable result for (a non-finite score): only its item fails, its batch mates do not."""
 
-    raw: float
-    distance: float | None = None
+    message: str
+    reason: str  # the `reason` label of rmserve_items_failed_total
 
 
-# (input_ids [batch, seq], attention_mask [batch, seq]) -> raw scores [batch], or a ScoredBatch
-ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray | ScoredBatch]
+# (input_ids [batch, seq], attention_mask [batch, seq]) -> one result (or FailedRow) per row
+ScoreFn = Callable[[np.ndarray, np.ndarray], Sequence[Result | FailedRow]]
 
 RESTART_DELAY_S = 0.1  # after a crash of an executor's loop; the batcher reports unhealthy meanwhile
 
 
 @dataclass(eq=False)
-class Entry:
+class Entry(Generic[Result]):
     """One item waiting in the queue; it carries its own reply channel."""
 
     input_ids: list[int]
     deadline: float
     enqueued: float
-    future: Future[ItemScore] = field(default_factory=Future)
+    future: Future[Result] = field(default_factory=Future)
     released: bool = False  # its tokens have left the queue's count
 
     @property
@@ -99,13 +95,13 @@ def cut_batch(
     return order[low : high + 1]
 
 
-class Batcher:
+class Batcher(Generic[Result]):
     """Owns the queue of one model and the executor threads that score it."""
 
     def __init__(
         self,
         model: str,
-        score_fn: ScoreFn,
+        score_fn: ScoreFn[Result],
         pad_id: int,
         max_batch_tokens: int,
         max_queue_tokens: int,
@@ -124,12 +120,12 @@ class Batcher:
         self.max_batch_size = max_batch_size
         self.clock = clock
         self._condition = threading.Condition()
-        self._incoming: list[Entry] = []  # queued, oldest first; executors cut sub-batches from it
+        self._incoming: list[Entry[Result]] = []  # queued, oldest first; executors cut sub-batches from it
         self._queued_tokens = 0  # accepted and not yet resolved
         self._tokens_per_second = tokens_per_second  # moving average of one run (seeded at load), for Retry-After
         self._stopping = False
         self._running = 0  # executors inside a run
-        self._in_flight: dict[int, list[Entry]] = {}  # executor -> the sub-batch it is scoring
+        self._in_flight: dict[int, list[Entry[Result]]] = {}  # executor -> the sub-batch it is scoring
         self._crashed: set[int] = set()  # executors between a crash of their loop and its restart
         self.restarts = 0
         # This model's metric series, looked up once: a labels() call takes a lock and builds a key.
@@ -147,7 +143,7 @@ class Batcher:
             for index in range(executors)
         ]
 
-    def start(self) -> Batcher:
+    def start(self) -> Batcher[Result]:
         for thread in self._threads:
             thread.start()
         return self
@@ -161,10 +157,10 @@ class Batcher:
         """Every executor runs its loop (false after a crash until it restarts, and once one has ended)."""
         return all(thread.is_alive() for thread in self._threads) and not self._crashed
 
-    def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[ItemScore]]:
+    def submit(self, sequences: Sequence[list[int]], deadline: float) -> list[Future[Result]]:
         """Queue a request's items as a whole, or refuse it whole (PayloadTooLarge / QueueFull / NotReady)."""
         now = self.clock()
-        entries = [Entry(list(ids), deadline, now) for ids in sequences]
+        entries: list[Entry[Result]] = [Entry(list(ids), deadline, now) for ids in sequences]
         tokens = sum(entry.tokens for entry in entries)
         if tokens > self.max_queue_tokens:
             raise PayloadTooLarge(
@@ -246,7 +242,7 @@ class Batcher:
                 with self._condition:
                     self._running -= 1
 
-    def _take_batch(self) -> list[Entry]:
+    def _take_batch(self) -> list[Entry[Result]]:
         """Remove and return the next sub-batch (caller holds the lock).
 
         Rows are capped at an equal share of the queue per idle executor, so one request of
@@ -262,7 +258,7 @@ class Batcher:
         self._incoming = [entry for index, entry in enumerate(queue) if index not in chosen]
         return [entry for index, entry in enumerate(queue) if index in chosen]
 
-    def _drop_unwanted(self, pending: list[Entry]) -> list[Entry]:
+    def _drop_unwanted(self, pending: list[Entry[Result]]) -> list[Entry[Result]]:
         """Forget cancelled items and fail expired ones; neither is ever scored.
 
         An item counts as expired once its deadline is nearer than the time a run of it alone takes at
@@ -287,7 +283,7 @@ class Batcher:
         return tokens / self._tokens_per_second if self._tokens_per_second > 0 else 0.0
 
     @staticmethod
-    def _fail(entry: Entry, error: Exception) -> bool:
+    def _fail(entry: Entry[Result], error: Exception) -> bool:
         """Fail a future unless it was cancelled (or resolved) first; True if the error was set."""
         future = entry.future
         if future.done():
@@ -298,7 +294,7 @@ class Batcher:
         future.set_exception(error)  # only this thread resolves a RUNNING future
         return True
 
-    def _execute(self, batch: list[Entry]) -> None:
+    def _execute(self, batch: list[Entry[Result]]) -> None:
         # From here on a future can no longer be cancelled; one cancelled just now is dropped.
         cancelled = [entry for entry in batch if not entry.future.set_running_or_notify_cancel()]
         if cancelled:
@@ -326,7 +322,7 @@ class Batcher:
         self._items_scored.inc(resolved)
         self._release(batch, None)
 
-    def _execute_alone(self, entry: Entry) -> None:
+    def _execute_alone(self, entry: Entry[Result]) -> None:
         try:
             (item,) = self._score([entry])
         except Exception:
@@ -337,40 +333,32 @@ class Batcher:
         self._items_scored.inc(self._resolve(entry, item))
         self._release([entry], None)
 
-    def _score(self, batch: list[Entry]) -> list[ItemScore]:
+    def _score(self, batch: list[Entry[Result]]) -> Sequence[Result | FailedRow]:
         input_ids, attention_mask = pad_batch([entry.input_ids for entry in batch], self.pad_id)
         real_tokens = sum(entry.tokens for entry in batch)
         started = time.perf_counter()
-        scored = self.score_fn(input_ids, attention_mask)  # [batch, seq] -> [batch]
+        rows = self.score_fn(input_ids, attention_mask)  # [batch, seq] -> [batch]
         seconds = time.perf_counter() - started
-        distances: np.ndarray | None = None
-        if isinstance(scored, ScoredBatch):
-            raw_scores, distances = np.asarray(scored.raw_scores), np.asarray(scored.distances)
-        else:
-            raw_scores = np.asarray(scored)
-        for column in (raw_scores, distances):
-            if column is not None and column.shape != (len(batch),):
-                raise ValueError(f"score_fn returned shape {column.shape} for {len(batch)} items")
+        if len(rows) != len(batch):
+            raise ValueError(f"score_fn returned {len(rows)} results for {len(batch)} items")
         self._tokens_per_second = 0.8 * self._tokens_per_second + 0.2 * real_tokens / max(seconds, 1e-6)
         self._inference_seconds.observe(seconds)
         self._batch_size.observe(len(batch))
         self._batch_padded_tokens.observe(input_ids.size)
         self._padding_efficiency.observe(real_tokens / input_ids.size)
         self._tokens_scored.inc(real_tokens)
-        if distances is None:
-            return [ItemScore(raw) for raw in raw_scores.tolist()]
-        return [ItemScore(raw, distance) for raw, distance in zip(raw_scores.tolist(), distances.tolist(), strict=True)]
+        return rows
 
-    def _resolve(self, entry: Entry, item: ItemScore) -> bool:
-        """Resolve a claimed future with its score, or fail it when the score is not finite; True if scored."""
-        if math.isfinite(item.raw) and (item.distance is None or math.isfinite(item.distance)):
-            entry.future.set_result(item)
-            return True
-        self._fail(entry, InferenceFailed(f"the model returned a non-finite score ({item.raw}, {item.distance})"))
-        metrics.ITEMS_FAILED.labels(self.model, "non_finite").inc()
-        return False
+    def _resolve(self, entry: Entry[Result], row: Result | FailedRow) -> bool:
+        """Resolve a claimed future with its row's result, or fail it when the row has none; True if scored."""
+        if isinstance(row, FailedRow):
+            self._fail(entry, InferenceFailed(row.message))
+            metrics.ITEMS_FAILED.labels(self.model, row.reason).inc()
+            return False
+        entry.future.set_result(row)
+        return True
 
-    def _release(self, entries: list[Entry], failure: str | None) -> None:
+    def _release(self, entries: list[Entry[Result]], failure: str | None) -> None:
         """Take entries' tokens off the queue's count, once per entry however often it is called."""
         with self._condition:
             entries = [entry for entry in entries if not entry.released]

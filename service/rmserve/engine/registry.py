@@ -7,20 +7,21 @@ naming models beside it, `rmserve.engine.served_ensemble`). Both are served unde
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.core.ensemble_spec import ENSEMBLE_FILE, EnsembleSpec, is_ensemble
 from rmserve.core.manifest import sha256_of
 from rmserve.core.repository import InvalidModel, ensemble_spec, is_model_name, repository_entries
+from rmserve.engine.batcher import Batcher
+from rmserve.engine.servable import Servable
 from rmserve.engine.served_ensemble import ServedEnsemble
 from rmserve.engine.served_model import ServedModel
 from rmserve.engine.version import load_model
 from rmserve.errors import ModelNotFound
 
 log = logging.getLogger(__name__)
-
-Served = ServedModel | ServedEnsemble
 
 
 def _model_dirs(settings: Settings) -> list[str]:
@@ -35,7 +36,7 @@ def _model_dirs(settings: Settings) -> list[str]:
 class ModelRegistry:
     """Loads the configured models and ensembles from the repository and starts their batchers."""
 
-    def __init__(self, models: dict[str, Served], default: str, skipped: list[str] | None = None):
+    def __init__(self, models: dict[str, Servable], default: str, skipped: list[str] | None = None):
         self.models = models
         self.default = default
         self.skipped = skipped or []  # entries of the repository left out: no version loads, or a member does not
@@ -76,22 +77,22 @@ class ModelRegistry:
         return cls(ordered, default, loading.skipped)
 
     @property
-    def served_models(self) -> list[ServedModel]:
-        """The single models, each with its batcher (an ensemble scores through its members')."""
-        return [model for model in self.models.values() if isinstance(model, ServedModel)]
+    def batchers(self) -> list[Batcher[Any]]:
+        """Every batcher once: an ensemble scores through its members'."""
+        return list(dict.fromkeys(batcher for model in self.models.values() for batcher in model.batchers))
 
     def start(self) -> ModelRegistry:
-        for model in self.served_models:
-            model.batcher.start()
+        for batcher in self.batchers:
+            batcher.start()
         return self
 
     def stop(self, timeout: float | None = None) -> None:
-        for model in self.served_models:
-            model.batcher.stop(timeout)
+        for batcher in self.batchers:
+            batcher.stop(timeout)
 
     def seconds_to_drain(self) -> float:
         """How long until every queue has scored what it holds now, at the measured rates."""
-        return max(model.batcher.seconds_to_score(model.batcher.queued_tokens) for model in self.served_models)
+        return max(batcher.seconds_to_score(batcher.queued_tokens) for batcher in self.batchers)
 
     def publish_telemetry(self) -> None:
         """Bring this process's drift gauges up to date (a /metrics scrape)."""
@@ -101,9 +102,9 @@ class ModelRegistry:
 
     def unhealthy(self) -> list[str]:
         """Models whose batcher is not running its loop (restarting after a crash, or ended)."""
-        return sorted(model.name for model in self.served_models if not model.batcher.healthy)
+        return sorted({name for model in self.models.values() for name in model.unhealthy()})
 
-    def get(self, name: str | None) -> Served:
+    def get(self, name: str | None) -> Servable:
         model = self.models.get(name or self.default)
         if model is None:
             raise ModelNotFound(str(name), sorted(self.models))
@@ -117,7 +118,8 @@ class _Loading:
         self.settings = settings
         self.explicit = explicit
         self.threads = settings.intra_op_threads()
-        self.models: dict[str, Served] = {}
+        self.models: dict[str, Servable] = {}
+        self.single: dict[str, ServedModel] = {}  # the loaded models an ensemble may have as members
         self.skipped: list[str] = []
 
     def refuse(self, name: str, why: str, reason: str, named_by: str = "named in RMSERVE_MODELS") -> None:
@@ -137,7 +139,7 @@ class _Loading:
         except InvalidModel as error:
             self.refuse(name, str(error), "no_valid_version", named_by)
             return
-        self.models[name] = ServedModel(version, settings)
+        self.models[name] = self.single[name] = ServedModel(version, settings)
         metrics.register_model(name, version.manifest.version, version.manifest.sha256)
 
     def load_ensemble(self, name: str, spec: EnsembleSpec) -> None:
@@ -150,8 +152,8 @@ class _Loading:
                 return
             if self.explicit:
                 self.load_model(member, f"a member of ensemble {name!r}, named in RMSERVE_MODELS")
-            served = self.models.get(member)
-            if not isinstance(served, ServedModel):
+            served = self.single.get(member)
+            if served is None:
                 present = "has no loadable version" if (repository / member).is_dir() else "is not in the repository"
                 self.refuse(name, f"{repository / name}: member {member!r} {present}", "invalid_ensemble")
                 return

@@ -20,27 +20,30 @@ The answer (`Scored`) for an ensemble:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
-from rmserve.core.ensemble_spec import EnsembleSpec, Reward, combine
+from rmserve.core.ensemble_spec import REWARDS, EnsembleSpec, Reward, combine
 from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import Normalization
+from rmserve.engine.batcher import Batcher
 from rmserve.engine.flags import HIGH_DISAGREEMENT, FlagColumns
-from rmserve.engine.review import ReviewBuffer
-from rmserve.engine.served_model import Pending, Scored, ServedModel, watch
+from rmserve.engine.servable import EnsembleInfo, ModelInfo, Scored, Servable, review_buffer
+from rmserve.engine.served_model import Pending, ServedModel, watch
 from rmserve.engine.telemetry import Telemetry
 
 # An ensemble's reward is already on the members' normalized scale: its window reads it as is.
 IDENTITY = Normalization(mean=0.0, std=1.0)
 
 
-class ServedEnsemble:
+class ServedEnsemble(Servable):
     """Members (loaded models, each with its own batcher) combined per item as `ensemble.json` says."""
 
-    served_version: int | None = None  # an ensemble has no versions; its members' are in /v1/models
+    served_version = None  # an ensemble has no versions; its members' are in /v1/models
+    rewards = REWARDS
 
     def __init__(self, name: str, spec: EnsembleSpec, members: Sequence[ServedModel], settings: Settings):
         self.name = name
@@ -52,12 +55,27 @@ class ServedEnsemble:
         self.flag_names = tuple(member_flags)
         window = settings.telemetry_window
         self.telemetry = Telemetry(name, window, self.flag_names, IDENTITY, None, disagreement=True) if window else None
-        self.review = ReviewBuffer(settings.review_prompts) if settings.review_prompts else None
+        self.review_buffer = review_buffer(settings.review_prompts)
 
     @property
     def input_format(self) -> InputFormat:
         """How requests are read: the first member's format parses text layouts; members encode their own way."""
         return self.members[0].input_format
+
+    @property
+    def batchers(self) -> tuple[Batcher[Any], ...]:
+        """Its members': an ensemble has no batcher of its own."""
+        return tuple(member.batcher for member in self.members)
+
+    def metadata(self) -> ModelInfo:
+        versions = {member.name: member.version.manifest.version for member in self.members}
+        return ModelInfo(
+            name=self.name,
+            version=None,
+            input_format=self.input_format.style,
+            evaluation=self.spec.evaluation,
+            ensemble=EnsembleInfo(self.spec, versions),
+        )
 
     def score(self, exchanges: Sequence[Exchange], deadline: float, reward: Reward | None = None) -> Scored:
         """Every member's scores, combined; `scores` is `reward` (default: the spec's)."""
@@ -85,7 +103,7 @@ class ServedEnsemble:
             ensemble=combined,
             reward=reward,
         )
-        watch(self.name, self.telemetry, self.review, exchanges, scored)
+        watch(self.name, self.telemetry, self.review_buffer, exchanges, scored)
         return scored
 
     def _flag_columns(self, results: Sequence[Scored], std: np.ndarray) -> FlagColumns:

@@ -1,9 +1,7 @@
 """One served model version with its batcher: exchanges in, scores out.
 
-The HTTP handlers and `rmserve score` both go through `ServedModel.score`, so offline and
-online scores come from the same tokenizer, batcher and ONNX session. Scoring is two steps,
-`submit` (lay out, tokenize, queue) and `collect` (wait, normalize, flag, watch), so an
-ensemble queues its items in every member before it waits on any.
+Scoring is two steps, `submit` (lay out, tokenize, queue) and `collect` (wait, normalize, flag,
+watch), so an ensemble queues its items in every member before it waits on any.
 """
 
 from __future__ import annotations
@@ -13,49 +11,28 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 
 from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
-from rmserve.core.ensemble_spec import Combined, Reward
+from rmserve.core.ensemble_spec import Reward
 from rmserve.core.formats import InputFormat
 from rmserve.core.tokenizer import Encoding
 from rmserve.core.transcript import Transcript
-from rmserve.engine.batcher import Batcher, ItemScore
-from rmserve.engine.flags import INJECTED_TURN, FlagColumns, FlagRules, item_flags
+from rmserve.engine.batcher import Batcher
+from rmserve.engine.flags import FlagRules
 from rmserve.engine.review import ReviewBuffer
+from rmserve.engine.servable import ModelInfo, Scored, Servable, review_buffer
 from rmserve.engine.telemetry import Telemetry, telemetry_for
-from rmserve.engine.version import ModelVersion
+from rmserve.engine.version import ItemScore, ModelVersion
 from rmserve.errors import DeadlineExceeded
 
 REVIEW_LAYOUT = Transcript()  # how a prompt that came as turns is written into review records
 
-
-@dataclass(frozen=True)
-class Scored:
-    """Per-item results of one scoring call, in request order."""
-
-    raw_scores: np.ndarray  # [items]
-    scores: np.ndarray  # [items], normalized
-    truncated: list[bool]
-    tokens: list[int]
-    response_tokens: list[int]  # the whole response's tokens, before any truncation
-    flag_columns: FlagColumns  # flag name -> bool [items], one per flag the version checks
-    ood_distances: np.ndarray | None = None  # [items]: embedding distances, when the version measures them
-    ensemble: Combined | None = None  # an ensemble's members' normalized scores and their combinations
-    reward: Reward | None = None  # which combination an ensemble's `scores` are
-
-    @property
-    def injected_turn(self) -> list[bool]:
-        """Per item, whether the response itself writes turn markers (scored whole, never split)."""
-        return [bool(injected) for injected in self.flag_columns[INJECTED_TURN].tolist()]
-
-    @property
-    def flags(self) -> list[list[str]]:
-        """Per item, the flags it raised."""
-        return item_flags(self.flag_columns, len(self.tokens))
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
@@ -67,18 +44,18 @@ class Pending:
     futures: list[Future[ItemScore]]
 
 
-class ServedModel:
+class ServedModel(Servable):
     """A loaded model version plus the batcher whose executor threads share its one session."""
 
-    served_version: int | None
-
     def __init__(self, version: ModelVersion, settings: Settings):
+        manifest = version.manifest
         self.version = version
-        self.served_version = version.manifest.version
-        self.batcher = Batcher(
+        self.name = version.name
+        self.served_version = manifest.version
+        self.batcher: Batcher[ItemScore] = Batcher(
             model=version.name,
             score_fn=version.score_batch,
-            pad_id=version.manifest.tokens.pad_id,
+            pad_id=manifest.tokens.pad_id,
             max_batch_tokens=settings.max_batch_tokens,
             max_queue_tokens=settings.max_queue_tokens,
             max_padding_ratio=settings.max_padding_ratio,
@@ -86,14 +63,10 @@ class ServedModel:
             executors=settings.executor_count(),
             tokens_per_second=version.tokens_per_second,
         )
-        manifest = version.manifest
         self.flag_rules = FlagRules(manifest.training_stats)
-        self.telemetry = telemetry_for(manifest, self.flag_rules.names, settings.telemetry_window)
-        self.review = ReviewBuffer(settings.review_prompts) if settings.review_prompts else None
-
-    @property
-    def name(self) -> str:
-        return self.version.name
+        self.flag_names = self.flag_rules.names
+        self.telemetry = telemetry_for(manifest, self.flag_names, settings.telemetry_window)
+        self.review_buffer = review_buffer(settings.review_prompts)
 
     @property
     def input_format(self) -> InputFormat:
@@ -101,11 +74,26 @@ class ServedModel:
         return self.version.format
 
     @property
-    def flag_names(self) -> tuple[str, ...]:
-        return self.flag_rules.names
+    def batchers(self) -> tuple[Batcher[Any], ...]:
+        return (self.batcher,)
 
-    def score(self, exchanges: Sequence[Exchange], deadline: float) -> Scored:
+    def metadata(self) -> ModelInfo:
+        manifest = self.version.manifest
+        return ModelInfo(
+            name=self.name,
+            version=manifest.version,
+            input_format=self.input_format.style,
+            evaluation=manifest.evaluation.model_dump(),
+            sha256=manifest.sha256,
+            max_length=manifest.max_length,
+            normalization=manifest.normalization,
+            quantization=manifest.quantization,
+            training_stats=manifest.training_stats,
+        )
+
+    def score(self, exchanges: Sequence[Exchange], deadline: float, reward: Reward | None = None) -> Scored:
         """Lay out and tokenize in the model's input format, queue, wait until `deadline` (monotonic s), normalize."""
+        self.reward_choice(reward)  # one score: any reward choice is a 422 naming `reward`
         return self.collect(self.submit(exchanges, deadline), deadline)
 
     def submit(self, exchanges: Sequence[Exchange], deadline: float) -> Pending:
@@ -119,9 +107,7 @@ class ServedModel:
         exchanges, encodings = pending.exchanges, pending.encodings
         results = wait_all(pending.futures, deadline)
         raw_scores = np.array([result.raw for result in results], dtype=np.float64)
-        distances = None
-        if self.version.embedding is not None:
-            distances = np.array([result.distance for result in results], dtype=np.float64)
+        distances = self.version.distances(results)
         scores = self.version.normalize(raw_scores)
         truncated = [encoding.truncated for encoding in encodings]
         response_tokens = [encoding.response_tokens for encoding in encodings]
@@ -131,7 +117,7 @@ class ServedModel:
         flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected, distances)
         tokens = [len(encoding.input_ids) for encoding in encodings]
         scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns, distances)
-        watch(self.name, self.telemetry, self.review, exchanges, scored)
+        watch(self.name, self.telemetry, self.review_buffer, exchanges, scored)
         return scored
 
     @staticmethod
@@ -166,7 +152,7 @@ def review_prompt(exchange: Exchange) -> str:
     return exchange.prompt_text if exchange.prompt_text is not None else REVIEW_LAYOUT.render_prompt(exchange.prompt)
 
 
-def wait_all(futures: Sequence[Future[ItemScore]], deadline: float) -> list[ItemScore]:
+def wait_all(futures: Sequence[Future[Result]], deadline: float) -> list[Result]:
     """Results in order; when any item fails or the deadline passes, cancel the rest so it is never scored."""
     try:
         return [future.result(timeout=max(0.0, deadline - time.monotonic())) for future in futures]
@@ -178,7 +164,7 @@ def wait_all(futures: Sequence[Future[ItemScore]], deadline: float) -> list[Item
         raise
 
 
-def cancel_all(futures: Sequence[Future[ItemScore]]) -> None:
+def cancel_all(futures: Sequence[Future[Any]]) -> None:
     """Cancel every future still waiting in the queue (one already in a batch runs to its end)."""
     for future in futures:
         future.cancel()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +25,19 @@ from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
 from rmserve.core.tokenizer import pad_batch
-from rmserve.engine.batcher import ScoredBatch
+from rmserve.engine.batcher import FailedRow
 from rmserve.engine.session import OnnxScorer
 from rmserve.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ItemScore:
+    """What one item's future resolves to: its raw score, and its embedding distance when the version measures one."""
+
+    raw: float
+    distance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -49,12 +59,27 @@ class ModelVersion:
         normalization = self.manifest.normalization
         return (raw_scores - normalization.mean) / normalization.std
 
-    def score_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray | ScoredBatch:
-        """The executors' score_fn: raw scores, with embedding distances only when the version measures them."""
+    def score_batch(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> list[ItemScore | FailedRow]:
+        """The executors' score_fn: each row's raw score, with its embedding distance when the version measures one."""
         if self.embedding is None:
-            return self.scorer(input_ids, attention_mask)  # the embedding output is not even fetched
+            scores = self.scorer(input_ids, attention_mask).tolist()  # the embedding output is not even fetched
+            return [ItemScore(raw) if math.isfinite(raw) else _non_finite(raw, None) for raw in scores]
         raw_scores, embeddings = self.scorer.score_and_embed(input_ids, attention_mask)  # [batch], [batch, dim]
-        return ScoredBatch(raw_scores, self.embedding.distances(embeddings))
+        rows = zip(raw_scores.tolist(), self.embedding.distances(embeddings).tolist(), strict=True)
+        return [
+            ItemScore(raw, distance) if math.isfinite(raw) and math.isfinite(distance) else _non_finite(raw, distance)
+            for raw, distance in rows
+        ]
+
+    def distances(self, items: Sequence[ItemScore]) -> np.ndarray | None:
+        """The items' embedding distances [items], or None when the version does not measure them."""
+        if self.embedding is None:
+            return None
+        return np.array([item.distance for item in items], dtype=np.float64)
+
+
+def _non_finite(raw: float, distance: float | None) -> FailedRow:
+    return FailedRow(f"the model returned a non-finite score ({raw}, {distance})", "non_finite")
 
 
 def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:

@@ -56,12 +56,13 @@ View = TypeVar("View", bound=Callable[..., Any])
 _DOCUMENTED: dict[str, Route] = {}
 
 
-def route(blueprint: Blueprint, spec: Route) -> Callable[[View], View]:
-    """Declare a Flask view at `spec.path` and its OpenAPI entry in one step."""
+def route(blueprint: Blueprint, spec: Route, endpoint: str | None = None) -> Callable[[View], View]:
+    """Declare a Flask view at `spec.path` and its OpenAPI entry in one step (endpoint: the view's name)."""
 
     def declare(view: View) -> View:
-        blueprint.add_url_rule(spec.path, view.__name__, view, methods=[spec.method.upper()])
-        _DOCUMENTED[f"{blueprint.name}.{view.__name__}"] = spec
+        name = endpoint or view.__name__
+        blueprint.add_url_rule(spec.path, name, view, methods=[spec.method.upper()])
+        _DOCUMENTED[f"{blueprint.name}.{name}"] = spec
         return view
 
     return declare

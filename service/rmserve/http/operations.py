@@ -8,8 +8,7 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, Field
 
 from rmserve import metrics
-from rmserve.engine.registry import Served
-from rmserve.engine.served_ensemble import ServedEnsemble
+from rmserve.engine.servable import ModelInfo
 from rmserve.http.openapi import DOCUMENT_EXTENSION, Route, route
 from rmserve.http.state import state
 
@@ -62,7 +61,7 @@ def healthz() -> Any:
 def readyz() -> Any:
     """200 with models loaded and warmed; 503 while draining (a loading worker answers nothing yet)."""
     app_state = state()
-    reason = app_state.not_ready_reason()
+    reason = app_state.scoring.not_ready_reason()
     if reason is None:
         body: dict[str, Any] = {"status": "ready", "models": sorted(app_state.registry.models)}
         if app_state.registry.skipped:
@@ -76,7 +75,7 @@ def readyz() -> Any:
 
 @route(operations, Route("/metrics", "get", "Prometheus metrics.", plain_response="text/plain", authenticated=False))
 def prometheus_metrics() -> Response:
-    state().not_ready_reason()  # brings rmserve_ready up to date
+    state().scoring.not_ready_reason()  # brings rmserve_ready up to date
     state().registry.publish_telemetry()
     body, content_type = metrics.exposition(state().settings.metrics_dir)
     return Response(body, content_type=content_type)
@@ -93,8 +92,8 @@ def prometheus_metrics() -> Response:
     ),
 )
 def list_models() -> Any:
-    registry = state().registry
-    cards = [model_card(served, name == registry.default) for name, served in registry.models.items()]
+    scoring = state().scoring
+    cards = [model_card(info, info.name == scoring.default) for info in scoring.models()]
     return jsonify(ModelList(data=cards).model_dump())
 
 
@@ -109,45 +108,33 @@ def list_models() -> Any:
     ),
 )
 def get_model(name: str) -> Any:
-    registry = state().registry
-    served = registry.get(name)
-    return jsonify(model_card(served, served.name == registry.default).model_dump())
+    scoring = state().scoring
+    info = scoring.model(name).metadata()
+    return jsonify(model_card(info, info.name == scoring.default).model_dump())
 
 
-def model_card(served: Served, default: bool) -> ModelCard:
-    style = served.input_format.style
-    if isinstance(served, ServedEnsemble):
-        spec = served.spec
+def model_card(info: ModelInfo, default: bool) -> ModelCard:
+    ensemble = None
+    if info.ensemble is not None:
+        spec = info.ensemble.spec
         ensemble = EnsembleCard(
-            members={member.name: member.version.manifest.version for member in served.members},
+            members=info.ensemble.member_versions,
             k=spec.k,
             reward=spec.reward,
             disagreement=None if spec.disagreement is None else spec.disagreement.model_dump(),
             calibration=spec.calibration,
         )
-        return ModelCard(
-            name=served.name,
-            version=None,
-            sha256=None,
-            max_length=None,
-            input_format=style,
-            normalization=None,
-            evaluation=spec.evaluation,
-            quantization=None,
-            default=default,
-            ensemble=ensemble,
-        )
-    manifest = served.version.manifest
     return ModelCard(
-        name=served.name,
-        version=manifest.version,
-        sha256=manifest.sha256,
-        max_length=manifest.max_length,
-        input_format=style,
-        normalization=manifest.normalization.model_dump(),
-        evaluation=manifest.evaluation.model_dump(),
-        quantization=manifest.quantization,
+        name=info.name,
+        version=info.version,
+        sha256=info.sha256,
+        max_length=info.max_length,
+        input_format=info.input_format,
+        normalization=None if info.normalization is None else info.normalization.model_dump(),
+        evaluation=info.evaluation,
+        quantization=info.quantization,
         default=default,
+        ensemble=ensemble,
     )
 
 

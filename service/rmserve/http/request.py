@@ -3,28 +3,36 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import g, request
 
+from rmserve.config import Settings
 from rmserve.errors import InvalidField, MalformedJSON, PayloadTooLarge
 from rmserve.http import codec
 from rmserve.http.scan import check_shape
-from rmserve.http.state import state
 
 TIMEOUT_HEADER = "X-Timeout-Ms"
 
+# A body -> its JSON document and the binary data after it (Triton's binary tensor extension; none elsewhere).
+SplitBody = Callable[[bytes], tuple[bytes, bytes]]
 
-def read_json() -> Any:
-    """The request body as JSON, whatever Content-Type the client sent (curl's default included).
 
-    The body is read within RMSERVE_MAX_BODY_BYTES however it is sent (Content-Length or chunked;
-    Flask's MAX_CONTENT_LENGTH), and its shape is checked on the raw bytes before it is parsed.
+def all_json(body: bytes) -> tuple[bytes, bytes]:
+    return body, b""
+
+
+def read_json(settings: Settings, split: SplitBody = all_json) -> tuple[Any, bytes]:
+    """The body's JSON document, decoded, and the binary data after it, whatever Content-Type the client sent.
+
+    The whole body is read within RMSERVE_MAX_BODY_BYTES however it is sent (Content-Length or chunked;
+    Flask's MAX_CONTENT_LENGTH), and the JSON document's shape is checked on its raw bytes before it is parsed.
     """
-    raw = _body(state().settings.max_body_bytes)
-    check_shape(raw, state().settings.max_items)
+    document, attached = split(_body(settings.max_body_bytes))
+    check_shape(document, settings.max_items)
     try:
-        return codec.loads(raw)
+        return codec.loads(document), attached
     except ValueError as error:  # orjson.JSONDecodeError, invalid UTF-8 included
         raise MalformedJSON(f"request body is not valid JSON: {error}") from None
 
@@ -40,9 +48,8 @@ def _body(limit: int) -> bytes:
     return raw
 
 
-def deadline() -> float:
+def deadline(settings: Settings) -> float:
     """Monotonic time by which the request must be scored: `X-Timeout-Ms`, or the default."""
-    settings = state().settings
     header = request.headers.get(TIMEOUT_HEADER)
     if header is None:
         return time.monotonic() + settings.request_timeout_s

@@ -13,8 +13,6 @@ from typing import Any
 from flask import Blueprint, jsonify
 from pydantic import BaseModel, Field
 
-from rmserve.engine.served_ensemble import ServedEnsemble
-from rmserve.errors import NotEnabled
 from rmserve.http.openapi import Route, route
 from rmserve.http.state import state
 
@@ -75,28 +73,26 @@ class ReviewRecords(BaseModel):
     ),
 )
 def model_stats(name: str) -> Any:
-    served = state().registry.get(name)
-    if served.telemetry is None:
-        raise NotEnabled("drift telemetry is off (RMSERVE_TELEMETRY_WINDOW=0)")
-    summary = served.telemetry.summary()
-    training_stats = None if isinstance(served, ServedEnsemble) else served.version.manifest.training_stats
-    stats = ModelStats(
+    served = state().scoring.model(name)
+    stats = served.stats()
+    window = stats.window
+    answer = ModelStats(
         model=served.name,
         version=served.served_version,
         worker_pid=os.getpid(),
-        window=summary.capacity,
-        items=summary.items,
-        scored=summary.scored,
-        flags_checked=list(served.flag_names),
-        score_quantiles=summary.score_quantiles,
-        length_score_correlation=summary.length_score_correlation,
-        flag_rates=summary.flag_rates,
-        duplicate_rate=summary.duplicate_rate,
-        drift=None if summary.drift is None else Drift(**dataclasses.asdict(summary.drift)),
-        training_stats=None if training_stats is None else training_stats.model_dump(),
-        mean_disagreement=summary.mean_disagreement,
+        window=window.capacity,
+        items=window.items,
+        scored=window.scored,
+        flags_checked=list(stats.flags_checked),
+        score_quantiles=window.score_quantiles,
+        length_score_correlation=window.length_score_correlation,
+        flag_rates=window.flag_rates,
+        duplicate_rate=window.duplicate_rate,
+        drift=None if window.drift is None else Drift(**dataclasses.asdict(window.drift)),
+        training_stats=None if stats.training_stats is None else stats.training_stats.model_dump(),
+        mean_disagreement=window.mean_disagreement,
     )
-    return jsonify(stats.model_dump())
+    return jsonify(answer.model_dump())
 
 
 @route(
@@ -110,9 +106,7 @@ def model_stats(name: str) -> Any:
     ),
 )
 def model_review(name: str) -> Any:
-    served = state().registry.get(name)
-    if served.review is None:
-        raise NotEnabled("the review buffer is off (RMSERVE_REVIEW_PROMPTS=0); it retains texts, so it is opt-in")
-    records = served.review.records()
+    served = state().scoring.model(name)
+    records = served.review()
     answer = ReviewRecords(model=served.name, version=served.served_version, worker_pid=os.getpid(), records=records)
     return jsonify(answer.model_dump())

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, Field, field_validator
 from pydantic_core import PydanticCustomError
 
-from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
-from rmserve.engine.served_model import Scored
-from rmserve.http.openapi import SCORING_ERRORS, Route, route
-from rmserve.http.request import read_json
-from rmserve.protocols.inputs import text_exchanges
-from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import REWARD_QUERY, score_request, sigmoid
+from rmserve.engine.servable import Scored, Servable
+from rmserve.protocols.inputs import Limits, text_exchanges
+from rmserve.protocols.schemas import Lenient
+from rmserve.protocols.scoring_route import ScoringRoute, sigmoid
 
 classify = Blueprint("classify", __name__)
 
@@ -80,12 +78,6 @@ class ClassifyResponse(BaseModel):
     usage: ClassifyUsage
 
 
-def classify_exchanges(body: ClassifyRequest, input_format: InputFormat, settings: Settings) -> list[Exchange]:
-    """One text or a list; errors name `input`, or `input[i]` in a list."""
-    texts = [body.input] if isinstance(body.input, str) else body.input
-    return text_exchanges(texts, "input", input_format, settings, indexed=isinstance(body.input, list))
-
-
 def classify_answer(
     body: ClassifyRequest, model: str, scored: Scored, answer_id: str, created: int
 ) -> ClassifyResponse:
@@ -100,20 +92,23 @@ def classify_answer(
     )
 
 
-@route(
-    classify,
-    Route(
-        "/classify",
-        "post",
-        "vLLM-style classification (veRL): one score per chat-formatted text.",
-        ClassifyRequest,
-        ClassifyResponse,
-        SCORING_ERRORS,
-        query=REWARD_QUERY,
-    ),
-)
-def classify_texts() -> Any:
-    body = parse(ClassifyRequest, read_json())
-    model, scored = score_request(body.model, body, classify_exchanges)
-    answer = classify_answer(body, model.name, scored, f"classify-{uuid.uuid4().hex}", int(time.time()))
-    return jsonify(answer.model_dump())
+class Classify(ScoringRoute[ClassifyRequest]):
+    path = "/classify"
+    summary = "vLLM-style classification (veRL): one score per chat-formatted text."
+    request_schema = ClassifyRequest
+    response_schema = ClassifyResponse
+
+    def model_name(self, body: ClassifyRequest, path: Mapping[str, str]) -> str | None:
+        return body.model
+
+    def exchanges(self, body: ClassifyRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
+        """One text or a list; errors name `input`, or `input[i]` in a list."""
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        return text_exchanges(texts, "input", input_format, limits, indexed=isinstance(body.input, list))
+
+    def answer(self, body: ClassifyRequest, served: Servable, scored: Scored) -> Response:
+        answer = classify_answer(body, served.name, scored, f"classify-{uuid.uuid4().hex}", int(time.time()))
+        return jsonify(answer.model_dump())
+
+
+Classify().register(classify, "classify_texts")

@@ -1,28 +1,27 @@
 """rmserve's own protocol: `POST /v1/score` (items or group form) and `POST /v1/rank`.
 
-Each route is a thin Flask view over pure functions: `request_pairs` turns a parsed body into
-text pairs, `score_answer` / `rank_answer` build the answer from the scores.
+Each route follows the scoring template (`rmserve.protocols.scoring_route`); `score_answer` and
+`rank_answer` build the answers from the scores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import numpy as np
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from pydantic import BaseModel, Discriminator, Field, RootModel, Tag, model_validator
 from pydantic_core import PydanticCustomError
 
-from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.ensemble_spec import Reward
 from rmserve.core.formats import InputFormat
-from rmserve.engine.served_model import Scored
-from rmserve.http.openapi import SCORING_ERRORS, Route, route
-from rmserve.http.request import read_json, request_id
-from rmserve.protocols.inputs import group_exchanges, item_exchanges
-from rmserve.protocols.schemas import Item, Strict, parse
-from rmserve.protocols.scoring import REWARD_QUERY, score_request, sigmoid
+from rmserve.engine.servable import Scored, Servable
+from rmserve.http.request import request_id
+from rmserve.protocols.inputs import Limits, group_exchanges, item_exchanges
+from rmserve.protocols.schemas import Item, Strict
+from rmserve.protocols.scoring_route import ScoringRoute, sigmoid
 
 native = Blueprint("native", __name__)
 
@@ -117,12 +116,10 @@ class RankResponse(ScoreResponse):
     )
 
 
-def request_exchanges(
-    body: ItemsRequest | GroupRequest, input_format: InputFormat, settings: Settings
-) -> list[Exchange]:
+def request_exchanges(body: ItemsRequest | GroupRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
     if isinstance(body, ItemsRequest):
-        return item_exchanges(body.items, input_format, settings)
-    return group_exchanges(body.prompt, body.responses, input_format, settings)
+        return item_exchanges(body.items, input_format, limits)
+    return group_exchanges(body.prompt, body.responses, input_format, limits)
 
 
 def score_answer(model: str, version: int | None, scored: Scored, request_id: str) -> ScoreResponse:
@@ -165,37 +162,39 @@ def rank_answer(model: str, version: int | None, scored: Scored, request_id: str
     )
 
 
-@route(
-    native,
-    Route(
-        "/v1/score",
-        "post",
-        "Score prompt-response pairs (items form or group form).",
-        ScoreRequest,
-        ScoreResponse,
-        SCORING_ERRORS,
-        query=REWARD_QUERY,
-    ),
-)
-def score() -> Any:
-    body = parse(ScoreRequest, read_json()).root
-    model, scored = score_request(body.model, body, request_exchanges)
-    return jsonify(score_answer(model.name, model.served_version, scored, request_id()).model_dump(exclude_unset=True))
+class Score(ScoringRoute[ScoreRequest]):
+    path = "/v1/score"
+    summary = "Score prompt-response pairs (items form or group form)."
+    request_schema = ScoreRequest
+    response_schema = ScoreResponse
+
+    def model_name(self, body: ScoreRequest, path: Mapping[str, str]) -> str | None:
+        return body.root.model
+
+    def exchanges(self, body: ScoreRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
+        return request_exchanges(body.root, input_format, limits)
+
+    def answer(self, body: ScoreRequest, served: Servable, scored: Scored) -> Response:
+        answer = score_answer(served.name, served.served_version, scored, request_id())
+        return jsonify(answer.model_dump(exclude_unset=True))
 
 
-@route(
-    native,
-    Route(
-        "/v1/rank",
-        "post",
-        "Rank a group of responses to one prompt, with z-scores and pairwise preferences.",
-        RankRequest,
-        RankResponse,
-        SCORING_ERRORS,
-        query=REWARD_QUERY,
-    ),
-)
-def rank() -> Any:
-    body = parse(RankRequest, read_json())
-    model, scored = score_request(body.model, body, request_exchanges)
-    return jsonify(rank_answer(model.name, model.served_version, scored, request_id()).model_dump(exclude_unset=True))
+class Rank(ScoringRoute[RankRequest]):
+    path = "/v1/rank"
+    summary = "Rank a group of responses to one prompt, with z-scores and pairwise preferences."
+    request_schema = RankRequest
+    response_schema = RankResponse
+
+    def model_name(self, body: RankRequest, path: Mapping[str, str]) -> str | None:
+        return body.model
+
+    def exchanges(self, body: RankRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
+        return request_exchanges(body, input_format, limits)
+
+    def answer(self, body: RankRequest, served: Servable, scored: Scored) -> Response:
+        answer = rank_answer(served.name, served.served_version, scored, request_id())
+        return jsonify(answer.model_dump(exclude_unset=True))
+
+
+Score().register(native, "score")
+Rank().register(native, "rank")

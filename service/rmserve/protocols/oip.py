@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -21,18 +23,15 @@ from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field
 
 from rmserve import __version__
-from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
-from rmserve.engine.registry import Served
-from rmserve.engine.served_ensemble import ServedEnsemble
-from rmserve.engine.served_model import Scored
-from rmserve.errors import InvalidField, MalformedJSON, NotReady
-from rmserve.http.openapi import SCORING_ERRORS, Route, route
+from rmserve.engine.servable import ModelInfo, Scored, Servable
+from rmserve.errors import InvalidField
+from rmserve.http.openapi import Route, route
 from rmserve.http.state import state
-from rmserve.protocols.inputs import paired_exchanges, text_exchanges
+from rmserve.protocols.inputs import Limits, paired_exchanges, text_exchanges
 from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import REWARD_QUERY, score_request
+from rmserve.protocols.scoring_route import ScoringRoute
 
 oip = Blueprint("oip", __name__)
 
@@ -106,17 +105,22 @@ class ModelReady(BaseModel):
     ready: bool
 
 
-def split_body(body: bytes, header_length: str | None) -> tuple[Any, bytes]:
+@dataclass(frozen=True)
+class InferCall:
+    """An inference request with the binary tensor data sent after its JSON header (empty when all JSON)."""
+
+    request: InferRequest
+    binary: bytes
+
+
+def split_body(body: bytes, header_length: str | None) -> tuple[bytes, bytes]:
     """The JSON header and the binary tensor data after it (Triton's binary extension), or all JSON."""
-    length = len(body)
-    if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
-            raise InvalidField(HEADER_LENGTH, f"must be the JSON header's byte length, got {header_length!r}")
-        length = int(header_length)
-    try:
-        return json.loads(body[:length]), body[length:]
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MalformedJSON(f"inference request header is not valid JSON: {error}") from None
+    if header_length is None:
+        return body, b""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise InvalidField(HEADER_LENGTH, f"must be the JSON header's byte length, got {header_length!r}")
+    length = int(header_length)
+    return body[:length], body[length:]
 
 
 def tensor_texts(tensor: TensorInput, field: str, binary: bytes, offset: int) -> tuple[list[str], int]:
@@ -172,16 +176,16 @@ def _flatten(data: list[Any]) -> Any:
             yield element
 
 
-def infer_exchanges(body: InferRequest, binary: bytes, input_format: InputFormat, settings: Settings) -> list[Exchange]:
+def infer_exchanges(body: InferRequest, binary: bytes, input_format: InputFormat, limits: Limits) -> list[Exchange]:
     """`prompt` + `response`, or one tensor of full texts; binary tensors are read in input order."""
     texts, offset = {}, 0
     for index, tensor in enumerate(body.inputs):
         texts[tensor.name], offset = tensor_texts(tensor, f"inputs[{index}]", binary, offset)
     if sorted(texts) == sorted(PAIR_INPUTS):
-        return paired_exchanges(texts["prompt"], texts["response"], PAIR_INPUTS, input_format, settings)
+        return paired_exchanges(texts["prompt"], texts["response"], PAIR_INPUTS, input_format, limits)
     if len(texts) == 1:
         (name,) = texts
-        return text_exchanges(texts[name], name, input_format, settings)
+        return text_exchanges(texts[name], name, input_format, limits)
     raise InvalidField(
         "inputs", f"got {sorted(texts)}; send BYTES inputs `prompt` and `response`, or one input of full texts"
     )
@@ -209,18 +213,19 @@ def infer_answer(body: InferRequest, model: str, version: int | None, scored: Sc
     return answer, binary
 
 
-def model_metadata(served: Served) -> ModelMetadata:
+def model_metadata(info: ModelInfo) -> ModelMetadata:
+    """What Triton says of a model: its tensors, its version, and its platform (`ensemble`: members, k, reward)."""
     texts = [TensorMetadata(name=input_name, datatype="BYTES", shape=[-1]) for input_name in PAIR_INPUTS]
     rewards = [TensorMetadata(name=output, datatype="FP32", shape=[-1, 1]) for output in OUTPUTS]
-    if isinstance(served, ServedEnsemble):
-        spec = served.spec
-        parameters = {"members": spec.members, "k": spec.k, "reward": spec.reward}
+    if info.ensemble is None:
+        versions = [str(info.version)]
         return ModelMetadata(
-            name=served.name, versions=[], platform="ensemble", inputs=texts, outputs=rewards, parameters=parameters
+            name=info.name, versions=versions, platform="onnxruntime_onnx", inputs=texts, outputs=rewards
         )
-    versions = [str(served.served_version)]
+    spec = info.ensemble.spec
+    parameters = {"members": spec.members, "k": spec.k, "reward": spec.reward}
     return ModelMetadata(
-        name=served.name, versions=versions, platform="onnxruntime_onnx", inputs=texts, outputs=rewards
+        name=info.name, versions=[], platform="ensemble", inputs=texts, outputs=rewards, parameters=parameters
     )
 
 
@@ -243,9 +248,7 @@ def server_live() -> Any:
     ),
 )
 def server_ready() -> Any:
-    reason = state().not_ready_reason()
-    if reason is not None:
-        raise NotReady(reason)
+    state().scoring.require_ready()
     return jsonify(ServerReady(ready=True).model_dump())
 
 
@@ -265,8 +268,8 @@ def server_metadata() -> Any:
     ),
 )
 def get_model_metadata(name: str) -> Any:
-    served = state().registry.get(name)
-    return jsonify(model_metadata(served).model_dump(exclude_none=True))
+    info = state().scoring.model(name).metadata()
+    return jsonify(model_metadata(info).model_dump(exclude_none=True))
 
 
 @route(
@@ -280,34 +283,41 @@ def get_model_metadata(name: str) -> Any:
     ),
 )
 def model_ready(name: str) -> Any:
-    served = state().registry.get(name)
-    reason = state().not_ready_reason()
-    if reason is not None:
-        raise NotReady(reason)
+    scoring = state().scoring
+    served = scoring.model(name)
+    scoring.require_ready()
     return jsonify(ModelReady(name=served.name, ready=True).model_dump())
 
 
-@route(
-    oip,
-    Route(
-        "/v2/models/<name>/infer",
-        "post",
+class Infer(ScoringRoute[InferCall]):
+    path = "/v2/models/<name>/infer"
+    summary = (
         "Score texts: BYTES `prompt` + `response` (or one input of full texts) -> FP32 `rewards` [n, 1]. "
-        "Triton's binary tensor extension is accepted and answered in kind.",
-        InferRequest,
-        InferResponse,
-        SCORING_ERRORS,
-        query=REWARD_QUERY,
-    ),
-)
-def infer(name: str) -> Any:
-    payload, binary = split_body(request.get_data(cache=False), request.headers.get(HEADER_LENGTH))
-    body = parse(InferRequest, payload)
-    model, scored = score_request(
-        name, body, lambda body, input_format, settings: infer_exchanges(body, binary, input_format, settings)
+        "Triton's binary tensor extension is accepted and answered in kind."
     )
-    answer, data = infer_answer(body, model.name, model.served_version, scored)
-    if not data:
-        return jsonify(answer.model_dump(exclude_none=True))
-    header = json.dumps(answer.model_dump(exclude_none=True)).encode()
-    return Response(header + data, content_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
+    request_schema = InferRequest
+    response_schema = InferResponse
+
+    def split(self, raw: bytes) -> tuple[bytes, bytes]:
+        return split_body(raw, request.headers.get(HEADER_LENGTH))
+
+    def parse(self, document: Any, attached: bytes) -> InferCall:
+        return InferCall(parse(InferRequest, document), attached)
+
+    def model_name(self, body: InferCall, path: Mapping[str, str]) -> str | None:
+        return path["name"]
+
+    def exchanges(self, body: InferCall, input_format: InputFormat, limits: Limits) -> list[Exchange]:
+        return infer_exchanges(body.request, body.binary, input_format, limits)
+
+    def answer(self, body: InferCall, served: Servable, scored: Scored) -> Response:
+        answer, data = infer_answer(body.request, served.name, served.served_version, scored)
+        if not data:
+            return jsonify(answer.model_dump(exclude_none=True))
+        header = json.dumps(answer.model_dump(exclude_none=True)).encode()
+        return Response(
+            header + data, content_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))}
+        )
+
+
+Infer().register(oip, "infer")

@@ -8,20 +8,18 @@ choosing which combination).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 from pydantic import BaseModel, Field
 
-from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
-from rmserve.engine.served_model import Scored
-from rmserve.http.openapi import SCORING_ERRORS, Route, route
-from rmserve.http.request import read_json
-from rmserve.protocols.inputs import prefixed_exchanges, text_exchanges
-from rmserve.protocols.schemas import Lenient, parse
-from rmserve.protocols.scoring import REWARD_QUERY, score_request
+from rmserve.engine.servable import Scored, Servable
+from rmserve.protocols.inputs import Limits, prefixed_exchanges, text_exchanges
+from rmserve.protocols.schemas import Lenient
+from rmserve.protocols.scoring_route import ScoringRoute
 
 openrlhf = Blueprint("openrlhf", __name__)
 
@@ -49,13 +47,6 @@ class GetRewardResponse(BaseModel):
     )
 
 
-def get_reward_exchanges(body: GetRewardRequest, input_format: InputFormat, settings: Settings) -> list[Exchange]:
-    """With `prompts`, each response is what follows its prompt; without, split at the last assistant turn."""
-    if body.prompts is None:
-        return text_exchanges(body.query, "query", input_format, settings)
-    return prefixed_exchanges(body.query, body.prompts, "query", input_format, settings)
-
-
 def get_reward_answer(scored: Scored) -> GetRewardResponse:
     rewards = scored.scores.tolist()
     # OpenRLHF turns every extra_logs value into a tensor and averages it: floats only, one per query.
@@ -70,19 +61,24 @@ def get_reward_answer(scored: Scored) -> GetRewardResponse:
     return GetRewardResponse(rewards=rewards, scores=rewards, extra_logs=extra_logs)
 
 
-@route(
-    openrlhf,
-    Route(
-        "/get_reward",
-        "post",
-        "OpenRLHF remote reward model: one reward per full text in `query`.",
-        GetRewardRequest,
-        GetRewardResponse,
-        SCORING_ERRORS,
-        query=(("model", "model to score with (or `model` in the body)"), *REWARD_QUERY),
-    ),
-)
-def get_reward() -> Any:
-    body = parse(GetRewardRequest, read_json())
-    _, scored = score_request(body.model or request.args.get("model"), body, get_reward_exchanges)
-    return jsonify(get_reward_answer(scored).model_dump())
+class GetReward(ScoringRoute[GetRewardRequest]):
+    path = "/get_reward"
+    summary = "OpenRLHF remote reward model: one reward per full text in `query`."
+    request_schema = GetRewardRequest
+    response_schema = GetRewardResponse
+    query = (("model", "model to score with (or `model` in the body)"),)
+
+    def model_name(self, body: GetRewardRequest, path: Mapping[str, str]) -> str | None:
+        return body.model or request.args.get("model")
+
+    def exchanges(self, body: GetRewardRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
+        """With `prompts`, each response is what follows its prompt; without, split at the last assistant turn."""
+        if body.prompts is None:
+            return text_exchanges(body.query, "query", input_format, limits)
+        return prefixed_exchanges(body.query, body.prompts, "query", input_format, limits)
+
+    def answer(self, body: GetRewardRequest, served: Servable, scored: Scored) -> Response:
+        return jsonify(get_reward_answer(scored).model_dump())
+
+
+GetReward().register(openrlhf, "get_reward")
