@@ -47,3 +47,13 @@ def test_a_bad_line_stops_with_its_number(
     source = write_jsonl(tmp_path / "in.jsonl", [ITEMS[0], {"prompt": "x", "response": 5}])
     assert main(["score", str(source), "--model-repository", str(tiny_repository)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"rmserve score: {source}:2: response")
+
+
+def test_a_chunk_may_hold_more_items_than_a_request(
+    tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RMSERVE_MAX_ITEMS", "2")  # an HTTP request's limit: a file is not a request
+    source = write_jsonl(tmp_path / "in.jsonl", ITEMS)
+    output = tmp_path / "out.jsonl"
+    assert main(["score", str(source), "-o", str(output), "--model-repository", str(tiny_repository)]) == 0
+    assert [json.loads(line)["line"] for line in output.read_text().splitlines()] == [1, 2, 3, 4]

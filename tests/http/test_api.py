@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 import time
@@ -17,8 +19,14 @@ from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.repository import InvalidModel
 from rmserve.http.openapi import openapi_path
+from tests.http.routes import scoring_paths, served_routes
 from tests.reliability_report import record
 from tests.tiny_model import expected_raw_scores
+
+# Probes, the document and the scrape answer without a key (README "HTTP API").
+OPEN_WITHOUT_KEY = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"}
+)
 
 BREAD = {
     "prompt": "How do I bake bread?",
@@ -233,13 +241,6 @@ def test_404_unknown_model_and_route(client: FlaskClient) -> None:
     assert error_of(client.get("/v2/nothing"))["code"] == "not_found"
 
 
-def test_413_body_too_large(make_app) -> None:
-    client = make_app(max_body_bytes=1000).test_client()
-    response = client.post("/v1/score", json={"prompt": "a", "responses": ["x" * 2000]})
-    assert response.status_code == 413
-    assert error_of(response)["code"] == "payload_too_large"
-
-
 def test_413_too_many_items(make_app) -> None:
     client = make_app(max_items=2).test_client()
     response = client.post("/v1/score", json={"prompt": "a", "responses": ["x", "y", "z"]})
@@ -340,16 +341,17 @@ def test_keys_file_with_only_comments_stops_start_up(make_app, tmp_path: Path) -
     )
 
 
-def test_every_scoring_and_model_endpoint_needs_the_key(make_app) -> None:
+def test_every_route_but_the_probes_needs_the_key(make_app) -> None:
     client = make_app(api_keys=("secret-1",)).test_client()
-    for method, path in [("post", "/v1/score"), ("post", "/v1/rank"), ("post", "/get_reward"), ("post", "/classify")]:
-        assert getattr(client, method)(path, json=BREAD).status_code == 401, path
-    assert client.get("/v1/models").status_code == 401
+    routes = served_routes(client.application)
+    for method, path in routes:
+        status = client.open(path, method=method, json=BREAD).status_code
+        assert (status != 401) if path in OPEN_WITHOUT_KEY else (status == 401), (method, path, status)
     assert client.get("/metrics").status_code == 200  # open unless RMSERVE_PROTECT_METRICS
     record(
         "Strangers: no key",
-        "API keys configured; /v1/score, /v1/rank, /get_reward, /classify, /v1/models without a key",
-        "401 on every one (probes stay open; /metrics too unless RMSERVE_PROTECT_METRICS)",
+        f"API keys configured; every route of the app's URL map ({len(routes)}) without a key",
+        "401 on every one but the probes, /openapi.json and /metrics (open unless RMSERVE_PROTECT_METRICS)",
     )
 
 
@@ -416,30 +418,54 @@ def test_a_million_wrong_typed_items_are_refused_before_validation(client: Flask
         ),
     ],
 )
-def test_deep_nesting_and_huge_numbers_are_4xx_naming_the_field(
+def test_deep_nesting_and_huge_numbers_are_4xx_naming_the_field_on_every_scoring_route(
     client: FlaskClient, label: str, body: bytes, status: int, field: str
 ) -> None:
-    response = client.post("/v1/score", data=body, content_type="application/json")
-    assert response.status_code == status
-    assert error_of(response)["field"] == field
+    paths = scoring_paths(client.application)
+    for path in paths:
+        response = client.post(path, data=body, content_type="application/json")
+        assert (response.status_code, error_of(response)["field"]) == (status, field), path
     assert client.post("/v1/score", json=BREAD).status_code == 200
-    before = "" if "float" in label else " (was 500)"  # Python parses long floats; long ints and depth raised
+    # Python parses long floats; long ints and depth raised (/v2/models/<name>/infer still did until it
+    # went through the shared reader)
+    before = "" if "float" in label else " (was 500)"
     record(
-        f"Limits: {label}", f"POST /v1/score with {label}", f"{status} naming `{field}`{before}; next request scores"
+        f"Limits: {label}",
+        f"POST with {label} to every scoring route ({', '.join(paths)})",
+        f"{status} naming `{field}`{before}; next request scores",
     )
 
 
-@pytest.mark.parametrize("path", ["/v1/score", "/v1/rank", "/get_reward", "/classify"])
-def test_every_endpoint_refuses_oversized_lists_before_parsing(make_app, path: str) -> None:
+def test_every_scoring_route_refuses_oversized_lists_before_parsing(make_app) -> None:
     client = make_app(max_items=4).test_client()
     body = {"prompt": "a", "responses": ["b"] * 5, "query": ["b"] * 5, "input": ["b"] * 5}
-    response = client.post(path, json=body)
-    assert response.status_code == 413 and error_of(response)["code"] == "payload_too_large"
+    for path in scoring_paths(client.application):
+        response = client.post(path, json=body)
+        assert (response.status_code, error_of(response)["code"]) == (413, "payload_too_large"), path
 
 
-def test_a_body_that_is_not_utf8_is_400(client: FlaskClient) -> None:
-    response = client.post("/v1/score", data='{"prompt": "é"}'.encode("latin-1"), content_type="application/json")
-    assert response.status_code == 400 and error_of(response)["code"] == "malformed_json"
+def test_every_scoring_route_refuses_a_body_over_the_limit_declared_or_chunked(make_app) -> None:
+    client = make_app(max_body_bytes=1000).test_client()
+    body = json.dumps({"prompt": "a", "responses": ["x" * 2000]}).encode()
+    for path in scoring_paths(client.application):
+        declared = client.post(path, data=body, content_type="application/json")
+        chunked = client.post(
+            path,
+            input_stream=io.BytesIO(body),
+            content_type="application/json",
+            environ_overrides={"wsgi.input_terminated": True},  # no Content-Length: the server reads to the end
+        )
+        for response in (declared, chunked):
+            assert (response.status_code, error_of(response)["code"]) == (413, "payload_too_large"), path
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"prompt": "a", "responses": ["b"]', '{"prompt": "é"}'.encode("latin-1")], ids=["cut", "latin-1"]
+)
+def test_every_scoring_route_answers_400_to_a_body_that_is_not_json(client: FlaskClient, body: bytes) -> None:
+    for path in scoring_paths(client.application):
+        response = client.post(path, data=body, content_type="application/json")
+        assert (response.status_code, error_of(response)["code"]) == (400, "malformed_json"), path
 
 
 def test_an_unexpected_error_is_500_internal_error_without_a_traceback(

@@ -22,10 +22,10 @@ from rmserve.protocols.classify import ClassifyRequest
 from rmserve.protocols.native import RankRequest, ScoreRequest
 from rmserve.protocols.openrlhf import GetRewardRequest
 from rmserve.protocols.schemas import parse
+from tests.http.routes import scoring_paths
 from tests.reliability_report import record
 from tests.tiny_model import write_version
 
-ENDPOINTS = ("/v1/score", "/v1/rank", "/get_reward", "/classify")
 DOCUMENTED = {200, 400, 404, 413, 422, 429, 504}
 
 scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30)
@@ -85,12 +85,13 @@ answered: dict[int, int] = {}
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
-@given(payload=json_values | near_valid, endpoint=st.sampled_from(ENDPOINTS), raw=st.booleans())
+@given(payload=json_values | near_valid, data=st.data(), raw=st.booleans())
 def test_any_body_on_any_scoring_endpoint_gets_a_documented_answer(
-    fuzz_client: FlaskClient, payload: object, endpoint: str, raw: bool
+    fuzz_client: FlaskClient, payload: object, data: st.DataObject, raw: bool
 ) -> None:
-    data = json.dumps(payload).encode() if not raw else json.dumps(payload).encode()[: max(1, len(str(payload)) // 2)]
-    response = fuzz_client.post(endpoint, data=data, content_type="application/json")
+    endpoint = data.draw(st.sampled_from(scoring_paths(fuzz_client.application)))
+    body = json.dumps(payload).encode() if not raw else json.dumps(payload).encode()[: max(1, len(str(payload)) // 2)]
+    response = fuzz_client.post(endpoint, data=body, content_type="application/json")
     answered[response.status_code] = answered.get(response.status_code, 0) + 1
     assert response.status_code in DOCUMENTED, (endpoint, payload, response.get_data(as_text=True))
     if response.status_code != 200:
@@ -107,7 +108,7 @@ def test_the_fuzzed_server_still_scores_and_the_run_is_recorded(fuzz_client: Fla
         record(
             "Fuzzing: property tests over the request schemas",
             f"hypothesis: {total} random and near-valid JSON bodies (truncated half the time) on "
-            f"{', '.join(ENDPOINTS)}; every schema's parse on 150 more",
+            f"{', '.join(scoring_paths(fuzz_client.application))}; every schema's parse on 150 more",
             f"{summary}; 0 x 5xx; every error in the one error body; the server scores afterwards",
         )
 

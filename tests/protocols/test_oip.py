@@ -117,3 +117,32 @@ def test_tritonclient_http_scores_over_a_live_server(tiny_repository: Path, tmp_
             f"{server.base_url}/v1/score", json={"prompt": PROMPTS[0], "responses": [RESPONSES[0]]}, timeout=10
         )
         assert direct.json()["scores"][0] == pytest.approx(float(rewards[0, 0]), abs=1e-5)
+
+
+def binary_request(header: bytes, binary: bytes) -> dict[str, object]:
+    return {
+        "data": header + binary,
+        "headers": {"Inference-Header-Content-Length": str(len(header)), "Content-Type": "application/octet-stream"},
+    }
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        (b'{"inputs": ' + b"[" * 5000 + b"]" * 5000 + b"}", "inputs" + "[0]" * 31),
+        (b'{"id": ' + b"7" * 5000 + b', "inputs": []}', "id"),
+    ],
+    ids=["5,000 levels of nesting", "a 5,000-digit number"],
+)
+def test_a_binary_requests_json_header_goes_through_the_same_pre_scan(
+    client: FlaskClient, header: bytes, field: str
+) -> None:
+    answer = client.post("/v2/models/tiny/infer", **binary_request(header, b"\x00" * 16))
+    assert answer.status_code == 422 and answer.get_json()["error"]["field"] == field
+
+
+def test_the_body_limit_counts_the_binary_data_too(make_app) -> None:
+    client = make_app(max_body_bytes=1000).test_client()
+    header = json.dumps({"inputs": [bytes_input("sentences", ["a"])]}).encode()
+    answer = client.post("/v2/models/tiny/infer", **binary_request(header, b"\x00" * 2000))
+    assert answer.status_code == 413 and answer.get_json()["error"]["code"] == "payload_too_large"
