@@ -14,7 +14,7 @@ import torch
 from flask import Flask
 
 from rmserve.core.embedding import DEFAULT_RANK, EMBEDDING_FILE, EmbeddingGaussian
-from rmserve.core.manifest import MODEL_FILE, Manifest, sha256_of
+from rmserve.core.manifest import MODEL_FILE, Manifest, QuantizedFrom, sha256_of
 from rmserve.core.tokenizer import pad_batch
 from rmserve.core.transcript import Transcript
 from rmserve.engine.session import OnnxScorer
@@ -48,8 +48,8 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     assert Manifest.read(version_dir) == manifest
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE)
     assert manifest.quantization is None
-    assert manifest.parity["max_abs_diff"] < 1e-4
-    assert manifest.parity["ranking_agreement"] == 1.0
+    assert manifest.parity.max_abs_diff < 1e-4
+    assert manifest.parity.ranking_agreement == 1.0
     assert manifest.evaluation.n == 20
     assert set(manifest.evaluation.baselines) == {"shorter_wins", "longer_wins", "bag_of_words"}
     assert manifest.normalization.std > 0
@@ -133,7 +133,7 @@ def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> 
     )
     manifest = Manifest.read(tmp_path / "tiny" / "1")
     assert manifest.quantization == "int8-dynamic"
-    assert manifest.parity["int8_agreement_with_fp32"] >= 0.9
+    assert manifest.parity.int8_agreement_with_fp32 >= 0.9
     served = load_version(tmp_path / "tiny" / "1", intra_op_threads=1)
     assert served.manifest == manifest
     assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
@@ -186,8 +186,8 @@ def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run:
     manifest = Manifest.read(version_dir)
     assert manifest.quantization == "int8-dynamic" and manifest.name == "tiny-int8"
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
-    assert manifest.parity["quantized_from"] == {"name": "tiny", "version": 1, "sha256": fp32.sha256}
-    assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
+    assert manifest.parity.quantized_from == QuantizedFrom(name="tiny", version=1, sha256=fp32.sha256)
+    assert 0.0 <= manifest.parity.int8_agreement_with_fp32 <= 1.0
     assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
     assert load_version(version_dir, intra_op_threads=1).manifest == manifest
     # Its embedding statistics are the int8 graph's own, not a copy of fp32's.
