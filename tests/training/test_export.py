@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,22 +22,9 @@ from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.commands import main as cli_main
 from rmserve.training.data import read_comparisons
 from rmserve.training.export import export, export_onnx
-from rmserve.training.options import ExportConfig, TrainConfig
+from rmserve.training.options import ExportConfig
 from rmserve.training.stats import add_training_stats
-from rmserve.training.train import train
-from tests.training.test_train import TINY_MODEL, write_preferences
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny from-scratch model trained for a few steps (two transformer towers and a bag of n-grams)."""
-    root = tmp_path_factory.mktemp("export")
-    data = write_preferences(root / "train.jsonl", count=40)
-    model = replace(TINY_MODEL, max_length=64, n_towers=2)
-    trained = train(TrainConfig(data=data, out=root / "run", epochs=1, model=model, batch_size=8))
-    trained.save(root / "run")
-    write_preferences(root / "held_out.jsonl", count=20, seed=1)
-    return root / "run"
+from tests.training.test_train import TINY_MODEL
 
 
 def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: Path) -> None:

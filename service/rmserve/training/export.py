@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -47,10 +48,6 @@ def export(config: ExportConfig) -> Manifest:
     responses = _training_responses(training, trained.encoder().encode)
     baselines = baseline_accuracies(responses.comparisons, held_out)
 
-    def trace(scratch: Path) -> Path:
-        export_onnx(trained.network, scratch / "model.fp32.onnx")
-        return scratch / "model.fp32.onnx"
-
     def describe(measured: Measured) -> Manifest:
         return measured.manifest(
             architecture=trained.architecture,
@@ -65,7 +62,7 @@ def export(config: ExportConfig) -> Manifest:
         Publication(
             target,
             probes,
-            fp32_graph=trace,
+            fp32_graph=traced(trained.network),
             reference=reference,
             write_tokenizer=lambda staged: trained.tokenizer.save(str(staged / TOKENIZER_FILE)),
             describe=describe,
@@ -130,6 +127,16 @@ def _training_responses(training: TrainingRecord, encode: EncodeFn, transcript: 
     lines = None if training.lines is None else LineRange.parse(training.lines)
     path = Path(training.data)
     return Responses(encode, read_comparisons(path, lines, transcript), data_label(path, lines))
+
+
+def traced(network: RewardNetwork) -> Callable[[Path], Path]:
+    """The pipeline's fp32 graph for a torch network: traced into its scratch directory."""
+
+    def trace(scratch: Path) -> Path:
+        export_onnx(network, scratch / "model.fp32.onnx")
+        return scratch / "model.fp32.onnx"
+
+    return trace
 
 
 class ScoreAndEmbedding(torch.nn.Module):

@@ -19,12 +19,12 @@ import torch
 
 from rmserve.core.formats import InputFormat, load_format, pair_prompt
 from rmserve.core.layouts import prompt_turns
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, ImportSource, Manifest
+from rmserve.core.manifest import TOKENIZER_FILE, ImportSource, Manifest
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.training.checkpoint import HFReward
 from rmserve.training.data import Comparison, read_comparisons
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy
-from rmserve.training.export import export_onnx
+from rmserve.training.export import traced
 from rmserve.training.options import ImportConfig
 from rmserve.training.parity import Reference
 from rmserve.training.publish import Measured, Probes, Publication, Responses, claim_version, data_label, publish
@@ -74,10 +74,6 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
         tokenization_agreement(input_format, hf_tokenizer, comparisons, spec),
     )
 
-    def trace(scratch: Path) -> Path:
-        export_onnx(network, scratch / MODEL_FILE)
-        return scratch / MODEL_FILE
-
     def describe(measured: Measured) -> Manifest:
         architecture = {
             "type": "hf-sequence-classification",
@@ -103,7 +99,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
         Publication(
             target,
             probes,
-            fp32_graph=trace,
+            fp32_graph=traced(network),
             reference=reference,
             write_tokenizer=lambda staged: hf_tokenizer.backend_tokenizer.save(str(staged / TOKENIZER_FILE)),
             describe=describe,

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from rmserve.core.ensemble_spec import ENSEMBLE_FILE, is_ensemble
 from rmserve.core.manifest import (
     MODEL_FILE,
     Evaluation,
@@ -72,11 +73,14 @@ class Target:
 
 
 def claim_version(repository: Path, name: str, version: int) -> Target:
-    """The target, checked before any expensive work: a model name, a positive version, not yet there."""
+    """The target, checked before any expensive work: a model name (not an ensemble's), a positive version, not
+    yet there."""
     if not is_model_name(name):
         raise UsageError(f"--name {name!r}: letters, digits, '.', '_' and '-' only, starting with a letter or digit")
     if version < 1:
         raise UsageError(f"--version {version}: versions are numbered from 1")
+    if is_ensemble(repository / name):
+        raise UsageError(f"{repository / name} is an ensemble ({ENSEMBLE_FILE}); pick another --name")
     target = Target(repository, name, version)
     target.refuse_existing()
     return target
