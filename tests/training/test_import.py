@@ -21,8 +21,8 @@ from rmserve.core.manifest import MODEL_FILE, Manifest, file_digests
 from rmserve.core.repository import InvalidModel, verify_version
 from rmserve.training.commands import main as cli_main
 from rmserve.training.importer import CheckpointError, import_checkpoint
+from rmserve.training.onnx_files import EXTERNAL_DATA_FILE
 from rmserve.training.options import ImportConfig
-from rmserve.training.publish import EXTERNAL_DATA_FILE
 from tests.hf_checkpoints import ENCODERS, FAMILIES, write_checkpoint
 
 CONVERSATIONS = [

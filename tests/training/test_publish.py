@@ -65,7 +65,7 @@ def commands(run: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, C
         "quantize": Command(
             "quantize",
             lambda repo: quantize_version(fp32 / "tiny" / "1", repo, NAME, NEW, held_out, None),
-            (publish, "quantize_int8"),
+            (publish, "quantize_int8"),  # as the pipeline imported it
             "Neg",
         ),
         "import": Command(

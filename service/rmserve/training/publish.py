@@ -41,12 +41,12 @@ from rmserve.engine.session import OnnxScorer
 from rmserve.engine.version import load_version
 from rmserve.training.data import Comparison, LineRange
 from rmserve.training.evaluate import EncodedComparison, EncodeFn, pairwise_accuracy, score_comparisons
+from rmserve.training.onnx_files import quantize_int8, save_graph
 from rmserve.training.parity import Reference, fp32_parity, int8_parity
 from rmserve.training.stats import measure_training, score_and_embed_sequences
 from rmserve.usage import UsageError
 
 ONNX_THREADS = 2
-EXTERNAL_DATA_FILE = "model.onnx.data"
 STAGING_PREFIX = ".staging-"
 INT8 = "int8-dynamic"
 
@@ -180,15 +180,7 @@ def publish(publication: Publication) -> Manifest:
     target, probes = publication.target, publication.probes
     with _staging(target) as (staged, scratch):
         fp32_path = publication.fp32_graph(scratch)
-        fp32 = OnnxScorer(fp32_path, ONNX_THREADS)
-        fp32_scores = score_comparisons(fp32, probes.encoded, probes.pad_id)
-        parity = publication.reference
-        if isinstance(parity, Reference):
-            embeddings = None
-            if parity.embeddings is not None:
-                sequences = [ids for group in probes.encoded for ids in group]
-                embeddings = score_and_embed_sequences(fp32, sequences, probes.pad_id)[1]
-            parity = fp32_parity(parity, fp32_scores, embeddings, probes.data)
+        fp32_scores, parity = _fp32_parity(publication, OnnxScorer(fp32_path, ONNX_THREADS))
         served_path = fp32_path
         if publication.int8:
             served_path = scratch / "model.int8.onnx"
@@ -196,32 +188,46 @@ def publish(publication: Publication) -> Manifest:
         save_graph(onnx.load(str(served_path)), staged, publication.external_data_above)
         publication.write_tokenizer(staged)
         served = OnnxScorer(staged / MODEL_FILE, ONNX_THREADS)
-        served_scores = fp32_scores
+        served_scores = fp32_scores  # the fp32 graph is served as traced; only an int8 one needs scoring again
         if publication.int8:
             served_scores = score_comparisons(served, probes.encoded, probes.pad_id)
             parity = int8_parity(parity, fp32_scores, served_scores, probes.data)
         normalization, training_stats = Normalization(), None
-        if publication.responses is not None:  # every response through the served graph, embedding_stats.npz
+        if publication.responses is not None:  # every response through the served graph; embedding_stats.npz
             responses = publication.responses
             normalization, training_stats = measure_training(
                 served, responses.encode, responses.comparisons, probes.pad_id, staged, responses.data
             )
-        measured = Measured(
-            target,
-            parity,
-            served_scores,
-            normalization,
-            training_stats,
-            INT8 if publication.int8 else None,
-            file_digests(staged),
-            probes.data,
+        manifest = publication.describe(
+            Measured(
+                target=target,
+                parity=parity,
+                served_scores=served_scores,
+                normalization=normalization,
+                training_stats=training_stats,
+                quantization=INT8 if publication.int8 else None,
+                files=file_digests(staged),
+                data=probes.data,
+            )
         )
-        manifest = publication.describe(measured)
         manifest.write(staged)
         load_version(staged, ONNX_THREADS)  # as the server loads it: verified files, a graph that scores
         target.refuse_existing()  # another publish may have taken it meanwhile
         staged.rename(target.directory)  # one rename within the model directory: atomic
     return manifest
+
+
+def _fp32_parity(publication: Publication, fp32: OnnxScorer) -> tuple[list[np.ndarray], Parity]:
+    """The fp32 graph's scores on the probes, and its parity with the reference (ParityError when it strays)."""
+    probes, reference = publication.probes, publication.reference
+    scores = score_comparisons(fp32, probes.encoded, probes.pad_id)
+    if not isinstance(reference, Reference):  # a served version's graph: its parity record stands
+        return scores, reference
+    embeddings = None
+    if reference.embeddings is not None:
+        sequences = [ids for group in probes.encoded for ids in group]
+        embeddings = score_and_embed_sequences(fp32, sequences, probes.pad_id)[1]
+    return scores, fp32_parity(reference, scores, embeddings, probes.data)
 
 
 @contextmanager
@@ -247,37 +253,3 @@ def _staging(target: Target) -> Iterator[tuple[Path, Path]]:
                 path.rmdir()
         raise
     shutil.rmtree(root, ignore_errors=True)
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the matrix multiplies and the embedding tables (weights int8, per channel).
-
-    Per output channel, because one scale per matrix reordered 12% of MiniLM's dev pairs (4% per channel;
-    hh-harmless: 1.1%, and 0.6% per channel with its tables); the tables (`Gather`), because a word-embedding
-    matrix is most of an encoder's file (MiniLM: 59 MB with it fp32, 23 MB int8, the same dev agreement).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
-    )
-
-
-def save_graph(graph: onnx.ModelProto, version_dir: Path, external_data_above: int) -> None:
-    """model.onnx, its weights in model.onnx.data when they would pass `external_data_above` bytes (protobuf: 2 GB)."""
-    weights = sum(tensor.ByteSize() for tensor in graph.graph.initializer)
-    if weights <= external_data_above:
-        onnx.save_model(graph, str(version_dir / MODEL_FILE))
-        return
-    onnx.save_model(
-        graph,
-        str(version_dir / MODEL_FILE),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=EXTERNAL_DATA_FILE,
-        size_threshold=1024,
-    )
