@@ -12,7 +12,7 @@ from tokenizers import Tokenizer
 
 from bench.drift import DATA, FILLER, PROMPT_LINES
 from bench.length_model import LENGTH_WEIGHT, NAME, PRIOR_TOKENS, SEED, write_length_loving_version
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest
+from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, TrainingRecord
 from rmserve.core.repository import verify_version
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.session import OnnxScorer
@@ -33,11 +33,9 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_manifest_says_it_is_untrained_and_its_statistics_reproduce(repository: Path) -> None:
     version = repository / NAME / "1"
     manifest = Manifest.read(version)
-    assert "not trained" in manifest.architecture["type"] and manifest.training == {
-        "data": str(DATA),
-        "lines": "1-1800",
-        "trained": False,
-    }
+    assert "not trained" in manifest.architecture["type"] and manifest.training == TrainingRecord(
+        data=str(DATA), lines="1-1800", trained=False
+    )
     assert manifest.evaluation.pairwise_accuracy is None
     stats = manifest.training_stats
     assert stats is not None and stats.data == f"{DATA.name} lines 1-1800" and stats.responses == 2 * 1800

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from flask import Flask
 
 from rmserve.core.embedding import DEFAULT_RANK, EMBEDDING_FILE, EmbeddingGaussian
-from rmserve.core.manifest import MODEL_FILE, Manifest, sha256_of
+from rmserve.core.manifest import MODEL_FILE, Manifest, QuantizedFrom, sha256_of
 from rmserve.core.tokenizer import pad_batch
 from rmserve.core.transcript import Transcript
 from rmserve.engine.session import OnnxScorer
@@ -23,22 +22,9 @@ from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.commands import main as cli_main
 from rmserve.training.data import read_comparisons
 from rmserve.training.export import export, export_onnx
-from rmserve.training.options import ExportConfig, TrainConfig
+from rmserve.training.options import ExportConfig
 from rmserve.training.stats import add_training_stats
-from rmserve.training.train import train
-from tests.training.test_train import TINY_MODEL, write_preferences
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny from-scratch model trained for a few steps (two transformer towers and a bag of n-grams)."""
-    root = tmp_path_factory.mktemp("export")
-    data = write_preferences(root / "train.jsonl", count=40)
-    model = replace(TINY_MODEL, max_length=64, n_towers=2)
-    trained = train(TrainConfig(data=data, out=root / "run", epochs=1, model=model, batch_size=8))
-    trained.save(root / "run")
-    write_preferences(root / "held_out.jsonl", count=20, seed=1)
-    return root / "run"
+from tests.training.test_train import TINY_MODEL
 
 
 def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: Path) -> None:
@@ -48,8 +34,8 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     assert Manifest.read(version_dir) == manifest
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE)
     assert manifest.quantization is None
-    assert manifest.parity["max_abs_diff"] < 1e-4
-    assert manifest.parity["ranking_agreement"] == 1.0
+    assert manifest.parity.max_abs_diff < 1e-4
+    assert manifest.parity.ranking_agreement == 1.0
     assert manifest.evaluation.n == 20
     assert set(manifest.evaluation.baselines) == {"shorter_wins", "longer_wins", "bag_of_words"}
     assert manifest.normalization.std > 0
@@ -133,7 +119,7 @@ def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> 
     )
     manifest = Manifest.read(tmp_path / "tiny" / "1")
     assert manifest.quantization == "int8-dynamic"
-    assert manifest.parity["int8_agreement_with_fp32"] >= 0.9
+    assert manifest.parity.int8_agreement_with_fp32 >= 0.9
     served = load_version(tmp_path / "tiny" / "1", intra_op_threads=1)
     assert served.manifest == manifest
     assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
@@ -186,8 +172,8 @@ def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run:
     manifest = Manifest.read(version_dir)
     assert manifest.quantization == "int8-dynamic" and manifest.name == "tiny-int8"
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
-    assert manifest.parity["quantized_from"] == {"name": "tiny", "version": 1, "sha256": fp32.sha256}
-    assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
+    assert manifest.parity.quantized_from == QuantizedFrom(name="tiny", version=1, sha256=fp32.sha256)
+    assert 0.0 <= manifest.parity.int8_agreement_with_fp32 <= 1.0
     assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
     assert load_version(version_dir, intra_op_threads=1).manifest == manifest
     # Its embedding statistics are the int8 graph's own, not a copy of fp32's.

@@ -20,7 +20,8 @@ from rmserve.core.embedding import EMBEDDING_FILE, EmbeddingGaussian
 from rmserve.core.manifest import MODEL_FILE, Manifest, file_digests
 from rmserve.core.repository import InvalidModel, verify_version
 from rmserve.training.commands import main as cli_main
-from rmserve.training.importer import EXTERNAL_DATA_FILE, CheckpointError, import_checkpoint
+from rmserve.training.importer import CheckpointError, import_checkpoint
+from rmserve.training.onnx_files import EXTERNAL_DATA_FILE
 from rmserve.training.options import ImportConfig
 from tests.hf_checkpoints import ENCODERS, FAMILIES, write_checkpoint
 
@@ -140,9 +141,9 @@ def test_manifest_records_format_parity_and_every_file(family: str, imported: tu
     repository, _ = imported
     manifest = Manifest.read(repository / family / "1")
     assert manifest.input_format["style"] == ("pair" if family in ENCODERS else "chat_template")
-    assert manifest.parity["max_abs_diff"] < 1e-3
-    assert manifest.parity["ranking_agreement"] == 1.0
-    assert manifest.parity["tokenization_matches_transformers"] == 1.0
+    assert manifest.parity.max_abs_diff < 1e-3
+    assert manifest.parity.ranking_agreement == 1.0
+    assert manifest.parity.tokenization_matches_transformers == 1.0
     assert set(manifest.files) == {"model.onnx", "tokenizer.json"}
     assert manifest.files == file_digests(repository / family / "1")
     assert (manifest.architecture["segment_ids"] == "none") == (family != "bert")
@@ -168,7 +169,7 @@ def test_the_embedding_output_is_the_hidden_state_the_head_reads(
     )
     np.testing.assert_allclose(embeddings, expected, atol=1e-4)
     np.testing.assert_allclose(raw, transformers_scores(checkpoints[family], CONVERSATIONS), atol=1e-4)
-    assert Manifest.read(version).parity["embedding_max_abs_diff"] < 1e-4
+    assert Manifest.read(version).parity.embedding_max_abs_diff < 1e-4
 
 
 @pytest.mark.parametrize("family", ["bert", "qwen2"])
@@ -237,9 +238,9 @@ def test_cli_import_with_calibration_int8_and_external_data_then_eval(
     assert "import summary" in capsys.readouterr().out
     manifest = Manifest.read(tmp_path / "llama-cli" / "1")
     assert manifest.quantization == "int8-dynamic"
-    assert 0.0 <= manifest.parity["int8_agreement_with_fp32"] <= 1.0
+    assert 0.0 <= manifest.parity.int8_agreement_with_fp32 <= 1.0
     assert manifest.normalization.std > 0 and manifest.normalization.mean != 0.0
-    assert manifest.source["calibration_comparisons"] == 3
+    assert manifest.source.calibration_comparisons == 3
     stats = manifest.training_stats  # the int8 graph's own, on the 6 calibration responses
     assert stats is not None and stats.responses == 6 and stats.embedding is not None and stats.embedding.dim == 32
 

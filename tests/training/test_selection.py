@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flask import Flask
 
-from rmserve.core.manifest import Manifest
+from rmserve.core.manifest import Manifest, TrainingRecord
 from rmserve.training.data import read_comparisons, split_dev
 from rmserve.training.ensemble_build import load_member
 from rmserve.training.selection import dev_outcomes, main, paired_bootstrap
@@ -23,7 +23,7 @@ DEV_FRACTION = 0.5
 def record_training(directory: Path, data: Path, dev_seed: int) -> None:
     """What `rmserve train` records of the split, as a member's manifest carries it."""
     manifest = Manifest.read(directory)
-    training = {"data": str(data), "lines": None, "seed": 3, "dev_seed": dev_seed, "dev_fraction": DEV_FRACTION}
+    training = TrainingRecord(data=str(data), seed=3, dev_seed=dev_seed, dev_fraction=DEV_FRACTION)
     manifest.model_copy(update={"training": training}).write(directory)
 
 

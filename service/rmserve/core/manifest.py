@@ -6,7 +6,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints
@@ -19,10 +19,20 @@ MODEL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 MANIFEST_FILE = "manifest.json"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
+SHA256_PATTERN = r"^[0-9a-f]{64}$"
 
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="allow")
+
+
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+_T = TypeVar("_T")
+# A field only some publishers measure: absent from the file rather than written as null.
+MaybeAbsent = Annotated[_T | None, Field(exclude_if=_is_none)]
 
 
 class Normalization(_Frozen):
@@ -103,11 +113,64 @@ class TrainingStats(_Frozen):
     embedding: EmbeddingStats | None = None  # absent: the graph has no embedding output, no OOD flag
 
 
+class QuantizedFrom(_Frozen):
+    """The served fp32 version an int8 copy was made from (`rmserve quantize`)."""
+
+    name: str
+    version: PositiveInt
+    sha256: str = Field(pattern=SHA256_PATTERN)
+
+
+class Parity(_Frozen):
+    """How closely the served graph reproduces the model it came from, measured when it was published.
+
+    `max_abs_diff` and `ranking_agreement`: the fp32 graph against its reference (the trained torch model,
+    or transformers for an import) on `data`; the int8 fields: the served int8 graph against that fp32 graph.
+    """
+
+    data: MaybeAbsent[str] = None
+    items: MaybeAbsent[int] = None
+    reference: MaybeAbsent[str] = None
+    max_abs_diff: MaybeAbsent[float] = None
+    ranking_agreement: MaybeAbsent[float] = None
+    embedding_max_abs_diff: MaybeAbsent[float] = None
+    tokenization_matches_transformers: MaybeAbsent[float] = None
+    quantized_from: MaybeAbsent[QuantizedFrom] = None
+    int8_agreement_with_fp32: MaybeAbsent[float] = None
+    int8_max_abs_diff: MaybeAbsent[float] = None
+
+
+class TrainingRecord(_Frozen):
+    """The run that made a version: its data and dev split by name; the run's own results (config, dev accuracy
+    per epoch, seconds) ride along as it wrote them."""
+
+    data: str
+    lines: MaybeAbsent[str] = None
+    seed: MaybeAbsent[int] = None
+    dev_seed: MaybeAbsent[int] = None  # absent from runs before --dev-seed: the split used `seed`
+    dev_fraction: MaybeAbsent[float] = None
+
+    @property
+    def split_seed(self) -> int | None:
+        """The seed the dev split was drawn with."""
+        return self.seed if self.dev_seed is None else self.dev_seed
+
+
+class ImportSource(_Frozen):
+    """What `rmserve import` read: the checkpoint, and the calibration responses normalization came from."""
+
+    checkpoint: str
+    calibration: str
+    calibration_comparisons: int
+    calibration_pairwise_accuracy: float
+    normalization: str
+
+
 class Manifest(_Frozen):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: PositiveInt
     created: str
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=SHA256_PATTERN)
     architecture: dict[str, Any]
     max_length: PositiveInt
     truncation: Literal["prompt_left"] = "prompt_left"
@@ -116,12 +179,12 @@ class Manifest(_Frozen):
     normalization: Normalization = Normalization()
     quantization: str | None = None
     evaluation: Evaluation = Evaluation()
-    parity: dict[str, Any] | None = None
-    training: dict[str, Any] | None = None  # data, split, seed and dev results of the run that made it
-    source: dict[str, Any] | None = None  # what `rmserve import` read: the checkpoint and its architecture
+    parity: Parity | None = None
+    training: TrainingRecord | None = None
+    source: ImportSource | None = None
     # sha256 of every file the version serves from (model.onnx, its external data, tokenizer.json), by
     # relative path; a manifest written before it existed covers model.onnx only (`sha256`).
-    files: dict[str, Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = Field(default_factory=dict)
+    files: dict[str, Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]] = Field(default_factory=dict)
     training_stats: TrainingStats | None = None  # score and length quantiles of the training responses
 
     @classmethod

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from rmserve.core.manifest import TOKENIZER_FILE
 from rmserve.core.tokenizer import PairEncoder, SpecialTokens
 from rmserve.training.model import RewardModel
 from rmserve.training.options import ModelConfig
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 CHECKPOINT_FILE = "checkpoint.pt"
 TRAINING_FILE = "training.json"
@@ -37,14 +40,15 @@ class HFReward(nn.Module):
     the hidden state of the last non-padding token, the position transformers keeps the score of).
     """
 
-    def __init__(self, classifier: nn.Module):
+    def __init__(self, classifier: PreTrainedModel):
         super().__init__()
         self.classifier = classifier
         self.head = score_head(classifier)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The classifier's forward pass. -> [batch, 1]"""
-        return self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+        logits: torch.Tensor = self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+        return logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.logits(input_ids, attention_mask)[:, 0]
@@ -66,11 +70,15 @@ class HFReward(nn.Module):
 
     def last_non_pad(self, input_ids: torch.Tensor) -> torch.Tensor:
         """The rightmost position that is not padding, as GenericForSequenceClassification finds it. -> [batch]"""
-        not_pad = (input_ids != self.classifier.config.pad_token_id).long()
+        not_pad = torch.ne(input_ids, self.classifier.config.pad_token_id).long()
         return (torch.arange(input_ids.shape[1]) * not_pad).argmax(-1)
 
 
-def score_head(classifier: nn.Module) -> nn.Linear:
+# What `rmserve export` traces: `(input_ids, attention_mask) -> [batch]`, with `score_and_embedding` beside it.
+RewardNetwork = RewardModel | HFReward
+
+
+def score_head(classifier: PreTrainedModel) -> nn.Linear:
     """The classifier's last linear layer with one output per label: the one that writes the logits."""
     labels = classifier.config.num_labels
     heads = [
@@ -85,7 +93,7 @@ def score_head(classifier: nn.Module) -> nn.Linear:
 
 @dataclass
 class TrainedModel:
-    network: nn.Module  # (input_ids, attention_mask) -> [batch] raw reward
+    network: RewardNetwork
     tokenizer: Tokenizer
     special: SpecialTokens
     max_length: int
@@ -118,7 +126,7 @@ def load_run(run_dir: Path) -> TrainedModel:
     """Reload what `TrainedModel.save` wrote, in eval mode."""
     record = json.loads((run_dir / TRAINING_FILE).read_text(encoding="utf-8"))
     if (run_dir / HF_DIR).is_dir():
-        network: nn.Module = HFReward(load_hf_classifier(run_dir / HF_DIR))
+        network: RewardNetwork = HFReward(load_hf_classifier(run_dir / HF_DIR))
     else:
         saved = torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         network = RewardModel(ModelConfig(**saved["config"]))
@@ -133,11 +141,14 @@ def load_run(run_dir: Path) -> TrainedModel:
     )
 
 
-def load_hf_classifier(path: Path) -> nn.Module:
+def load_hf_classifier(path: Path) -> PreTrainedModel:
     """A local checkpoint as a one-label sequence classifier (eager attention exports to ONNX)."""
     from transformers import AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, attn_implementation="eager")
+    classifier: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, attn_implementation="eager", local_files_only=True
+    )
+    return classifier
 
 
 def torch_score_fn(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rmserve.config import DEFAULT_REPOSITORY
+from rmserve.core.manifest import Parity
 from rmserve.training import ensemble_build
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange
@@ -222,14 +223,14 @@ def _quantize(args: argparse.Namespace) -> int:
     manifest = quantize_version(
         args.source, args.repository, args.name, args.version, args.held_out, args.held_out_lines
     )
-    parity = manifest.parity or {}
+    parity = manifest.parity or Parity()
     print_table(
         "quantize summary",
         [
             ("version directory", str(args.repository / manifest.name / str(manifest.version))),
             ("sha256", manifest.sha256[:16] + "..."),
-            ("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"),
-            ("int8 max |fp32 - int8|", f"{parity['int8_max_abs_diff']:.3e}"),
+            ("int8 agreement with fp32", f"{parity.int8_agreement_with_fp32:.4f}"),
+            ("int8 max |fp32 - int8|", f"{parity.int8_max_abs_diff:.3e}"),
             ("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"),
         ],
     )
@@ -326,15 +327,15 @@ def _export(args: argparse.Namespace) -> int:
             int8=args.int8,
         )
     )
-    parity = manifest.parity or {}
+    parity = manifest.parity or Parity()
     rows = [
         ("version directory", str(args.repository / manifest.name / str(manifest.version))),
         ("sha256", manifest.sha256[:16] + "..."),
-        ("parity max |torch - onnx|", f"{parity['max_abs_diff']:.2e}"),
-        ("parity ranking agreement", f"{parity['ranking_agreement']:.4f}"),
+        ("parity max |torch - onnx|", f"{parity.max_abs_diff:.2e}"),
+        ("parity ranking agreement", f"{parity.ranking_agreement:.4f}"),
     ]
     if manifest.quantization:
-        rows.append(("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"))
+        rows.append(("int8 agreement with fp32", f"{parity.int8_agreement_with_fp32:.4f}"))
     rows.append(("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"))
     print_table("export summary", rows)
     evaluation = manifest.evaluation
@@ -359,23 +360,24 @@ def _import(args: argparse.Namespace) -> int:
             int8=args.int8,
         )
     )
-    parity, source = manifest.parity or {}, manifest.source or {}
+    parity, source = manifest.parity or Parity(), manifest.source
+    assert source is not None  # an import records its source
     rows = [
         ("version directory", str(args.repository / manifest.name / str(manifest.version))),
         ("model type", str(manifest.architecture["model_type"])),
         ("input format", str(manifest.input_format["style"])),
         ("max_length", str(manifest.max_length)),
         ("files (sha256)", ", ".join(sorted(manifest.files))),
-        (f"parity on {parity['items']} items", str(parity["data"])),
-        ("max |transformers - onnx|", f"{parity['max_abs_diff']:.2e}"),
-        ("ranking agreement", f"{parity['ranking_agreement']:.4f}"),
-        ("tokens equal transformers'", f"{parity['tokenization_matches_transformers']:.4f}"),
+        (f"parity on {parity.items} items", str(parity.data)),
+        ("max |transformers - onnx|", f"{parity.max_abs_diff:.2e}"),
+        ("ranking agreement", f"{parity.ranking_agreement:.4f}"),
+        ("tokens equal transformers'", f"{parity.tokenization_matches_transformers:.4f}"),
     ]
     if manifest.quantization:
-        rows.append(("int8 agreement with fp32", f"{parity['int8_agreement_with_fp32']:.4f}"))
+        rows.append(("int8 agreement with fp32", f"{parity.int8_agreement_with_fp32:.4f}"))
     rows += [
         ("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"),
-        ("calibration pairwise accuracy", f"{source['calibration_pairwise_accuracy']:.4f}"),
+        ("calibration pairwise accuracy", f"{source.calibration_pairwise_accuracy:.4f}"),
     ]
     print_table("import summary", rows)
     return 0
@@ -398,10 +400,10 @@ def _eval(args: argparse.Namespace) -> int:
     encoded = encode_comparisons(version.format.encode_texts, held_out)
     scores = score_comparisons(version.scorer, encoded, manifest.tokens.pad_id)
     baseline_path, baseline_lines = args.baseline_data, args.baseline_lines
-    training = manifest.training or {}
-    if baseline_path is None and "data" in training:
-        baseline_path = Path(training["data"])
-        baseline_lines = LineRange.parse(training["lines"]) if training.get("lines") else None
+    training = manifest.training
+    if baseline_path is None and training is not None:
+        baseline_path = Path(training.data)
+        baseline_lines = LineRange.parse(training.lines) if training.lines else None
         if not baseline_path.is_file():
             raise UsageError(
                 f"the bag-of-words baseline trains on the model's training data, {baseline_path}, not found from "

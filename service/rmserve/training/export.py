@@ -1,114 +1,148 @@
-"""`rmserve export`: a training run -> a model repository version with proof it scores right.
+"""`rmserve export` and `rmserve quantize`: a training run, or a served fp32 version, -> a new repository version.
 
-In order: trace the network to ONNX (dynamic batch and sequence axes); compare ONNX with
-torch on held-out data (max abs diff, ranking agreement); optionally quantize to int8 and
-measure its agreement with fp32; measure normalization and the flags' statistics (score and
-length quantiles, the embedding's Gaussian and its distance quantiles, `rmserve.training.stats`)
-on training responses and accuracy
-with baselines on held-out pairs, all with the file that will be served; write the manifest.
+Both publish through `rmserve.training.publish`: export traces the run's network to ONNX (dynamic
+batch and sequence axes) with the trained torch model as its parity reference, and held-out accuracy
+beside baselines; quantize makes an int8 copy of a served fp32 version, checked against that graph.
+Normalization and the flags' statistics come from the run's training responses through the served graph.
 """
 
 from __future__ import annotations
 
 import shutil
-import tempfile
 import warnings
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from rmserve.core.embedding import EMBEDDING_OUTPUT
-from rmserve.core.manifest import (
-    MODEL_FILE,
-    TOKENIZER_FILE,
-    Evaluation,
-    Manifest,
-    file_digests,
-    sha256_of,
-)
+from rmserve.core.manifest import TOKENIZER_FILE, Manifest, Parity, QuantizedFrom, TrainingRecord
 from rmserve.core.repository import verify_version
-from rmserve.engine.session import OnnxScorer
+from rmserve.core.transcript import Transcript
 from rmserve.training.baselines import baseline_accuracies
-from rmserve.training.checkpoint import load_run, torch_score_fn
+from rmserve.training.checkpoint import RewardNetwork, load_run, torch_score_fn
 from rmserve.training.data import LineRange, read_comparisons
-from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, ranking_agreement, score_comparisons
+from rmserve.training.evaluate import EncodeFn, encode_comparisons, score_comparisons
 from rmserve.training.options import ExportConfig
-from rmserve.training.stats import measure_training
+from rmserve.training.parity import Reference
+from rmserve.training.publish import Measured, Probes, Publication, Responses, claim_version, data_label, publish
+from rmserve.usage import UsageError
 
 OPSET = 17
-ONNX_THREADS = 2
 
 
 def export(config: ExportConfig) -> Manifest:
+    """Publish a training run as `<repository>/<name>/<version>`, scoring as the trained torch model does."""
+    target = claim_version(config.repository, config.name, config.version)
     trained = load_run(config.run)
-    version_dir = config.repository / config.name / str(config.version)
-    version_dir.mkdir(parents=True, exist_ok=True)
+    training = TrainingRecord.model_validate(trained.training)
     held_out = read_comparisons(config.held_out, config.held_out_lines)
-    held_out_encoded = encode_comparisons(trained.encoder().encode, held_out)
-    pad_id = trained.special.pad_id
+    probes = Probes(
+        encode_comparisons(trained.encoder().encode, held_out),
+        trained.special.pad_id,
+        data_label(config.held_out, config.held_out_lines),
+    )
+    reference = Reference(
+        "the trained torch model", score_comparisons(torch_score_fn(trained.network), probes.encoded, probes.pad_id)
+    )
+    responses = _training_responses(training, trained.encoder().encode)
+    baselines = baseline_accuracies(responses.comparisons, held_out)
 
-    with tempfile.TemporaryDirectory() as scratch:
-        fp32_path = Path(scratch) / "model.fp32.onnx"
-        export_onnx(trained.network, fp32_path)
-        torch_scores = score_comparisons(torch_score_fn(trained.network), held_out_encoded, pad_id)
-        fp32_scores = score_comparisons(OnnxScorer(fp32_path, ONNX_THREADS), held_out_encoded, pad_id)
-        parity: dict[str, Any] = {
-            "data": _describe(config.held_out, config.held_out_lines),
-            "max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(torch_scores, fp32_scores, strict=False))),
-            "ranking_agreement": ranking_agreement(torch_scores, fp32_scores),
-        }
-        if config.int8:
-            quantize_int8(fp32_path, version_dir / MODEL_FILE)
-        else:
-            shutil.copyfile(fp32_path, version_dir / MODEL_FILE)
-
-    served = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
-    served_scores = fp32_scores  # the fp32 file is served as is; only an int8 graph needs scoring again
-    if config.int8:
-        served_scores = score_comparisons(served, held_out_encoded, pad_id)
-        parity["int8_agreement_with_fp32"] = ranking_agreement(fp32_scores, served_scores)
-        parity["int8_max_abs_diff"] = float(
-            max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, served_scores, strict=False))
+    def describe(measured: Measured) -> Manifest:
+        return measured.manifest(
+            architecture=trained.architecture,
+            max_length=trained.max_length,
+            tokens=trained.special,
+            input_format=Transcript().to_manifest(),
+            evaluation=measured.evaluation(baselines),
+            training=training,
         )
-    training_path, training_lines = Path(trained.training["data"]), _lines(trained.training.get("lines"))
-    training_data = read_comparisons(training_path, training_lines)
-    # Every training response through the served graph: normalization, the flags' statistics, embedding_stats.npz.
-    normalization, training_stats = measure_training(
-        served, trained.encoder().encode, training_data, pad_id, version_dir, _describe(training_path, training_lines)
+
+    return publish(
+        Publication(
+            target,
+            probes,
+            fp32_graph=traced(trained.network),
+            reference=reference,
+            write_tokenizer=lambda staged: trained.tokenizer.save(str(staged / TOKENIZER_FILE)),
+            describe=describe,
+            responses=responses,
+            int8=config.int8,
+        )
     )
-    trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
-    manifest = Manifest(
-        name=config.name,
-        version=config.version,
-        created=datetime.now(UTC).isoformat(timespec="seconds"),
-        sha256=sha256_of(version_dir / MODEL_FILE),
-        architecture=trained.architecture,
-        max_length=trained.max_length,
-        tokens=trained.special,
-        normalization=normalization,
-        quantization="int8-dynamic" if config.int8 else None,
-        evaluation=Evaluation(
-            pairwise_accuracy=pairwise_accuracy(served_scores),
-            n=sum(len(s) * (len(s) - 1) // 2 for s in served_scores),
-            data=_describe(config.held_out, config.held_out_lines),
-            baselines=baseline_accuracies(training_data, held_out),
+
+
+def quantize_version(
+    source: Path, repository: Path, name: str, version: int, held_out: Path, held_out_lines: LineRange | None
+) -> Manifest:
+    """An int8 copy of a served fp32 version, with its own manifest numbers, beside the original.
+
+    The same protocol as `export --int8`, from the served graph instead of a training run: its parity
+    record stands, the int8 graph is checked against it on the held-out pairs (agreement, accuracy), and
+    normalization, flag and embedding statistics are measured with the int8 graph. Baselines do not depend
+    on the graph and are carried over.
+    """
+    target = claim_version(repository, name, version)
+    fp32 = verify_version(source)
+    manifest = fp32.manifest
+    if manifest.training is None:
+        raise UsageError(f"{source}: its manifest records no training data to measure the int8 graph's statistics on")
+    probes = Probes(
+        encode_comparisons(
+            fp32.format.encode_texts, read_comparisons(held_out, held_out_lines, fp32.format.transcript)
         ),
-        parity=parity,
-        training=trained.training,
-        files=file_digests(version_dir),
-        training_stats=training_stats,
+        manifest.tokens.pad_id,
+        data_label(held_out, held_out_lines),
     )
-    manifest.write(version_dir)
-    return manifest
+    origin = QuantizedFrom(name=manifest.name, version=manifest.version, sha256=manifest.sha256)
+    carried = (manifest.parity or Parity()).model_copy(update={"quantized_from": origin})
+
+    def describe(measured: Measured) -> Manifest:
+        return measured.manifest(
+            architecture=manifest.architecture,
+            max_length=manifest.max_length,
+            tokens=manifest.tokens,
+            input_format=manifest.input_format,
+            evaluation=measured.evaluation(manifest.evaluation.baselines),
+            training=manifest.training,
+            source=manifest.source,
+        )
+
+    return publish(
+        Publication(
+            target,
+            probes,
+            fp32_graph=lambda _scratch: fp32.model_path,
+            reference=carried,
+            write_tokenizer=lambda staged: shutil.copyfile(source / TOKENIZER_FILE, staged / TOKENIZER_FILE),
+            describe=describe,
+            responses=_training_responses(manifest.training, fp32.format.encode_texts, fp32.format.transcript),
+            int8=True,
+        )
+    )
+
+
+def _training_responses(training: TrainingRecord, encode: EncodeFn, transcript: Transcript | None = None) -> Responses:
+    """The run's training comparisons, as its record names them (the file, the lines)."""
+    lines = None if training.lines is None else LineRange.parse(training.lines)
+    path = Path(training.data)
+    return Responses(encode, read_comparisons(path, lines, transcript), data_label(path, lines))
+
+
+def traced(network: RewardNetwork) -> Callable[[Path], Path]:
+    """The pipeline's fp32 graph for a torch network: traced into its scratch directory."""
+
+    def trace(scratch: Path) -> Path:
+        export_onnx(network, scratch / "model.fp32.onnx")
+        return scratch / "model.fp32.onnx"
+
+    return trace
 
 
 class ScoreAndEmbedding(torch.nn.Module):
     """What is traced: the network's raw reward and, as a second output, the pooled embedding its head reads."""
 
-    def __init__(self, network: torch.nn.Module):
+    def __init__(self, network: RewardNetwork):
         super().__init__()
         self.network = network
 
@@ -116,7 +150,7 @@ class ScoreAndEmbedding(torch.nn.Module):
         return self.network.score_and_embedding(input_ids, attention_mask)
 
 
-def export_onnx(network: torch.nn.Module, path: Path) -> None:
+def export_onnx(network: RewardNetwork, path: Path) -> None:
     """Trace `(input_ids, attention_mask) -> (raw_score [batch], embedding [batch, dim])`, dynamic batch, sequence."""
     network.eval()
     example = (torch.tensor([[2, 10, 11, 3, 12, 13, 3]] * 2), torch.ones(2, 7, dtype=torch.long))
@@ -142,91 +176,3 @@ def export_onnx(network: torch.nn.Module, path: Path) -> None:
             opset_version=OPSET,
             dynamo=False,
         )
-
-
-def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantization of the matrix multiplies and the embedding tables (weights int8, per channel).
-
-    Per output channel, because one scale per matrix reordered 12% of MiniLM's dev pairs (4% per channel;
-    hh-harmless: 1.1%, and 0.6% per channel with its tables); the tables (`Gather`), because a word-embedding
-    matrix is most of an encoder's file (MiniLM: 59 MB with it fp32, 23 MB int8, the same dev agreement).
-    """
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        weight_type=QuantType.QInt8,
-        per_channel=True,
-        op_types_to_quantize=["MatMul", "Gemm", "Gather"],
-    )
-
-
-def quantize_version(
-    source: Path, repository: Path, name: str, version: int, held_out: Path, held_out_lines: LineRange | None
-) -> Manifest:
-    """An int8 copy of a served fp32 version, with its own manifest numbers, beside the original.
-
-    The same protocol as `export --int8`, from the committed graph instead of a training run:
-    quantize, score the held-out pairs once with both graphs (agreement, accuracy), measure
-    normalization, flag and embedding statistics on the training responses with the int8 graph.
-    Baselines do not depend on the graph and are carried over.
-    """
-    fp32 = verify_version(source)
-    version_dir = repository / name / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
-    quantize_int8(fp32.model_path, version_dir / MODEL_FILE)
-    shutil.copyfile(source / TOKENIZER_FILE, version_dir / TOKENIZER_FILE)
-    pad_id = fp32.manifest.tokens.pad_id
-    held_out_encoded = encode_comparisons(
-        fp32.format.encode_texts, read_comparisons(held_out, held_out_lines, fp32.format.transcript)
-    )
-    served = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
-    fp32_scores = score_comparisons(OnnxScorer(fp32.model_path, ONNX_THREADS), held_out_encoded, pad_id)
-    int8_scores = score_comparisons(served, held_out_encoded, pad_id)
-    training = fp32.manifest.training or {}
-    training_path, training_lines = Path(training["data"]), _lines(training.get("lines"))
-    training_data = read_comparisons(training_path, training_lines, fp32.format.transcript)
-    # Every training response through the int8 graph: its own normalization, flag and embedding statistics.
-    normalization, training_stats = measure_training(
-        served, fp32.format.encode_texts, training_data, pad_id, version_dir, _describe(training_path, training_lines)
-    )
-    parity = {
-        **(fp32.manifest.parity or {}),
-        "quantized_from": {
-            "name": fp32.manifest.name,
-            "version": fp32.manifest.version,
-            "sha256": fp32.manifest.sha256,
-        },
-        "int8_agreement_with_fp32": ranking_agreement(fp32_scores, int8_scores),
-        "int8_max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(fp32_scores, int8_scores, strict=True))),
-    }
-    manifest = fp32.manifest.model_copy(
-        update={
-            "name": name,
-            "version": version,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "sha256": sha256_of(version_dir / MODEL_FILE),
-            "files": file_digests(version_dir),
-            "normalization": normalization,
-            "training_stats": training_stats,
-            "quantization": "int8-dynamic",
-            "evaluation": fp32.manifest.evaluation.model_copy(
-                update={
-                    "pairwise_accuracy": pairwise_accuracy(int8_scores),
-                    "data": _describe(held_out, held_out_lines),
-                }
-            ),
-            "parity": parity,
-        }
-    )
-    manifest.write(version_dir)
-    return manifest
-
-
-def _describe(path: Path, lines: LineRange | None) -> str:
-    return f"{path.name} lines {lines}" if lines else path.name
-
-
-def _lines(text: str | None) -> LineRange | None:
-    return None if text is None else LineRange.parse(text)

@@ -38,11 +38,10 @@ def shared_split(versions: Sequence[ModelVersion]) -> tuple[Path, LineRange | No
     """The training data, lines, dev fraction and dev seed every member's manifest records, or a UsageError."""
     splits = {}
     for version in versions:
-        training = version.manifest.training or {}
-        if "data" not in training:
+        training = version.manifest.training
+        if training is None or training.dev_fraction is None or training.split_seed is None:
             raise UsageError(f"--members: {version.name} records no training data, so no dev split to choose on")
-        dev_seed = training.get("dev_seed", training["seed"])  # runs from before --dev-seed split by --seed
-        splits[version.name] = (training["data"], training.get("lines"), training["dev_fraction"], dev_seed)
+        splits[version.name] = (training.data, training.lines, training.dev_fraction, training.split_seed)
     if len(set(splits.values())) > 1:
         described = "; ".join(f"{name}: {split}" for name, split in splits.items())
         raise UsageError(f"--members do not share one dev split (data, lines, fraction, dev seed): {described}")

@@ -101,9 +101,9 @@ def normalization_of(raw: np.ndarray) -> Normalization:
 def add_training_stats(version_dir: Path) -> Manifest:
     """Score a version's own training responses and write `training_stats` into its manifest."""
     manifest = Manifest.read(version_dir)
-    if manifest.training is None or "data" not in manifest.training:
+    if manifest.training is None:
         raise ValueError(f"{version_dir}: the manifest records no training data to compute statistics from")
-    data, lines = Path(manifest.training["data"]), manifest.training.get("lines")
+    data, lines = Path(manifest.training.data), manifest.training.lines
     input_format = verify_version(version_dir).format
     comparisons = read_comparisons(data, None if lines is None else LineRange.parse(lines), input_format.transcript)
     scorer = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
