@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from rmserve.config import Settings
 
 settings = Settings.from_env()
 
-wsgi_app = "rmserve.app:create_app()"
+wsgi_app = "rmserve.gunicorn_conf:worker_app()"
 bind = [f"{settings.host}:{settings.port}"]
 worker_class = "gthread"
 workers = settings.workers
@@ -61,6 +62,45 @@ os.environ["RMSERVE_METRICS_DIR"] = str(metrics_dir)
 SAMPLE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 
+# A worker that cannot start writes why into this pipe (inherited through fork); the master prints it last.
+boot_failures, boot_failure_writer = os.pipe()
+os.set_blocking(boot_failures, False)
+WORKER_BOOT_ERROR = 3  # gunicorn's status for it: the master stops instead of forking the worker again
+PIPE_ATOMIC_BYTES = 4096  # writes up to PIPE_BUF never interleave with another worker's
+
+
+def worker_app() -> Any:
+    """`create_app()` in a worker; if it fails, the master's last line says why (`on_exit`).
+
+    A model or setting to fix ends the worker with that one sentence; anything else is a bug, whose
+    traceback gunicorn logs before the master repeats its cause.
+    """
+    from rmserve.app import create_app
+    from rmserve.core.repository import InvalidModel
+
+    try:
+        return create_app()
+    except (InvalidModel, ValueError, OSError) as error:
+        report_boot_failure(str(error))
+        sys.exit(WORKER_BOOT_ERROR)
+    except Exception as error:
+        report_boot_failure(f"{type(error).__name__}: {error} (a bug: its traceback is above)")
+        raise
+
+
+def report_boot_failure(reason: str) -> None:
+    line = " ".join(reason.split()) + "\n"
+    os.write(boot_failure_writer, line.encode()[:PIPE_ATOMIC_BYTES])
+
+
+def first_boot_failure() -> str | None:
+    try:
+        written = os.read(boot_failures, 1 << 16)
+    except BlockingIOError:  # no worker failed
+        return None
+    return written.decode(errors="replace").splitlines()[0]
+
+
 def remove_samples() -> None:
     for pattern in SAMPLE_FILES:
         for sample_file in metrics_dir.glob(pattern):
@@ -76,6 +116,9 @@ def on_exit(server: Any) -> None:
     remove_samples()
     if settings.metrics_dir is None:  # our own temporary directory, now empty
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    failure = first_boot_failure()
+    if failure is not None:  # after gunicorn's "Reason: Worker failed to boot.", the reason itself
+        print(f"rmserve serve: a worker could not start: {failure}", file=sys.stderr, flush=True)
 
 
 def post_fork(server: Any, worker: Any) -> None:
