@@ -65,7 +65,7 @@ def explain(error: Exception) -> str | None:
         extra = EXTRA_OF_PACKAGE.get(error.name.partition(".")[0])
         if extra is not None:
             return f"needs {error.name}, from the [{extra}] extra: {install_hint(extra)}"
-    unreadable = FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError
+    unreadable = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     if isinstance(error, unreadable) and error.filename is not None:
         return f"{error.filename}: {error.strerror}"
     return None

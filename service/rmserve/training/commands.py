@@ -49,7 +49,7 @@ def hf_checkpoint(text: str) -> Path:
     return path
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the train, export, import, quantize, eval and ensemble subcommands to the `rmserve` parser."""
     # Checkpoints are local directories: transformers must never ask a model hub, and a failed command's
     # stderr is its one line, not weight-loading progress bars. Both are read when transformers is first imported.
@@ -147,7 +147,7 @@ def _defaults(config: type) -> dict[str, Any]:
     return {field.name: field.default for field in dataclasses.fields(config)}
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
+def _add_train(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "train",
@@ -191,7 +191,7 @@ def _require_new_version(args: argparse.Namespace) -> None:
         raise UsageError(f"{version_dir} already exists: pick another --version (versions are never overwritten)")
 
 
-def _add_export(subparsers: argparse._SubParsersAction) -> None:
+def _add_export(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "export",
@@ -207,7 +207,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_export)
 
 
-def _add_import(subparsers: argparse._SubParsersAction) -> None:
+def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "import",
@@ -239,7 +239,7 @@ def _add_import(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_import)
 
 
-def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
+def _add_quantize(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "quantize",
@@ -280,7 +280,7 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+def _add_eval(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "eval",
@@ -317,7 +317,7 @@ def _train(args: argparse.Namespace) -> int:
         raise UsageError(f"-o {args.out} already exists: pass a new run directory (or remove that one)")
     if args.base is None and args.d_model % args.n_heads:
         raise UsageError(f"--d-model {args.d_model} must be a multiple of --heads {args.n_heads}")
-    chosen = {flag.config: {} for flag in TRAIN_FLAGS}
+    chosen: dict[type, dict[str, Any]] = {flag.config: {} for flag in TRAIN_FLAGS}
     for flag in TRAIN_FLAGS:
         chosen[flag.config][flag.field] = getattr(args, flag.field)
     # One --hash-buckets sizes both hashed bags (token and character n-grams).
