@@ -358,3 +358,34 @@ def test_review_against_a_server_without_the_buffer_says_how_to_turn_it_on(
 def test_review_of_a_server_that_is_not_there(capsys: pytest.CaptureFixture[str], url: str, message: str) -> None:
     port = free_port()
     assert message.format(port=port) in user_error(capsys, ["review", url.format(port=port)])
+
+
+@pytest.mark.usefixtures("no_exec")
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--port", "99999"], "RMSERVE_PORT must be at most 65535, got 99999"),
+        (["--log-level", "loud"], "RMSERVE_LOG_LEVEL must be one of debug, info, warning, error, critical, got 'loud'"),
+    ],
+)
+def test_serve_refuses_a_setting_gunicorn_would_fail_on(
+    capsys: pytest.CaptureFixture[str], tiny_repository: Path, flags: list[str], message: str
+) -> None:
+    assert message in user_error(capsys, ["serve", "--model-repository", str(tiny_repository), *flags])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--data", "{missing}"], "argument --data: no file at {missing}"),
+        (["--rounds", "0"], "argument --rounds: must be a whole number of at least 1, got '0'"),
+        (["--padding-ratios", "0.5"], "argument --padding-ratios: must be a number of at least 1, got '0.5'"),
+        (["--model", "../tiny"], "argument --model: '../tiny' is not a model name"),
+    ],
+)
+def test_bench_mistakes(
+    capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path, flags: list[str], message: str
+) -> None:
+    flags = [flag.format(missing=tmp_path / "missing.jsonl") for flag in flags]
+    argv = ["bench", "--model-repository", str(tiny_repository), "--no-http", *flags]
+    assert message.format(missing=tmp_path / "missing.jsonl") in user_error(capsys, argv)

@@ -36,6 +36,11 @@ def positive_float(text: str) -> float:
     return _number(text, float, "a number above 0", lambda value: value > 0)
 
 
+def at_least_one(text: str) -> float:
+    """`--padding-ratios 1.25`: a number of at least 1."""
+    return _number(text, float, "a number of at least 1", lambda value: value >= 1)
+
+
 MIN_SEQUENCE_TOKENS = 16
 
 
