@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.texts import synthetic_text
-from rmserve.arguments import at_least_one, input_file, model_name, positive_float, positive_int
+from rmserve.arguments import at_least_one, model_name, positive_float, positive_int
 from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
@@ -169,7 +169,7 @@ def policy_table(workload: Workload, measured: list[Measurement]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=Path("models"), help="model repository (models)")
     parser.add_argument("--model", type=model_name, help="model name (default: the first in the repository)")
-    parser.add_argument("--data", type=input_file, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
+    parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
     parser.add_argument("--items", type=positive_int, default=256, help="items per workload (default 256)")
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per policy (default 3)")
     parser.add_argument(
