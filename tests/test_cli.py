@@ -310,12 +310,16 @@ def test_serve_a_repository_without_models(
 
 
 def test_a_worker_that_cannot_start_ends_the_server_with_the_reason_last(tmp_path: Path) -> None:
-    """A model that fails verification: no traceback, a non-zero exit, and why as the master's last line."""
+    """A model that fails verification in every worker: no traceback, a non-zero exit, and why as the last line.
+
+    (gunicorn's master crashes with its own traceback when a second worker fails while it stops.)
+    """
     write_version(tmp_path / "repository" / "tiny" / "1")
     (tmp_path / "repository" / "tiny" / "1" / MODEL_FILE).write_bytes(b"not a graph")
     environ = os.environ | {
         "RMSERVE_MODEL_REPOSITORY": str(tmp_path / "repository"),
         "RMSERVE_MODELS": "tiny",
+        "RMSERVE_WORKERS": "3",
         "RMSERVE_HOST": "127.0.0.1",
         "RMSERVE_PORT": str(free_port()),
     }

@@ -62,40 +62,43 @@ os.environ["RMSERVE_METRICS_DIR"] = str(metrics_dir)
 SAMPLE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 
-# A worker that cannot start writes why into this pipe (inherited through fork); the master prints it last.
+# A worker that cannot start ends the server once, with its reason as the master's last line. The first such
+# worker takes the one byte of `halt_token` (workers inherit both pipes through fork), writes why into
+# `boot_failures` and exits with gunicorn's boot-error status, which stops the master; any other worker failing
+# meanwhile exits quietly, since gunicorn's master crashes on a second boot error while it stops.
+halt_token, halt_token_writer = os.pipe()
+os.write(halt_token_writer, b"1")
 boot_failures, boot_failure_writer = os.pipe()
-os.set_blocking(boot_failures, False)
+for reader in (halt_token, boot_failures):
+    os.set_blocking(reader, False)
 WORKER_BOOT_ERROR = 3  # gunicorn's status for it: the master stops instead of forking the worker again
-PIPE_ATOMIC_BYTES = 4096  # writes up to PIPE_BUF never interleave with another worker's
+REASON_BYTES = 4096  # well under the pipe's buffer, so the write never blocks
 
 
 def worker_app() -> Any:
-    """`create_app()` in a worker; if it fails, the master's last line says why (`on_exit`).
-
-    A model or setting to fix ends the worker with that one sentence; anything else is a bug, whose
-    traceback gunicorn logs before the master repeats its cause.
-    """
+    """`create_app()` in a worker; if it fails, the worker ends the server with the reason (`on_exit` prints it)."""
     from rmserve.app import create_app
     from rmserve.core.repository import InvalidModel
 
     try:
         return create_app()
-    except (InvalidModel, ValueError, OSError) as error:
-        report_boot_failure(str(error))
-        sys.exit(WORKER_BOOT_ERROR)
+    except (InvalidModel, ValueError, OSError) as error:  # a model or setting to fix: its sentence says what
+        reason = str(error)
     except Exception as error:
-        report_boot_failure(f"{type(error).__name__}: {error} (a bug: its traceback is above)")
-        raise
-
-
-def report_boot_failure(reason: str) -> None:
+        logging.getLogger("rmserve").exception("a worker could not start")  # a bug: its traceback
+        reason = f"{type(error).__name__}: {error} (a bug: its traceback is above)"
+    try:
+        os.read(halt_token, 1)
+    except BlockingIOError:  # another worker's failure is already stopping the server
+        sys.exit(0)
     line = " ".join(reason.split()) + "\n"
-    os.write(boot_failure_writer, line.encode()[:PIPE_ATOMIC_BYTES])
+    os.write(boot_failure_writer, line.encode()[:REASON_BYTES])
+    sys.exit(WORKER_BOOT_ERROR)
 
 
 def first_boot_failure() -> str | None:
     try:
-        written = os.read(boot_failures, 1 << 16)
+        written = os.read(boot_failures, REASON_BYTES)
     except BlockingIOError:  # no worker failed
         return None
     return written.decode(errors="replace").splitlines()[0]
