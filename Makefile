@@ -26,12 +26,13 @@ serve: $(VENV)/.installed-serve
 test: lint
 	$(BIN)/pytest -q -m "not slow"
 
-# ruff (lint + format), mypy (strict, service/ with training), import-linter's layer contracts: every
-# tool reads the checkout as it is (pyproject.toml configures each).
+# ruff (lint + format), mypy (strict, service/ with training), basedpyright (service, tests, bench: what editors
+# see), import-linter's layer contracts: every tool reads the checkout as it is (pyproject.toml configures each).
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/basedpyright
 	$(BIN)/lint-imports
 
 # Load, container and real-Prometheus tests; .ci/run runs them after `make test`.

@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.texts import synthetic_text
+from rmserve.arguments import at_least_one, model_name, positive_float, positive_int
 from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
 from rmserve.core.tokenizer import pad_batch
@@ -167,10 +168,10 @@ def policy_table(workload: Workload, measured: list[Measurement]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=Path("models"), help="model repository (models)")
-    parser.add_argument("--model", help="model name (default: the first in the repository)")
+    parser.add_argument("--model", type=model_name, help="model name (default: the first in the repository)")
     parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
-    parser.add_argument("--items", type=int, default=256, help="items per workload (default 256)")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per policy (default 3)")
+    parser.add_argument("--items", type=positive_int, default=256, help="items per workload (default 256)")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per policy (default 3)")
     parser.add_argument(
         "--http",
         action=argparse.BooleanOptionalAction,
@@ -185,9 +186,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "LitServe, PyTriton)",
     )
     parser.add_argument(
-        "--concurrency", type=int, nargs="+", default=[1, 8, 32, 128], help="concurrent clients (default 1 8 32 128)"
+        "--concurrency",
+        type=positive_int,
+        nargs="+",
+        default=[1, 8, 32, 128],
+        help="concurrent clients (default 1 8 32 128)",
     )
-    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per HTTP point (default 5)")
+    parser.add_argument(
+        "--seconds", type=positive_float, default=5.0, help="measured seconds per HTTP point (default 5)"
+    )
     parser.add_argument(
         "--results",
         type=Path,
@@ -196,7 +203,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--padding-ratios",
-        type=float,
+        type=at_least_one,
         nargs="+",
         default=[1.1, 1.25, 1.5, 2.0],
         help="max_padding_ratio values to compare (default 1.1 1.25 1.5 2.0)",

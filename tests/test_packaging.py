@@ -81,13 +81,14 @@ def test_importing_the_client_pulls_in_nothing_heavy() -> None:
     assert not loaded & set(HEAVY_FOR_A_CLIENT)
 
 
-def test_train_flags_default_to_the_config_dataclasses() -> None:
+def test_train_flags_default_to_the_config_dataclasses(tmp_path: Path) -> None:
     import argparse
 
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train", "data.jsonl", "-o", "run"])
-    train_config, model_config = TrainConfig(data=Path("data.jsonl"), out=Path("run")), ModelConfig()
+    (tmp_path / "data.jsonl").touch()  # the data file must exist
+    args = parser.parse_args(["train", str(tmp_path / "data.jsonl"), "-o", "run"])
+    train_config, model_config = TrainConfig(data=tmp_path / "data.jsonl", out=Path("run")), ModelConfig()
     for flag, value in {
         "seed": train_config.seed,
         "epochs": train_config.epochs,

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
+from rmserve.arguments import input_file, model_name, positive_int, server_url
 from rmserve.config import Settings
 from rmserve.training.commands import register as register_training
-from rmserve.usage import CommandParser, UsageError, add_debug_flag, require_model, run
+from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
 
 # The gunicorn config ships inside the package, so `rmserve serve` runs from any directory.
 GUNICORN_CONFIG = "python:rmserve.gunicorn_conf"
@@ -49,6 +50,8 @@ SETTINGS_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
 }
 SCORE_SETTINGS = ("model_repository", "max_batch_tokens")
+REVIEW_RETRIES = 1
+REVIEW_TIMEOUT_S = 10.0
 
 
 def add_settings_flags(parser: argparse.ArgumentParser, names: Sequence[str] = tuple(SETTINGS_FLAGS)) -> None:
@@ -77,7 +80,13 @@ def serve(args: argparse.Namespace) -> int:
         if not args.gunicorn_config.is_file():
             raise UsageError(f"--gunicorn-config: no file at {args.gunicorn_config.resolve()}")
         config = str(args.gunicorn_config)
+    # Checked here, so a model name that is not there is one line, not a worker's traceback in gunicorn's log.
     require_model(settings.model_repository, None, "--model-repository")
+    named = [(name, "--models/RMSERVE_MODELS") for name in settings.models]
+    if settings.default_model is not None:
+        named.append((settings.default_model, "--default-model/RMSERVE_DEFAULT_MODEL"))
+    for name, named_by in named:
+        require_model(settings.model_repository, name, "--model-repository", named_by)
     os.environ.update(settings.as_environ())
     argv = [sys.executable, "-m", "gunicorn", "--config", str(config)]
     os.execv(sys.executable, argv)
@@ -85,10 +94,12 @@ def serve(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
-    from rmserve.offline import score_file
+    from rmserve.offline import read_items, score_file
 
     settings = settings_from(args)
     require_model(settings.model_repository, args.model, "--model-repository")
+    for _ in read_items(args.input):  # a bad line stops here, before any model loads or any output is written
+        pass
     if args.model:  # load only the model asked for
         settings = settings.replace(models=(args.model,))
     return score_file(settings, args.input, args.output, args.model, args.chunk_size)
@@ -98,10 +109,18 @@ def review(args: argparse.Namespace) -> int:
     """Write the server's review buffer as ranking records, one JSON object per line."""
     import json
 
-    from rmserve.client import RewardClient
+    from rmserve.client import RewardClient, RewardServerError
 
-    with RewardClient(args.url, api_key=args.api_key) as client:
-        records = client.review(args.model)
+    try:
+        # A person at a terminal: two quick tries, not a trainer's patient budget.
+        with RewardClient(args.url, api_key=args.api_key, timeout=REVIEW_TIMEOUT_S, retries=REVIEW_RETRIES) as client:
+            records = client.review(args.model)
+    except RewardServerError as error:
+        if error.status is None:  # nothing answered (refused, unknown host, timed out): --debug has the details
+            raise UsageError(
+                f"no answer from {args.url} in {error.attempts} tries: is the server running there?"
+            ) from None
+        raise UsageError(str(error)) from None
     text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     if args.output is None:
         sys.stdout.write(text)
@@ -146,10 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     score_parser = commands.add_parser(
         "score", help="score a JSONL file offline through the same tokenizer, batcher and model as the server"
     )
-    score_parser.add_argument("input", type=Path, help='JSONL: {"prompt","response"} or {"messages"} per line')
+    score_parser.add_argument("input", type=input_file, help='JSONL: {"prompt","response"} or {"messages"} per line')
     score_parser.add_argument("-o", "--output", type=Path, help="output JSONL (default: stdout)")
-    score_parser.add_argument("--model", help="model name (default: the default model)")
-    score_parser.add_argument("--chunk-size", type=int, default=256, help="lines queued at a time (default 256)")
+    score_parser.add_argument("--model", type=model_name, help="model name (default: the default model)")
+    score_parser.add_argument(
+        "--chunk-size", type=positive_int, default=256, help="lines queued at a time (default 256)"
+    )
     add_settings_flags(score_parser, SCORE_SETTINGS)
     score_parser.set_defaults(handler=score)
 
@@ -160,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         '{"prompt", "responses" (in the model\'s order, best first), "model_scores", "flags"}. '
         "Put each record's responses in the order people prefer (best first), then `rmserve train` reads the file.",
     )
-    review_parser.add_argument("url", help="the server, e.g. http://rm:8000")
-    review_parser.add_argument("--model", help="model name (default: the server's default model)")
+    review_parser.add_argument("url", type=server_url, help="the server, e.g. http://rm:8000")
+    review_parser.add_argument("--model", type=model_name, help="model name (default: the server's default model)")
     review_parser.add_argument("-o", "--output", type=Path, help="output JSONL (default: stdout)")
     review_parser.add_argument("--api-key", help="API key, when the server asks for one")
     review_parser.set_defaults(handler=review)
@@ -183,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(build_parser().parse_args(argv))
+    return run(parse_command_line(build_parser(), argv))
 
 
 if __name__ == "__main__":

@@ -182,7 +182,19 @@ class RewardClient:
 
     def review(self, model: str | None = None) -> list[dict[str, Any]]:
         """The review buffer's ranking records (`GET /v1/models/<name>/review`; the server must enable it)."""
-        return list(self._call("GET", f"/v1/models/{self._model_name(model)}/review", None)["records"])
+        try:
+            return list(self._call("GET", f"/v1/models/{self._model_name(model)}/review", None)["records"])
+        except RewardServerError as error:
+            if error.code != "not_enabled":
+                raise
+            raise RewardServerError(
+                f"{self.url} keeps no review buffer: start the server with RMSERVE_REVIEW_PROMPTS set to the prompts "
+                "to keep per model and worker, e.g. RMSERVE_REVIEW_PROMPTS=256 (off by default: it retains texts)",
+                status=error.status,
+                code=error.code,
+                request_id=error.request_id,
+                attempts=error.attempts,
+            ) from None
 
     def _model_name(self, model: str | None) -> str:
         """`model`, else the client's model, else the server's default, quoted for a URL path."""

@@ -16,6 +16,8 @@ PREFIX = "RMSERVE_"
 PROBE_THREADS = 2
 DEFAULT_REPOSITORY = Path("models")  # relative to the working directory
 ACCESS_LOG_CHOICES = ("all", "errors", "off")
+LOG_LEVEL_CHOICES = ("debug", "info", "warning", "error", "critical")
+MAX_PORT = 65535
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,10 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
+        if self.port > MAX_PORT:
+            raise ValueError(f"{PREFIX}PORT must be at most {MAX_PORT}, got {self.port}")
+        if self.log_level.lower() not in LOG_LEVEL_CHOICES:
+            raise ValueError(f"{PREFIX}LOG_LEVEL must be one of {', '.join(LOG_LEVEL_CHOICES)}, got {self.log_level!r}")
         if self.access_log not in ACCESS_LOG_CHOICES:
             raise ValueError(
                 f"{PREFIX}ACCESS_LOG must be one of {', '.join(ACCESS_LOG_CHOICES)}, got {self.access_log!r}"

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -24,7 +25,7 @@ from rmserve.config import Settings
 
 settings = Settings.from_env()
 
-wsgi_app = "rmserve.app:create_app()"
+wsgi_app = "rmserve.gunicorn_conf:worker_app()"
 bind = [f"{settings.host}:{settings.port}"]
 worker_class = "gthread"
 workers = settings.workers
@@ -61,6 +62,48 @@ os.environ["RMSERVE_METRICS_DIR"] = str(metrics_dir)
 SAMPLE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 
+# A worker that cannot start ends the server once, with its reason as the master's last line. The first such
+# worker takes the one byte of `halt_token` (workers inherit both pipes through fork), writes why into
+# `boot_failures` and exits with gunicorn's boot-error status, which stops the master; any other worker failing
+# meanwhile exits quietly, since gunicorn's master crashes on a second boot error while it stops.
+halt_token, halt_token_writer = os.pipe()
+os.write(halt_token_writer, b"1")
+boot_failures, boot_failure_writer = os.pipe()
+for reader in (halt_token, boot_failures):
+    os.set_blocking(reader, False)
+WORKER_BOOT_ERROR = 3  # gunicorn's status for it: the master stops instead of forking the worker again
+REASON_BYTES = 4096  # well under the pipe's buffer, so the write never blocks
+
+
+def worker_app() -> Any:
+    """`create_app()` in a worker; if it fails, the worker ends the server with the reason (`on_exit` prints it)."""
+    from rmserve.app import create_app
+    from rmserve.core.repository import InvalidModel
+
+    try:
+        return create_app()
+    except (InvalidModel, ValueError, OSError) as error:  # a model or setting to fix: its sentence says what
+        reason = str(error)
+    except Exception as error:
+        logging.getLogger("rmserve").exception("a worker could not start")  # a bug: its traceback
+        reason = f"{type(error).__name__}: {error} (a bug: its traceback is above)"
+    try:
+        os.read(halt_token, 1)
+    except BlockingIOError:  # another worker's failure is already stopping the server
+        sys.exit(0)
+    line = " ".join(reason.split()) + "\n"
+    os.write(boot_failure_writer, line.encode()[:REASON_BYTES])
+    sys.exit(WORKER_BOOT_ERROR)
+
+
+def first_boot_failure() -> str | None:
+    try:
+        written = os.read(boot_failures, REASON_BYTES)
+    except BlockingIOError:  # no worker failed
+        return None
+    return written.decode(errors="replace").splitlines()[0]
+
+
 def remove_samples() -> None:
     for pattern in SAMPLE_FILES:
         for sample_file in metrics_dir.glob(pattern):
@@ -76,6 +119,9 @@ def on_exit(server: Any) -> None:
     remove_samples()
     if settings.metrics_dir is None:  # our own temporary directory, now empty
         shutil.rmtree(metrics_dir, ignore_errors=True)
+    failure = first_boot_failure()
+    if failure is not None:  # after gunicorn's "Reason: Worker failed to boot.", the reason itself
+        print(f"rmserve serve: a worker could not start: {failure}", file=sys.stderr, flush=True)
 
 
 def post_fork(server: Any, worker: Any) -> None:

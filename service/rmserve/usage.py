@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -37,16 +38,21 @@ def install_hint(extra: str) -> str:
     return f"pip install -e '.[{extra}]' in a checkout, or pip install 'rmserve[{extra}]'"
 
 
-def require_model(repository: Path, name: str | None, flag: str) -> None:
-    """Raise a UsageError unless `repository` exists (and holds the model `name`, when one is asked for)."""
+def require_model(repository: Path, name: str | None, flag: str, named_by: str = "") -> None:
+    """Raise a UsageError unless `repository` holds models, and the model `name` when one is asked for.
+
+    `named_by` says where the name came from (`RMSERVE_MODELS`), for the message.
+    """
     if not repository.is_dir():
         raise UsageError(
             f"no model repository at {repository.resolve()}: pass {flag} DIR (or set RMSERVE_MODEL_REPOSITORY)"
         )
-    if name is not None and not (repository / name).is_dir():
-        raise UsageError(
-            f"no model {name!r} in {repository} (it holds: {', '.join(model_names(repository)) or 'none'})"
-        )
+    held = model_names(repository)
+    if not held:
+        raise UsageError(f"the model repository {repository} holds no models: export, import or quantize one into it")
+    if name is not None and name not in held:
+        where = f"{named_by}: " if named_by else ""
+        raise UsageError(f"{where}no model {name!r} in {repository} (it holds: {', '.join(held)})")
 
 
 def explain(error: Exception) -> str | None:
@@ -59,7 +65,7 @@ def explain(error: Exception) -> str | None:
         extra = EXTRA_OF_PACKAGE.get(error.name.partition(".")[0])
         if extra is not None:
             return f"needs {error.name}, from the [{extra}] extra: {install_hint(extra)}"
-    unreadable = FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError
+    unreadable = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
     if isinstance(error, unreadable) and error.filename is not None:
         return f"{error.filename}: {error.strerror}"
     return None
@@ -70,6 +76,18 @@ class CommandParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(USAGE_ERROR_STATUS, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def parse_command_line(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """`parser.parse_args(argv)`, except that a flag the subcommand does not know points at the subcommand's help.
+
+    (argparse leaves unknown flags to the top-level parser, whose message would name `rmserve --help`.)
+    """
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        (commands,) = [action for action in parser._actions if isinstance(action, argparse._SubParsersAction)]
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

@@ -154,14 +154,17 @@ def load_model(repository: Path, name: str, intra_op_threads: int, pinned: int |
     candidates = version_dirs(repository, name)
     if pinned is not None:
         candidates = [path for path in candidates if int(path.name) == pinned]
+    refusals = []
     for directory in candidates:
         try:
             model = load_version(directory, intra_op_threads)
         except InvalidModel as error:
             log.error("refusing model version: %s", error)
             metrics.REPOSITORY_REFUSED.labels(f"{name}/{directory.name}", "invalid_version").set(1)
+            refusals.append(str(error))
             continue
         log.info("loaded model %s version %s (sha256 %s)", name, model.manifest.version, model.manifest.sha256[:12])
         return model
-    wanted = f"version {pinned}" if pinned is not None else "any version"
-    raise InvalidModel(f"{repository / name}: no valid {wanted}")
+    wanted = f"version {pinned}" if pinned is not None else "version"
+    why = f" ({'; '.join(refusals)})" if refusals else ""
+    raise InvalidModel(f"{repository / name}: no valid {wanted}{why}")

@@ -8,19 +8,29 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmserve.arguments import (
+    fraction,
+    input_file,
+    model_name,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    sequence_length,
+)
 from rmserve.config import DEFAULT_REPOSITORY
 from rmserve.core.manifest import Parity
 from rmserve.training import ensemble_build
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange
 from rmserve.training.options import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
-from rmserve.usage import CommandParser, UsageError, add_debug_flag, require_model, run
+from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
 
 DATA_FORMATS = (
     "JSONL, plain or .gz, one object per line: HH-RLHF {chosen, rejected} transcripts; "
@@ -29,16 +39,23 @@ DATA_FORMATS = (
 )
 
 
-def fraction(text: str) -> float:
-    """`--dev-fraction 0.1`: strictly between 0 and 1, or argparse's one-line usage error."""
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {text}")
-    return value
+def hf_checkpoint(text: str) -> Path:
+    """A local `save_pretrained()` directory; checked here, so a path that is not one is never looked up on a hub."""
+    path = Path(text)
+    if not (path / "config.json").is_file():
+        raise argparse.ArgumentTypeError(
+            f"no Hugging Face checkpoint at {path} (no config.json); nothing is downloaded: "
+            "pass a local save_pretrained() directory"
+        )
+    return path
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the train, export, import, quantize, eval and ensemble subcommands to the `rmserve` parser."""
+    # Checkpoints are local directories: transformers must never ask a model hub, and a failed command's
+    # stderr is its one line, not weight-loading progress bars. Both are read when transformers is first imported.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     _add_train(subparsers)
     _add_export(subparsers)
     _add_import(subparsers)
@@ -55,12 +72,12 @@ class TrainFlag:
     config: type
     field: str
     help: str
-    parse: Callable[[str], Any] | None = None  # default: the type of the field's default
+    parse: Callable[[str], Any] = positive_int  # counts and sizes; seeds, optional counts and rates say otherwise
     choices: tuple[str, ...] | None = None
 
 
 TRAIN_FLAGS = (
-    TrainFlag("--seed", TrainConfig, "seed", "seed for the dev split, initialisation and batches"),
+    TrainFlag("--seed", TrainConfig, "seed", "seed for the dev split, initialisation and batches", parse=int),
     TrainFlag(
         "--dev-seed",
         TrainConfig,
@@ -74,15 +91,24 @@ TRAIN_FLAGS = (
     TrainFlag("--epochs", TrainConfig, "epochs", "maximum epochs of ranking-loss training"),
     TrainFlag("--patience", TrainConfig, "patience", "stop after this many epochs without dev improvement"),
     TrainFlag("--batch-size", TrainConfig, "batch_size", "comparisons per optimizer step"),
-    TrainFlag("--learning-rate", TrainConfig, "learning_rate", "AdamW peak learning rate (try 5e-5 with --base)"),
+    TrainFlag(
+        "--learning-rate",
+        TrainConfig,
+        "learning_rate",
+        "AdamW peak learning rate (try 5e-5 with --base)",
+        parse=positive_float,
+    ),
     TrainFlag(
         "--loss",
         TrainConfig,
         "loss",
         "loss for rankings of more than two responses; pairs use Bradley-Terry",
+        parse=str,
         choices=("plackett-luce", "all-pairs"),
     ),
-    TrainFlag("--max-length", ModelConfig, "max_length", "tokens per (prompt, response) sequence"),
+    TrainFlag(
+        "--max-length", ModelConfig, "max_length", "tokens per (prompt, response) sequence", parse=sequence_length
+    ),
     TrainFlag("--vocab-size", ModelConfig, "vocab_size", "BPE vocabulary size (from scratch)"),
     TrainFlag("--d-model", ModelConfig, "d_model", "transformer width (from scratch)"),
     TrainFlag("--layers", ModelConfig, "n_layers", "transformer layers (from scratch)"),
@@ -98,6 +124,7 @@ TRAIN_FLAGS = (
         ModelConfig,
         "ngram_orders",
         "bag of hashed response n-grams up to this order; 0 turns it off (from scratch)",
+        parse=non_negative_int,
     ),
     TrainFlag(
         "--hash-buckets",
@@ -110,6 +137,7 @@ TRAIN_FLAGS = (
         TrainConfig,
         "pretrain_epochs",
         "masked-LM epochs on the training transcripts before ranking training (from scratch)",
+        parse=non_negative_int,
     ),
     TrainFlag("--threads", TrainConfig, "threads", "torch CPU threads"),
 )
@@ -120,7 +148,7 @@ def _defaults(config: type) -> dict[str, Any]:
     return {field.name: field.default for field in dataclasses.fields(config)}
 
 
-def _add_train(subparsers: argparse._SubParsersAction) -> None:
+def _add_train(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "train",
@@ -129,17 +157,17 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         "From scratch: a byte-level BPE tokenizer on the training text, a small transformer and an in-graph "
         "bag of hashed n-grams. With --base: fine-tune a local Hugging Face checkpoint.",
     )
-    parser.add_argument("data", type=Path, help=DATA_FORMATS)
+    parser.add_argument("data", type=input_file, help=DATA_FORMATS)
     parser.add_argument("-o", "--out", type=Path, required=True, help="run directory to write")
     parser.add_argument("--lines", type=line_range, help="use only these 1-based lines, e.g. 1-1800")
-    parser.add_argument("--base", type=Path, help="local Hugging Face checkpoint directory to fine-tune")
+    parser.add_argument("--base", type=hf_checkpoint, help="local Hugging Face checkpoint directory to fine-tune")
     for flag in TRAIN_FLAGS:
         default = _defaults(flag.config)[flag.field]
         parser.add_argument(
             flag.name,
             dest=flag.field,
             metavar=None if flag.choices else flag.name.removeprefix("--").replace("-", "_").upper(),
-            type=flag.parse or type(default),
+            type=flag.parse,
             choices=flag.choices,
             default=default,
             help=flag.help,
@@ -151,11 +179,20 @@ def _add_version_written(parser: argparse.ArgumentParser, example: str) -> None:
     """Where a command writes its repository version: <repository>/<name>/<version>/."""
     defaults = _defaults(ExportConfig)
     parser.add_argument("--repository", type=Path, default=defaults["repository"], help="model repository")
-    parser.add_argument("--name", required=True, help=f"model name in the repository, e.g. {example}")
-    parser.add_argument("--version", type=int, default=defaults["version"], help="version number (directory name)")
+    parser.add_argument("--name", type=model_name, required=True, help=f"model name in the repository, e.g. {example}")
+    parser.add_argument(
+        "--version", type=positive_int, default=defaults["version"], help="version number (directory name)"
+    )
 
 
-def _add_export(subparsers: argparse._SubParsersAction) -> None:
+def _require_new_version(args: argparse.Namespace) -> None:
+    """A version is written once: never over one that exists (a server may be serving it, pinned by its sha256)."""
+    version_dir = args.repository / args.name / str(args.version)
+    if version_dir.exists():
+        raise UsageError(f"{version_dir} already exists: pick another --version (versions are never overwritten)")
+
+
+def _add_export(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "export",
@@ -171,7 +208,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_export)
 
 
-def _add_import(subparsers: argparse._SubParsersAction) -> None:
+def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "import",
@@ -182,18 +219,20 @@ def _add_import(subparsers: argparse._SubParsersAction) -> None:
         "forward pass, optional int8, sha256 of every file.",
     )
     defaults = _defaults(ImportConfig)
-    parser.add_argument("checkpoint", type=Path, metavar="HF_DIR", help="save_pretrained() directory of the model")
+    parser.add_argument(
+        "checkpoint", type=hf_checkpoint, metavar="HF_DIR", help="save_pretrained() directory of the model"
+    )
     _add_version_written(parser, "my-rm")
     parser.add_argument(
         "--calibration",
-        type=Path,
+        type=input_file,
         help="preference file (" + DATA_FORMATS + "): normalization, parity and int8 agreement on its responses "
         "(without it: parity on built-in probes, no normalization)",
     )
     parser.add_argument("--calibration-lines", type=line_range, help="use only these lines of --calibration")
     parser.add_argument(
         "--max-length",
-        type=int,
+        type=sequence_length,
         default=defaults["max_length"],
         help="tokens per item (capped by the model's positions and its tokenizer's limit)",
     )
@@ -201,7 +240,7 @@ def _add_import(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=_import)
 
 
-def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
+def _add_quantize(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "quantize",
@@ -218,6 +257,7 @@ def _add_quantize(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _quantize(args: argparse.Namespace) -> int:
+    _require_new_version(args)
     from rmserve.training.export import quantize_version
 
     manifest = quantize_version(
@@ -241,7 +281,7 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_eval(subparsers: argparse._SubParsersAction) -> None:
+def _add_eval(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser = subcommand(
         subparsers,
         "eval",
@@ -251,17 +291,17 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
         "trained on the model's own training split (or --baseline-data).",
     )
     parser.add_argument("model", help="model name in the repository, or a version directory")
-    parser.add_argument("file", type=Path, help=DATA_FORMATS)
+    parser.add_argument("file", type=input_file, help=DATA_FORMATS)
     parser.add_argument("--lines", type=line_range, help="use only these lines, e.g. 1801-2312")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
-    parser.add_argument("--version", type=int, help="version to evaluate (default: highest)")
+    parser.add_argument("--version", type=positive_int, help="version to evaluate (default: highest)")
     parser.add_argument(
         "--baseline-data",
-        type=Path,
+        type=input_file,
         help="training data for the bag-of-words baseline (default: the model's training data)",
     )
     parser.add_argument("--baseline-lines", type=line_range, help="lines of --baseline-data to train on")
-    parser.add_argument("--threads", type=int, default=EVAL_THREADS, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--threads", type=positive_int, default=EVAL_THREADS, help="ONNX Runtime intra-op threads")
     parser.add_argument(
         "--report",
         type=Path,
@@ -274,13 +314,11 @@ def _add_eval(subparsers: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from rmserve.training.train import train
 
-    if args.base is not None and not (args.base / "config.json").is_file():
-        raise UsageError(
-            f"--base {args.base}: no Hugging Face checkpoint there (no config.json); nothing is downloaded, "
-            "pass a local checkpoint directory"
-        )
-
-    chosen = {flag.config: {} for flag in TRAIN_FLAGS}
+    if args.out.exists() and (not args.out.is_dir() or any(args.out.iterdir())):
+        raise UsageError(f"-o {args.out} already exists: pass a new run directory (or remove that one)")
+    if args.base is None and args.d_model % args.n_heads:
+        raise UsageError(f"--d-model {args.d_model} must be a multiple of --heads {args.n_heads}")
+    chosen: dict[type, dict[str, Any]] = {flag.config: {} for flag in TRAIN_FLAGS}
     for flag in TRAIN_FLAGS:
         chosen[flag.config][flag.field] = getattr(args, flag.field)
     # One --hash-buckets sizes both hashed bags (token and character n-grams).
@@ -315,6 +353,7 @@ def _export(args: argparse.Namespace) -> int:
         raise UsageError(
             f"{args.run} is not a training run (no {TRAINING_FILE}): pass the -o directory of `rmserve train`"
         )
+    _require_new_version(args)
 
     manifest = export(
         ExportConfig(
@@ -346,20 +385,23 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
-    from rmserve.training.importer import import_checkpoint
+    _require_new_version(args)  # before torch and transformers load
+    from rmserve.training.importer import CheckpointError, import_checkpoint
 
-    manifest = import_checkpoint(
-        ImportConfig(
-            checkpoint=args.checkpoint,
-            name=args.name,
-            repository=args.repository,
-            version=args.version,
-            calibration=args.calibration,
-            calibration_lines=args.calibration_lines,
-            max_length=args.max_length,
-            int8=args.int8,
-        )
+    config = ImportConfig(
+        checkpoint=args.checkpoint,
+        name=args.name,
+        repository=args.repository,
+        version=args.version,
+        calibration=args.calibration,
+        calibration_lines=args.calibration_lines,
+        max_length=args.max_length,
+        int8=args.int8,
     )
+    try:
+        manifest = import_checkpoint(config)
+    except CheckpointError as error:  # what to change in the checkpoint: the user's to fix
+        raise UsageError(str(error)) from None
     parity, source = manifest.parity or Parity(), manifest.source
     assert source is not None  # an import records its source
     rows = [
@@ -389,6 +431,8 @@ def _eval(args: argparse.Namespace) -> int:
     from rmserve.training.data import read_comparisons
     from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, score_comparisons
 
+    if args.report is not None and args.report.exists() and not args.report.is_dir():
+        raise UsageError(f"--report {args.report} is a file; pass a directory for report.png and report.json")
     model_path = Path(args.model)
     if model_path.is_dir():
         version = load_version(model_path, args.threads)
@@ -449,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     register(commands)
     for command in commands.choices.values():
         add_debug_flag(command)
-    return run(parser.parse_args(argv))
+    return run(parse_command_line(parser, argv))
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
+from rmserve.arguments import input_file
 from rmserve.training.data import LineRange
 
 
@@ -33,7 +33,7 @@ def subcommand(
 
 
 def add_held_out(parser: argparse.ArgumentParser, purpose: str, required: bool = True) -> None:
-    parser.add_argument("--held-out", type=Path, required=required, help=f"preference file for {purpose}")
+    parser.add_argument("--held-out", type=input_file, required=required, help=f"preference file for {purpose}")
     parser.add_argument("--held-out-lines", type=line_range, help="use only these lines, e.g. 1801-2312")
 
 

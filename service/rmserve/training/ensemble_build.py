@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 from pydantic import ValidationError
 
+from rmserve.arguments import model_name
 from rmserve.config import DEFAULT_REPOSITORY
 from rmserve.core.ensemble_spec import ENSEMBLE_FILE, REWARDS, EnsembleSpec, Reward, combine
 from rmserve.core.manifest import Quantiles
@@ -42,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the pairwise accuracy of every member and of mean, conservative (mean - k*std) and min. Each member "
         "scores with its served graph, in its own input format.",
     )
-    parser.add_argument("name", help="the ensemble's name in the repository, e.g. hh-ensemble")
+    parser.add_argument("name", type=model_name, help="the ensemble's name in the repository, e.g. hh-ensemble")
     parser.add_argument("--members", nargs="+", required=True, metavar="MODEL", help="two or more repository models")
     parser.add_argument("--k", type=float, default=DEFAULTS["k"].default, help="conservative = mean - k * std")
     parser.add_argument(
