@@ -57,10 +57,10 @@ def section(repository: Path, name: str) -> str:
     parts = [f"## {name}\n", demoted(card.read_text(encoding="utf-8")) if card.is_file() else ""]
     spec = ensemble_spec(repository, name)
     if spec is not None:
-        parts += [f"From `models/{name}/{ENSEMBLE_FILE}`:\n", table(("recorded", ""), ensemble_rows(spec))]
+        parts += [f"### Recorded in `models/{name}/{ENSEMBLE_FILE}`\n", table(("recorded", ""), ensemble_rows(spec))]
     for version in version_dirs(repository, name):
         parts += [
-            f"From `models/{name}/{version.name}/{MANIFEST_FILE}`:\n",
+            f"### Recorded in `models/{name}/{version.name}/{MANIFEST_FILE}`\n",
             table(("recorded", ""), manifest_rows(Manifest.read(version), version)),
         ]
     return "\n".join(parts)
