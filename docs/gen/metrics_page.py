@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.metrics_core import Metric
 
 from docs.gen.tables import code, table
 from rmserve import metrics
@@ -39,10 +40,15 @@ def declared() -> list[MetricWrapperBase]:
     return [value for value in vars(metrics).values() if isinstance(value, MetricWrapperBase)]
 
 
+def family(metric: MetricWrapperBase) -> Metric:
+    """The metric's name, type and help, as a scrape describes it."""
+    (described,) = metric.describe()
+    return described
+
+
 def scraped_name(metric: MetricWrapperBase) -> str:
     """The name a scrape shows: a counter's ends in `_total` (a histogram's series add `_bucket`, `_sum`, `_count`)."""
-    (family,) = metric.describe()
-    return code(f"{family.name}_total" if isinstance(metric, Counter) else family.name)
+    return code(f"{family(metric).name}_total" if isinstance(metric, Counter) else family(metric).name)
 
 
 def combined(metric: MetricWrapperBase) -> str:
@@ -52,18 +58,18 @@ def combined(metric: MetricWrapperBase) -> str:
 
 
 def help_text(metric: MetricWrapperBase) -> str:
-    (family,) = metric.describe()
+    documentation = family(metric).documentation
     if isinstance(metric, Histogram):
         bounds = ", ".join(f"{bound:g}" for bound in metric._upper_bounds[:-1])  # the last is +Inf
-        return f"{family.documentation} Buckets: {bounds}."
-    return family.documentation
+        return f"{documentation} Buckets: {bounds}."
+    return documentation
 
 
 def render() -> str:
     rows = [
         (
             scraped_name(metric),
-            metric.describe()[0].type,
+            family(metric).type,
             ", ".join(code(label) for label in metric._labelnames) or "none",
             combined(metric),
             help_text(metric),

@@ -132,6 +132,13 @@ def test_the_reliability_page_has_a_row_per_recorded_scenario() -> None:
         ]
 
 
+def test_every_reliability_row_names_a_test_of_the_suite() -> None:
+    for scenario, row in json.loads((ROOT / "docs" / "reliability.json").read_text(encoding="utf-8")).items():
+        path, _, test = row["test"].partition("::")
+        assert (ROOT / path).is_file(), f"{scenario}: no {path}"
+        assert f"def {test.split('[')[0]}(" in (ROOT / path).read_text(encoding="utf-8"), scenario
+
+
 def test_the_models_page_shows_each_committed_models_card_and_manifest_numbers() -> None:
     page = models_page.render(DEFAULT_REPOSITORY)
     names = model_names(DEFAULT_REPOSITORY)
