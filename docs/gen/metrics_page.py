@@ -15,7 +15,8 @@ INTRO = """# Metrics
 only when `RMSERVE_PROTECT_METRICS` is set). Under several gunicorn workers each worker writes its
 own values and `/metrics` combines them: counters and histograms add up, each gauge as its
 column "across workers" says. A histogram comes as the series `NAME_bucket` (one per bucket),
-`NAME_sum` and `NAME_count`. A model's series exist at zero from the moment it loads.
+`NAME_sum` and `NAME_count`; counters and histograms also show `NAME_created`, the time a series
+started (prometheus_client's own). A model's series exist at zero from the moment it loads.
 
 This table is generated from `rmserve/metrics.py`, where every metric is declared once.
 
