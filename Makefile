@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # `make serve PORT=9000`; unset, RMSERVE_PORT (default 8000) decides.
 PORT   ?=
 
-.PHONY: serve test lint test-slow model minilm bench clean
+.PHONY: serve test lint test-slow reliability docs model minilm bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,17 +39,29 @@ lint: $(VENV)/.installed-dev
 test-slow: $(VENV)/.installed-dev
 	$(BIN)/pytest -q -m slow
 
+# The whole suite, slow tests included, recording what the reliability tests measured into docs/reliability.json
+# (the docs' reliability page is generated from it). Tests write that file only when asked, as here.
+reliability: $(VENV)/.installed-dev
+	$(BIN)/pytest -q --reliability-report docs/reliability.json
+
+# The documentation site, into site/: strict, so a broken link or anchor fails. The reference pages (settings,
+# metrics, command line, OpenAPI), benchmarks, reliability and models are generated from the code and the
+# committed results at build time (docs/gen/), never written into the tree.
+# The two variables mute Material's and gen-files' notices about a future MkDocs 2 (the docs extra pins mkdocs<2).
+docs: $(VENV)/.installed-dev
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(BIN)/mkdocs build --strict
+
 # The default models (README "Default model"), all trained on lines 1-1800 of HH-RLHF harmless-base test with
 # the seed-0 dev split carved out of them, and evaluated on the untouched lines 1801-2312: hh-harmless v1 and
 # its int8 copy, the ensemble's other members (the same recipe from seed 1; the MiniLM fine-tune below) and
-# the ensemble hh-harmless-ensemble over them. See BENCHMARKS.md "Default model accuracy" for the times.
+# the ensemble hh-harmless-ensemble over them. See docs/benchmarks.md "Default model accuracy" for the times.
 MODEL_DATA       ?= ../shared/data/hh-rlhf-harmless-test.jsonl.gz
 MODEL_REPOSITORY ?= models
 RUNS             ?= runs
 TRAIN    = $(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800
 HELD_OUT = --held-out $(MODEL_DATA) --held-out-lines 1801-2312
 VERSION_1 = $(HELD_OUT) --repository $(MODEL_REPOSITORY) --version 1
-# Chosen on the members' shared dev split (python -m rmserve.training.selection; BENCHMARKS.md).
+# Chosen on the members' shared dev split (python -m rmserve.training.selection; docs/benchmarks.md).
 ENSEMBLE_MEMBERS = hh-harmless hh-harmless-minilm hh-harmless-seed1
 ENSEMBLE_K       = 0.5
 ENSEMBLE_REWARD  = mean
@@ -81,11 +93,12 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	$(BENCH_VENV)/bin/pip install -q -e '.[bench]'
 	touch $@
 
-# Batching policies, then every server side by side under wrk (BENCHMARKS.md); JSON and plot in bench/results/.
+# Batching policies, then every server side by side under wrk; the JSON in bench/results/ is what the docs'
+# benchmarks page shows (`make docs`), the markdown in bench/results.md.
 bench: $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (.ci/install-tools.sh installs it)"; exit 1; }
 	$(BENCH_VENV)/bin/rmserve bench --rounds 2 --padding-ratios 1.25 2.0 -o bench/results.md
 	@cat bench/results.md
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache build
+	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache build site

@@ -5,7 +5,7 @@ hh-harmless and hh-harmless-int8) builds a scratch repository of links to the me
 `ensemble.json` calibrated by `rmserve ensemble` on training lines 1-1800, then scores the same
 GRPO-sized requests (8 responses to a prompt, training lines 1-200) with the first member alone and
 with the ensemble, interleaved round by round (the ratio is the number; absolutes move on a shared
-machine). It prints, for BENCHMARKS.md, the calibration's disagreement quantiles and both rates.
+machine). It prints, for docs/benchmarks.md, the calibration's disagreement quantiles and both rates.
 Held-out data is not read.
 """
 

@@ -1,7 +1,7 @@
 """What the out-of-distribution flag costs at serving time, and how often it fires where it should not.
 
 `python -m bench.ood REPOSITORY [NAME]` (from the project root; a version exported with an embedding
-output) prints, for BENCHMARKS.md:
+output) prints, for docs/benchmarks.md:
 - the cost of the second output plus the distances: the same padded batches through the version
   with and without its embedding statistics (without, the embedding output is never fetched),
   call by call in pairs, in one run, per batch size; and through `ServedModel.score` (batcher,

@@ -1,10 +1,10 @@
-"""bench/results/*.json -> the markdown tables of BENCHMARKS.md and the plot the README shows."""
+"""bench/results/*.json -> the markdown tables and the plot of the docs' benchmarks page (and `make bench`'s report)."""
 
 from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from bench.servers import TELEMETRY_OFF
 
@@ -100,8 +100,8 @@ def telemetry_cost(result: dict[str, Any]) -> str | None:
     )
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    """Throughput and p99 against concurrency, one column per shape, one line per server."""
+def plot(result: dict[str, Any], path: Path | BinaryIO) -> None:
+    """Throughput and p99 against concurrency, one column per shape, one line per server; a PNG at `path`."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,5 +132,5 @@ def plot(result: dict[str, Any], path: Path) -> None:
         f"{result['machine']['usable_cpus']} CPUs, {result['date']}"
     )
     figure.tight_layout()
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, format="png")
     plt.close(figure)

@@ -1,4 +1,4 @@
-"""Where a one-item request's time goes, step by step (`python -m bench.request_cost`; BENCHMARKS.md).
+"""Where a one-item request's time goes, step by step (`python -m bench.request_cost`; docs/benchmarks.md).
 
 Each step of the request path is timed on its own over the same held-out items, in this process,
 with Prometheus in multiprocess mode as under gunicorn. The model's run is shown for scale. Where a

@@ -1,6 +1,6 @@
 """What watching for reward hacking costs on its own, and how often each flag fires on held-out texts.
 
-`python -m bench.watching` (from the project root) prints, for BENCHMARKS.md:
+`python -m bench.watching` (from the project root) prints, for docs/benchmarks.md:
 - the drift telemetry's own time, measured alone on hh-harmless: observing a GRPO group of real
   scores and flags, per item, and one refresh of the gauges. What telemetry costs end to end is
   `make bench`'s "rmserve, telemetry off" variant over HTTP, beside rmserve point by point; this

@@ -209,7 +209,7 @@ def test_every_extra_a_message_names_exists_and_brings_what_it_promises() -> Non
         assert extra in extras, f"{package} is said to come with [{extra}], which pyproject.toml lacks"
     for extra, package in [("train", "torch"), ("train", "matplotlib"), ("examples", "trl"), ("examples", "datasets")]:
         assert package in listed[extra]
-    assert "rmserve[train,examples]" in listed["dev"]  # the tests run every example
+    assert "rmserve[train,examples,docs]" in listed["dev"]  # the tests run every example; make docs builds the site
 
 
 def raise_(error: BaseException) -> Callable[[argparse.Namespace], int]:

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     if harness is not None:
         bench_parser = commands.add_parser(
             "bench",
-            help="batching policies and the HTTP server side by side; the tables in BENCHMARKS.md",
+            help="batching policies and the HTTP server side by side (the docs' benchmarks page)",
             description=harness.__doc__,
         )
         harness.add_arguments(bench_parser)

@@ -18,44 +18,71 @@ DEFAULT_REPOSITORY = Path("models")  # relative to the working directory
 ACCESS_LOG_CHOICES = ("all", "errors", "off")
 LOG_LEVEL_CHOICES = ("debug", "info", "warning", "error", "critical")
 MAX_PORT = 65535
+DESCRIPTION = "description"  # each field's metadata key
+
+
+def setting(default: Any, description: str) -> Any:
+    """A settings field with its description, which the docs' settings page shows."""
+    return dataclasses.field(default=default, metadata={DESCRIPTION: description})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Every knob of the server; each field is `RMSERVE_<NAME>` in the environment."""
 
-    host: str = "0.0.0.0"
-    port: int = 8000
-    model_repository: Path = DEFAULT_REPOSITORY
-    models: tuple[str, ...] = ()  # which model names to load; empty = all in the repository
-    default_model: str | None = None  # served when a request names none; default: first loaded
-    pinned_versions: tuple[str, ...] = ()  # "name=version" pins; otherwise the highest version
-    api_keys: tuple[str, ...] = ()  # empty (and no keys file) = no authentication
-    api_keys_file: Path | None = None  # keys one per line or comma-separated, `#` comments; merged with api_keys
-    protect_metrics: bool = False  # /metrics needs a key too (when keys are configured)
-    workers: int = 1  # gunicorn worker processes, each with its own model copy
-    threads: int = 128  # scoring requests in progress per worker (their threads mostly wait on the batcher)
-    executors: int = 0  # inference runs in flight per model and worker; 0 = usable CPUs / workers / inference_threads
-    inference_threads: int = 0  # ONNX Runtime intra-op threads per run; 0 = usable CPUs / workers / executors
-    max_batch_tokens: int = 1024  # padded-token budget of one run; bounds memory with a run in flight per CPU
-    max_batch_size: int = 64  # rows per inference call; bounds the memory one call needs
-    max_padding_ratio: float = 1.25  # a sub-batch's padded tokens may exceed its real tokens by this factor
-    max_queue_tokens: int = 262144  # tokens waiting per model before requests get 429
-    max_items: int = 512  # items per request
-    max_text_chars: int = 65536  # characters per prompt, response or message
-    max_body_bytes: int = 8 * 1024 * 1024  # request body size
-    max_inflight_body_bytes: int = (
-        16 * 1024 * 1024
-    )  # bytes of the bodies in progress per worker (chunked: max_body_bytes)
-    request_timeout_s: float = 60.0  # default deadline; X-Timeout-Ms may shorten or lengthen it up to max_timeout_s
-    max_timeout_s: float = 300.0
-    graceful_timeout_s: float = 30.0  # time to finish accepted work after SIGTERM
-    boot_timeout_s: float = 180.0  # time a worker may take to load and warm its models
-    telemetry_window: int = 4096  # items per model and worker in the drift-telemetry window; 0 = off
-    review_prompts: int = 0  # prompts the review buffer keeps per model and worker (retains texts); 0 = off
-    log_level: str = "info"
-    access_log: str = "errors"  # which requests get an access-log line: all, errors (status >= 400), off
-    metrics_dir: Path | None = None  # Prometheus multiprocess directory (set by rmserve.gunicorn_conf)
+    host: str = setting("0.0.0.0", "Address to bind.")
+    port: int = setting(8000, "Port to listen on.")
+    model_repository: Path = setting(DEFAULT_REPOSITORY, "The model repository, relative to the working directory.")
+    models: tuple[str, ...] = setting(
+        (), "Model names to load, comma-separated; empty loads every one in the repository."
+    )
+    default_model: str | None = setting(None, "The model for requests that name none; unset: the first loaded.")
+    pinned_versions: tuple[str, ...] = setting(
+        (), "Version pins `name=version`, comma-separated; an unpinned model serves its highest version."
+    )
+    api_keys: tuple[str, ...] = setting(
+        (), "Bearer keys, comma-separated; with none here and no keys file, there is no authentication."
+    )
+    api_keys_file: Path | None = setting(
+        None, "A file of keys, one per line or comma-separated, `#` comments; merged with `api_keys`."
+    )
+    protect_metrics: bool = setting(False, "`/metrics` needs a key too (when keys are configured).")
+    workers: int = setting(1, "gunicorn worker processes, each with its own copy of the models.")
+    threads: int = setting(128, "Scoring requests in progress per worker (their threads mostly wait on the batcher).")
+    executors: int = setting(
+        0, "Inference runs in flight per model and worker; 0: usable CPUs / workers / inference threads."
+    )
+    inference_threads: int = setting(0, "ONNX Runtime intra-op threads per run; 0: usable CPUs / workers / executors.")
+    max_batch_tokens: int = setting(
+        1024, "Padded-token budget of one inference run; bounds memory with a run in flight per CPU."
+    )
+    max_batch_size: int = setting(64, "Rows per inference run; bounds the memory one run needs (1 turns batching off).")
+    max_padding_ratio: float = setting(
+        1.25, "How far a sub-batch's padded tokens may exceed its real tokens, as a factor."
+    )
+    max_queue_tokens: int = setting(262144, "Tokens waiting per model before requests get 429.")
+    max_items: int = setting(512, "Items per request.")
+    max_text_chars: int = setting(65536, "Characters per prompt, response or message.")
+    max_body_bytes: int = setting(8 * 1024 * 1024, "Request body size in bytes.")
+    max_inflight_body_bytes: int = setting(
+        16 * 1024 * 1024,
+        "Bytes of the request bodies in progress per worker (a chunked body counts as `max_body_bytes`).",
+    )
+    request_timeout_s: float = setting(
+        60.0, "Default deadline in seconds; `X-Timeout-Ms` may shorten or lengthen it up to `max_timeout_s`."
+    )
+    max_timeout_s: float = setting(300.0, "The longest deadline `X-Timeout-Ms` may ask for, in seconds.")
+    graceful_timeout_s: float = setting(30.0, "Seconds to finish accepted work after SIGTERM.")
+    boot_timeout_s: float = setting(180.0, "Seconds a worker may take to load and warm its models.")
+    telemetry_window: int = setting(
+        4096, "Items per model and worker in the drift-telemetry window; 0 turns telemetry off."
+    )
+    review_prompts: int = setting(
+        0, "Prompts the review buffer keeps per model and worker (it retains their texts); 0 turns it off."
+    )
+    log_level: str = setting("info", "Log level: debug, info, warning or error.")
+    access_log: str = setting("errors", "Which requests get an access-log line: all, errors (status >= 400) or off.")
+    metrics_dir: Path | None = setting(None, "Prometheus multiprocess directory (`rmserve.gunicorn_conf` sets it).")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -47,7 +47,7 @@ control_socket_disable = True
 
 # tokenizers' own thread pool stays off in the server (unless the operator sets it): the executors'
 # runs already hold every core, and a request's two or twelve texts split across pool threads cost
-# about 1.6x the CPU of tokenizing them on the request thread (BENCHMARKS.md, per-request cost).
+# about 1.6x the CPU of tokenizing them on the request thread (docs/benchmarks.md, per-request cost).
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # Prometheus multiprocess mode: every worker writes its samples to files in one directory,

@@ -15,16 +15,19 @@ from rmserve.app import create_app
 from rmserve.config import Settings
 from rmserve.core.embedding import EMBEDDING_FILE, EmbeddingGaussian
 from rmserve.core.manifest import MANIFEST_FILE, MODEL_FILE, TOKENIZER_FILE, Manifest
-from rmserve.core.repository import InvalidModel
+from rmserve.core.repository import InvalidModel, version_dirs
 from rmserve.engine.registry import ModelRegistry
 from rmserve.engine.version import load_model, load_version
 from tests.conftest import EMBEDDING_WIDTH, window_responses
 from tests.reliability_report import record
 from tests.tiny_model import (
+    ENSEMBLE,
+    ENSEMBLE_MEMBERS,
     mean_weight_graph,
     reseal,
     token_vectors,
     token_weights,
+    write_ensemble,
     write_version,
     write_version_with_stats,
 )
@@ -282,6 +285,25 @@ def test_sha256_covers_every_file_a_version_serves_from(tmp_path: Path) -> None:
         "a tokenizer.json changed by one byte, an unlisted extra weights file, a `files` entry pointing outside",
         "each version refused at load with one log line naming the file; a manifest from before `files` still loads",
     )
+
+
+def test_a_model_card_beside_the_versions_is_no_version_and_the_sha256_check_still_covers_them(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = two_versions(tmp_path / "repository")
+    write_ensemble(root, tmp_path / "calibration.jsonl")
+    for entry in ("rm", ENSEMBLE):
+        (root / entry / "README.md").write_text(f"# {entry}\n\nWhat it is, how it was made.\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        registry = ModelRegistry.load(Settings.from_env({}, model_repository=root))
+    assert sorted(registry.models) == sorted(["rm", ENSEMBLE, *(name for name, *_ in ENSEMBLE_MEMBERS)])
+    assert registry.skipped == [] and "README" not in caplog.text
+    assert [version.name for version in version_dirs(root, "rm")] == ["2", "1"]
+    assert registry.get("rm").version.manifest.version == 2
+
+    (root / "rm" / "2" / "README.md").write_text("# rm\n", encoding="utf-8")  # inside a version: unverified
+    with pytest.raises(InvalidModel, match=r"not covered by the manifest.s sha256 list: README\.md"):
+        load_version(root / "rm" / "2", intra_op_threads=1)
 
 
 def test_a_corrupt_graph_whose_sha256_matches_is_refused(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The reliability scenarios of issue 10 against a real `rmserve serve` (gunicorn), under load.
 
 Slow: each starts a server and drives it with tens of concurrent clients for seconds. Every
-test records what it measured (tests/reliability_report.py -> docs/reliability.md).
+test records what it measured (tests/reliability_report.py; `make reliability` writes docs/reliability.json).
 """
 
 from __future__ import annotations

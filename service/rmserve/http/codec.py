@@ -1,4 +1,4 @@
-"""JSON in and out of the HTTP edge through orjson: several times faster than the stdlib json (BENCHMARKS.md)."""
+"""JSON in and out of the HTTP edge through orjson: several times faster than the stdlib json (docs/benchmarks.md)."""
 
 from __future__ import annotations
 

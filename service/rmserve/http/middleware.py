@@ -5,7 +5,7 @@ The access log is rmserve's own, not gunicorn's: one line per request the settin
 (`RMSERVE_ACCESS_LOG`: every request, only refused and failed ones (the default), or none). At the
 hundreds of one-sample requests per second an RL trainer sends, a line per success costs about 9%
 of the throughput (the handler's lock and a write per line) and says nothing the request metrics
-do not (BENCHMARKS.md).
+do not (docs/benchmarks.md).
 """
 
 from __future__ import annotations
