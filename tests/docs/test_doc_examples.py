@@ -61,7 +61,8 @@ def run_shell(code: str, cwd: Path, where: str) -> str:
         timeout=1200,
         check=False,
     )
-    assert finished.returncode == 0, f"{where}\n{code}\nexited {finished.returncode}:\n{finished.stderr[-4000:]}"
+    printed = f"{finished.stdout[-2000:]}\n{finished.stderr[-4000:]}"
+    assert finished.returncode == 0, f"{where}\n{code}\nexited {finished.returncode}:\n{printed}"
     return finished.stdout
 
 
