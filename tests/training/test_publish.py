@@ -206,7 +206,7 @@ def test_the_cli_refuses_an_existing_version_in_one_line(
     argv = ["export", str(run), "--held-out", str(run.parent / "held_out.jsonl"), "--repository", str(repository)]
     assert cli_main([*argv, "--name", NAME, "--version", str(EXISTING)]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "already exists; pick another --version" in error
+    assert error.count("\n") == 1 and "already exists" in error and "pick another --version" in error
 
 
 def test_a_staging_directory_is_never_served(repository: Path, make_app: Callable[..., Flask]) -> None:
