@@ -57,8 +57,8 @@ def response_exchanges(model: Served, data: Path, lines: LineRange | None, setti
     input_format = model.input_format
     return [
         exchange
-        for comparison in read_comparisons(data, lines, input_format.transcript)
-        for exchange in group_exchanges(comparison.prompt, comparison.responses, input_format, settings)
+        for comparison in read_comparisons(data, lines, input_format.layouts)
+        for exchange in group_exchanges(comparison.prompt_text, comparison.responses, input_format, settings)
     ]
 
 

@@ -66,7 +66,7 @@ class BagOfWords:
 
     def _pair_rows(self, comparisons: Sequence[Comparison]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         implied = pairs(comparisons)
-        return self._features([b for _, b, _ in implied]), self._features([w for _, _, w in implied])
+        return self._features([better for better, _ in implied]), self._features([worse for _, worse in implied])
 
 
 def _fit(differences: sp.csr_matrix, strength: float) -> np.ndarray:

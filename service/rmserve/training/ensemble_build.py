@@ -157,10 +157,10 @@ def normalized_scores(
     """
     scores, groups = {}, []
     for version in versions:
-        comparisons = read_comparisons(data[0], data[1], version.format.transcript)  # prompts in its own layout
+        comparisons = read_comparisons(data[0], data[1], version.format.layouts)  # as the server reads its requests
         if select is not None:
             comparisons = select(comparisons)
-        encoded = encode_comparisons(version.format.encode_texts, comparisons)
+        encoded = encode_comparisons(version.format, comparisons)
         raw = np.concatenate(score_comparisons(version.scorer, encoded, version.manifest.tokens.pad_id))
         scores[version.name] = version.normalize(raw)
         groups = [list(comparison.responses) for comparison in comparisons]

@@ -46,8 +46,9 @@ def export(config: ExportConfig) -> Manifest:
     trained = load_run(config.run)
     version_dir = config.repository / config.name / str(config.version)
     version_dir.mkdir(parents=True, exist_ok=True)
+    input_format = trained.input_format()
     held_out = read_comparisons(config.held_out, config.held_out_lines)
-    held_out_encoded = encode_comparisons(trained.encoder().encode, held_out)
+    held_out_encoded = encode_comparisons(input_format, held_out)
     pad_id = trained.special.pad_id
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -77,7 +78,7 @@ def export(config: ExportConfig) -> Manifest:
     training_data = read_comparisons(training_path, training_lines)
     # Every training response through the served graph: normalization, the flags' statistics, embedding_stats.npz.
     normalization, training_stats = measure_training(
-        served, trained.encoder().encode, training_data, pad_id, version_dir, _describe(training_path, training_lines)
+        served, input_format, training_data, pad_id, version_dir, _describe(training_path, training_lines)
     )
     trained.tokenizer.save(str(version_dir / TOKENIZER_FILE))
     manifest = Manifest(
@@ -88,6 +89,7 @@ def export(config: ExportConfig) -> Manifest:
         architecture=trained.architecture,
         max_length=trained.max_length,
         tokens=trained.special,
+        input_format=input_format.to_manifest(),
         normalization=normalization,
         quantization="int8-dynamic" if config.int8 else None,
         evaluation=Evaluation(
@@ -178,18 +180,16 @@ def quantize_version(
     quantize_int8(fp32.model_path, version_dir / MODEL_FILE)
     shutil.copyfile(source / TOKENIZER_FILE, version_dir / TOKENIZER_FILE)
     pad_id = fp32.manifest.tokens.pad_id
-    held_out_encoded = encode_comparisons(
-        fp32.format.encode_texts, read_comparisons(held_out, held_out_lines, fp32.format.transcript)
-    )
+    held_out_encoded = encode_comparisons(fp32.format, read_comparisons(held_out, held_out_lines, fp32.format.layouts))
     served = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
     fp32_scores = score_comparisons(OnnxScorer(fp32.model_path, ONNX_THREADS), held_out_encoded, pad_id)
     int8_scores = score_comparisons(served, held_out_encoded, pad_id)
     training = fp32.manifest.training or {}
     training_path, training_lines = Path(training["data"]), _lines(training.get("lines"))
-    training_data = read_comparisons(training_path, training_lines, fp32.format.transcript)
+    training_data = read_comparisons(training_path, training_lines, fp32.format.layouts)
     # Every training response through the int8 graph: its own normalization, flag and embedding statistics.
     normalization, training_stats = measure_training(
-        served, fp32.format.encode_texts, training_data, pad_id, version_dir, _describe(training_path, training_lines)
+        served, fp32.format, training_data, pad_id, version_dir, _describe(training_path, training_lines)
     )
     parity = {
         **(fp32.manifest.parity or {}),

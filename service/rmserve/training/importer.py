@@ -24,8 +24,8 @@ import numpy as np
 import onnx
 import torch
 
+from rmserve.core.conversation import Turn
 from rmserve.core.formats import InputFormat, load_format, pair_prompt
-from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Manifest, Normalization, file_digests, sha256_of
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
@@ -46,12 +46,12 @@ EXTERNAL_DATA_FILE = "model.onnx.data"
 ONNX_THREADS = 2
 # Without a calibration file: a few conversations of very different lengths, for parity only.
 PROBES = [
-    Comparison("\n\nHuman: hi\n\nAssistant:", ("Hello! How can I help?", "no")),
+    Comparison((Turn("user", "hi"),), ("Hello! How can I help?", "no")),
     Comparison(
-        "\n\nHuman: How do I bake bread?\n\nAssistant: Do you have yeast?\n\nHuman: yes\n\nAssistant:",
+        (Turn("user", "How do I bake bread?"), Turn("assistant", "Do you have yeast?"), Turn("user", "yes")),
         ("Mix flour, water, yeast and salt, knead, let it rise, then bake at 230C.", "Buy some."),
     ),
-    Comparison("\n\nHuman: What is the capital of France?\n\nAssistant:", ("Paris.", "France has no capital. " * 8)),
+    Comparison((Turn("user", "What is the capital of France?"),), ("Paris.", "France has no capital. " * 8)),
 ]
 
 
@@ -73,8 +73,12 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
     separator = segment_separator(classifier, hf_tokenizer)
     network = (HFReward(classifier) if separator is None else SegmentedReward(classifier, separator)).eval()
 
-    comparisons = read_comparisons(config.calibration, config.calibration_lines) if config.calibration else PROBES
-    encoded = encode_comparisons(input_format.encode_texts, comparisons)
+    comparisons = (
+        read_comparisons(config.calibration, config.calibration_lines, input_format.layouts)
+        if config.calibration
+        else PROBES
+    )
+    encoded = encode_comparisons(input_format, comparisons)
     version_dir = config.repository / config.name / str(config.version)
     if version_dir.exists():
         raise CheckpointError(f"{version_dir} already exists; pick another --version")
@@ -90,7 +94,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
         normalization, training_stats = Normalization(), None
         if config.calibration:  # the flags' cuts and normalization from the calibration responses
             normalization, training_stats = measure_training(
-                served, input_format.encode_texts, comparisons, special.pad_id, version_dir, _describe(config)
+                served, input_format, comparisons, special.pad_id, version_dir, _describe(config)
             )
         manifest = Manifest(
             name=config.name,
@@ -272,20 +276,15 @@ def tokenization_agreement(
     """Share of untruncated calibration items whose tokens equal transformers' own (apply_chat_template / pair)."""
     same, total = 0, 0
     for comparison in comparisons:
-        turns = prompt_turns(comparison.prompt, "prompt", input_format.layouts)
-        for response, encoding in zip(
-            comparison.responses,
-            input_format.encode_texts([comparison.prompt] * len(comparison.responses), list(comparison.responses)),
-            strict=True,
-        ):
+        for response, encoding in zip(comparison.responses, input_format.encode(comparison.exchanges()), strict=True):
             if encoding.truncated:
                 continue
             if spec["style"] == "chat_template":
-                messages = [{"role": t.role, "content": t.content} for t in turns]
+                messages = [{"role": t.role, "content": t.content} for t in comparison.prompt]
                 messages.append({"role": "assistant", "content": response})
                 expected = hf_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
             else:
-                expected = hf_tokenizer(pair_prompt(turns), response)["input_ids"]
+                expected = hf_tokenizer(pair_prompt(comparison.prompt), response)["input_ids"]
             same += list(expected) == encoding.input_ids
             total += 1
     return same / total if total else 1.0
