@@ -163,9 +163,9 @@ def _pair(record: Mapping[str, Any], layouts: Sequence[Layout], margin: float | 
     chosen, rejected, prompt = record["chosen"], record["rejected"], record.get("prompt")
     if isinstance(chosen, str) and isinstance(rejected, str):
         if prompt is None:  # HH-RLHF: full transcripts sharing the dialogue
-            prompt_text, better = HH_RLHF.split_transcript(chosen, "chosen")
+            dialogue, better = HH_RLHF.split_transcript(chosen, "chosen")
             _, worse = HH_RLHF.split_transcript(rejected, "rejected")
-            return Comparison(prompt_turns(prompt_text, "chosen", layouts), (better, worse), margin, prompt_text)
+            return Comparison(prompt_turns(dialogue, "chosen", layouts), (better, worse), margin, dialogue)
         turns, prompt_text = _prompt(prompt, layouts)
         return Comparison(turns, (chosen.strip(), rejected.strip()), margin, prompt_text)
     if isinstance(chosen, list) and isinstance(rejected, list):
