@@ -73,7 +73,8 @@ def _fit(differences: sp.csr_matrix, strength: float) -> np.ndarray:
     """Logistic regression on better-minus-worse rows, each also mirrored as a negative example."""
     features = sp.vstack([differences, -differences])
     labels = np.r_[np.ones(differences.shape[0]), np.zeros(differences.shape[0])]
-    return LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels).coef_[0]
+    classifier = LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels)
+    return np.asarray(classifier.coef_[0], dtype=np.float64)
 
 
 def baseline_accuracies(train: Sequence[Comparison], held_out: Sequence[Comparison]) -> dict[str, float]:

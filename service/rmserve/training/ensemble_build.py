@@ -31,7 +31,7 @@ from rmserve.usage import UsageError, require_model
 DEFAULTS = EnsembleSpec.model_fields  # k and reward: their defaults are the spec's
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rmserve ensemble` to the `rmserve` parser."""
     parser = subcommand(
         subparsers,

@@ -101,13 +101,14 @@ def _build(config: TrainConfig, train_set: Sequence[Comparison]) -> TrainedModel
 
 
 def _build_from_base(config: TrainConfig) -> TrainedModel:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedModel
 
     assert config.base is not None
     hf_tokenizer = AutoTokenizer.from_pretrained(config.base)
     if not hf_tokenizer.is_fast:
         raise ValueError(f"{config.base}: needs a fast tokenizer (tokenizer.json) so serving can load it")
     classifier = load_hf_classifier(config.base)
+    assert isinstance(classifier, PreTrainedModel)  # what AutoModelForSequenceClassification builds
     pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
     classifier.config.pad_token_id = pad_id  # sequence classifiers find the last token by it
     boundary = hf_tokenizer.sep_token_id if hf_tokenizer.sep_token_id is not None else hf_tokenizer.eos_token_id
@@ -159,7 +160,7 @@ def _fit(
                 margin = torch.tensor([margins[i] or 0.0 for i in indices])
             loss = ranking_loss(scores, valid, config.loss, margin)
             optimizer.zero_grad()
-            loss.backward()
+            torch.autograd.backward(loss)
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             schedule.step()
@@ -174,6 +175,7 @@ def _fit(
             stale += 1
             if stale >= config.patience:
                 break
+    assert best_state is not None  # the first epoch always beats -1
     model.load_state_dict(best_state)
     return {"dev_accuracy_per_epoch": history, "best_epoch": history.index(max(history)) + 1}
 
