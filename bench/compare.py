@@ -72,9 +72,9 @@ def shapes(model: ModelVersion, data: Path, seed: int) -> list[Shape]:
     """One item per request, GRPO groups of 8-16 responses to one prompt, 64-item batches."""
     rng = np.random.default_rng(seed)
     if data.is_file():
-        comparisons = read_comparisons(data, HELD_OUT, model.format.transcript)
-        prompts = [comparison.prompt for comparison in comparisons]
-        pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
+        comparisons = read_comparisons(data, HELD_OUT, model.format.layouts)
+        prompts = [comparison.prompt_text for comparison in comparisons]
+        pairs = [(comparison.prompt_text, response) for comparison in comparisons for response in comparison.responses]
     else:  # no data (tests, a fresh machine): synthetic text of natural-ish lengths
         prompts = [synthetic_text(rng, 10, 60) for _ in range(64)]
         pairs = [(prompt, synthetic_text(rng, 5, 120)) for prompt in prompts for _ in (0, 1)]

@@ -120,7 +120,7 @@ def gaming_rounds(policy: Policy, rounds: int = 5, prompts: int = 40, seed: int 
                     response = gamed[-1]
                 else:
                     response = rng.choice(pool)
-                round_prompts.append(comparison.prompt)
+                round_prompts.append(comparison.prompt_text)
                 round_responses.append(response)
         result.append(Round(round_prompts, round_responses))
     return result

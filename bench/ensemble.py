@@ -39,7 +39,7 @@ def items_per_second(model: Servable, groups: list[tuple[str, list[str]]], setti
 
 def main(members: tuple[str, ...] = MEMBERS) -> None:
     comparisons = read_comparisons(DATA, LineRange(1, 200))
-    responses = [(c.prompt, r) for c in comparisons for r in c.responses]
+    responses = [(c.prompt_text, r) for c in comparisons for r in c.responses]
     groups = [
         (responses[start][0], [response for _, response in responses[start : start + GROUP]])
         for start in range(0, len(responses), GROUP)

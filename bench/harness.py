@@ -65,8 +65,8 @@ def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Wo
     rng = np.random.default_rng(seed)
     if data.is_file():
         # Training lines only, so held-out lines stay untouched; any supported preference format.
-        comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format.transcript)
-        pairs = [(comparison.prompt, response) for comparison in comparisons for response in comparison.responses]
+        comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format.layouts)
+        pairs = [(comparison.prompt_text, response) for comparison in comparisons for response in comparison.responses]
     else:
         pairs = [(synthetic_text(rng, 30, 31), synthetic_text(rng, 5, 150)) for _ in range(items)]
     prompts, responses = (list(side) for side in zip(*pairs[:items], strict=True))

@@ -130,7 +130,7 @@ def write_length_loving_version(repository: Path, data: Path, lines: LineRange) 
     # Normalized on the training responses' raw scores; add_training_stats scores them again, checks the
     # normalization reproduces, and adds the statistics, as for any version exported before they existed.
     input_format = verify_version(directory).format
-    encoded = encode_comparisons(input_format.encode_texts, read_comparisons(data, lines, input_format.transcript))
+    encoded = encode_comparisons(input_format, read_comparisons(data, lines, input_format.layouts))
     raw = np.concatenate(score_comparisons(OnnxScorer(directory / MODEL_FILE, 1), encoded, source.tokens.pad_id))
     unscored.model_copy(update={"normalization": normalization_of(raw)}).write(directory)
     return add_training_stats(directory)

@@ -49,12 +49,7 @@ STRANGE = [
 
 
 def exchanges(lines: LineRange, model: ModelVersion) -> list[Exchange]:
-    layouts = model.format.layouts
-    return [
-        Exchange(prompt_turns(c.prompt, "prompt", layouts), response, "prompt")
-        for c in read_comparisons(DATA, lines, model.format.transcript)
-        for response in c.responses
-    ]
+    return [exchange for c in read_comparisons(DATA, lines, model.format.layouts) for exchange in c.exchanges()]
 
 
 def paired(

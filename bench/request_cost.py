@@ -58,9 +58,9 @@ def main() -> int:
     app = create_app(settings)
     client = app.test_client()
     model = app.extensions["rmserve"].registry.get(None)
-    comparisons = read_comparisons(DATA, LineRange(1801, 2000), model.version.format.transcript)
+    comparisons = read_comparisons(DATA, LineRange(1801, 2000), model.version.format.layouts)
     raw_bodies = [
-        json.dumps({"items": [{"prompt": comparison.prompt, "response": comparison.responses[0]}]}).encode()
+        json.dumps({"items": [{"prompt": comparison.prompt_text, "response": comparison.responses[0]}]}).encode()
         for comparison in comparisons
     ]
     count = len(raw_bodies)
@@ -77,7 +77,7 @@ def main() -> int:
     pairs = [(body.items[0].prompt, body.items[0].response) for body in parsed]
 
     def fresh_prompt(index: int) -> None:
-        model.version.format.encoder.tokenizer.encode(comparisons[index].prompt, add_special_tokens=False)
+        model.version.format.encoder.tokenizer.encode(comparisons[index].prompt_text, add_special_tokens=False)
 
     access_stream = logging.StreamHandler(io.StringIO())
 

@@ -58,8 +58,8 @@ def response_exchanges(model: Servable, data: Path, lines: LineRange | None, set
     limits = Limits(settings.max_items, settings.max_text_chars)
     return [
         exchange
-        for comparison in read_comparisons(data, lines, input_format.transcript)
-        for exchange in group_exchanges(comparison.prompt, comparison.responses, input_format, limits)
+        for comparison in read_comparisons(data, lines, input_format.layouts)
+        for exchange in group_exchanges(comparison.prompt_text, comparison.responses, input_format, limits)
     ]
 
 

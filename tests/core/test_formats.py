@@ -7,8 +7,10 @@ from tokenizers import Tokenizer
 
 from rmserve.core.chat_template import ChatTemplate, TemplateError
 from rmserve.core.conversation import Exchange, Turn
-from rmserve.core.formats import ChatTemplateFormat, load_format
+from rmserve.core.formats import ChatTemplateFormat, TranscriptPrompts, load_format
+from rmserve.core.layouts import prompt_turns
 from rmserve.core.tokenizer import SpecialTokens
+from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
 from tests.hf_checkpoints import QWEN2_TEMPLATE, _tokenizer
 
@@ -83,3 +85,17 @@ def test_short_items_are_not_truncated_and_unknown_styles_are_refused() -> None:
         load_format({"style": "jinja"}, TOKENIZER, 64, NO_SPECIAL)
     with pytest.raises(ValueError, match="template"):
         load_format({"style": "chat_template"}, TOKENIZER, 64, NO_SPECIAL)
+
+
+def test_a_transcript_model_reads_its_own_layout_as_written_and_renders_any_other_from_turns() -> None:
+    prompts = TranscriptPrompts(Transcript())
+    odd = "\n\nHuman:  Hi  there\n\nAssistant: Hello!\n\nHuman: Bread?"
+    assert prompts.text(prompt_turns(odd, "prompt"), odd) == odd + "\n\nAssistant:"  # HH data's spacing kept
+    chatml = "<|im_start|>user\nBread?<|im_end|>\n"
+    assert prompts.text(prompt_turns(chatml, "prompt"), chatml) == "\n\nHuman: Bread?\n\nAssistant:"
+    assert prompts.text((Turn("user", "Bread?"),), None) == "\n\nHuman: Bread?\n\nAssistant:"
+    bot = TranscriptPrompts(Transcript.from_manifest({"roles": {"user": "User", "assistant": "Bot"}}))
+    assert (
+        bot.text(prompt_turns(odd, "prompt", bot.layouts), odd)
+        == "\n\nUser: Hi  there\n\nBot: Hello!\n\nUser: Bread?\n\nBot:"
+    )

@@ -1,4 +1,4 @@
-"""The one rendering of prompts, responses and conversations that training and serving share."""
+"""HH transcripts: the one rendering of prompts and conversations that training and serving share."""
 
 from __future__ import annotations
 
@@ -27,17 +27,6 @@ def test_hh_transcript_splits_at_the_last_assistant_turn() -> None:
     assert response == "Knead it."
 
 
-def test_messages_render_like_the_transcript() -> None:
-    messages = [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "bread?"},
-        {"role": "assistant", "content": "Knead it."},
-    ]
-    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bread?\n\nAssistant: Knead it."
-    assert FORMAT.split_messages(messages) == FORMAT.split_transcript(text)
-
-
 def test_custom_role_names_from_the_manifest() -> None:
     chat = Transcript.from_manifest({"style": "transcript", "roles": {"user": "User", "assistant": "Bot"}})
     assert chat.prompt_text("hi") == "\n\nUser: hi\n\nBot:"
@@ -46,7 +35,7 @@ def test_custom_role_names_from_the_manifest() -> None:
 
 def test_errors_name_the_field() -> None:
     with pytest.raises(InvalidField) as error:
-        FORMAT.split_messages([{"role": "user", "content": "hi"}], "items[2].messages")
+        FORMAT.render_turns([{"role": "robot", "content": "hi"}], "items[2].messages")
     assert error.value.field == "items[2].messages[0].role"
     with pytest.raises(InvalidField) as error:
         FORMAT.split_transcript("no markers here", "query[0]")

@@ -203,7 +203,7 @@ def test_rmserve_review_exports_the_gamed_groups_for_training(
     comparisons = read_comparisons(exported)
     assert comparisons and all(len(comparison.responses) >= 2 for comparison in comparisons)
     prompts = set(rounds[0].prompts)
-    assert {comparison.prompt for comparison in comparisons} <= prompts
+    assert {comparison.prompt_text for comparison in comparisons} <= prompts
 
 
 def test_client_reads_stats_and_review(server: RunningServer, scenario: Scenario) -> None:

@@ -152,7 +152,7 @@ def test_default_model_rarely_flags_the_texts_it_was_trained_on(make_app: Callab
 
     client = make_app(model_repository=DEFAULT_REPOSITORY, models=("hh-harmless",)).test_client()
     comparisons = read_comparisons(SHARED_DATA / "hh-rlhf-harmless-test.jsonl.gz", LineRange(1, 100))
-    items = [{"prompt": c.prompt, "response": r} for c in comparisons for r in c.responses]
+    items = [{"prompt": c.prompt_text, "response": r} for c in comparisons for r in c.responses]
     flags = client.post("/v1/score", json={"items": items}).get_json()["flags"]
     flagged = sum(bool(set(item) - {"truncated"}) for item in flags)
     assert flagged / len(items) < 0.1  # the cuts are the training p01/p99: ~1-3% by construction

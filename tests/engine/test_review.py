@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from flask import Flask
 
+from rmserve.core.conversation import Turn
 from rmserve.engine.review import MAX_RESPONSES, ReviewBuffer
 from rmserve.training.data import read_comparisons
 from tests.engine.test_flags import best_token
@@ -76,5 +77,5 @@ def test_review_route_exports_records_that_training_reads(
     exported = tmp_path / "review.jsonl"
     exported.write_text("".join(json.dumps(record) + "\n" for record in records), encoding="utf-8")
     (comparison,) = read_comparisons(exported)
-    assert comparison.prompt == "\n\nHuman: Hi?\n\nAssistant:"  # training lays it out as the model reads it
+    assert (comparison.prompt, comparison.prompt_text) == ((Turn("user", "Hi?"),), "Hi?")  # read as the server did
     assert list(comparison.responses) == records[0]["responses"]

@@ -15,12 +15,12 @@ from flask import Flask
 from rmserve.core.embedding import DEFAULT_RANK, EMBEDDING_FILE, EmbeddingGaussian
 from rmserve.core.manifest import MODEL_FILE, Manifest, QuantizedFrom, sha256_of
 from rmserve.core.tokenizer import pad_batch
-from rmserve.core.transcript import Transcript
 from rmserve.engine.session import OnnxScorer
 from rmserve.engine.version import load_version
 from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.commands import main as cli_main
 from rmserve.training.data import read_comparisons
+from rmserve.training.evaluate import encode_comparisons
 from rmserve.training.export import export, export_onnx
 from rmserve.training.options import ExportConfig
 from rmserve.training.stats import add_training_stats
@@ -61,11 +61,9 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     # What the server computes for a pair equals the torch model's offline scores.
     served = load_version(version_dir, intra_op_threads=1)
     trained = load_run(run)
-    comparisons = read_comparisons(held_out, input_format=served.format.transcript)
-    prompts = [c.prompt for c in comparisons[:4]]
-    responses = [c.responses[0] for c in comparisons[:4]]
-    sequences = [encoding.input_ids for encoding in served.format.encode_texts(prompts, responses)]
-    assert sequences == [encoding.input_ids for encoding in trained.encoder().encode(prompts, responses)]
+    comparisons = read_comparisons(held_out, layouts=served.format.layouts)[:4]
+    sequences = [group[0] for group in encode_comparisons(served.format, comparisons)]
+    assert sequences == [group[0] for group in encode_comparisons(trained.input_format(), comparisons)]
     input_ids, attention_mask = pad_batch(sequences, manifest.tokens.pad_id)
     np.testing.assert_allclose(
         served.scorer(input_ids, attention_mask), torch_score_fn(trained.network)(input_ids, attention_mask), atol=1e-4
@@ -91,8 +89,7 @@ def test_http_raw_scores_equal_the_trained_model_offline(
     assert reply.status_code == 200
 
     trained = load_run(run)
-    format_prompt = Transcript.from_manifest(Manifest.read(tmp_path / "tiny" / "1").input_format).prompt_text(prompt)
-    sequences = [e.input_ids for e in trained.encoder().encode([format_prompt] * 2, responses)]
+    sequences = [e.input_ids for e in trained.input_format().encode_texts([prompt] * 2, responses)]
     offline = torch_score_fn(trained.network)(*pad_batch(sequences, 0))
     np.testing.assert_allclose(reply.get_json()["raw_scores"], offline, atol=1e-4)
 

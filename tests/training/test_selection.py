@@ -52,7 +52,7 @@ def test_dev_numbers_are_the_members_own_scores_on_the_shared_dev_pairs(
         [
             [
                 client.post(
-                    "/v1/score", json={"model": name, "prompt": c.prompt, "responses": list(c.responses)}
+                    "/v1/score", json={"model": name, "prompt": c.prompt_text, "responses": list(c.responses)}
                 ).get_json()["scores"]
                 for c in dev
             ]

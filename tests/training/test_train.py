@@ -58,7 +58,7 @@ def test_from_scratch_learns_the_preference_and_reloads(tmp_path: Path) -> None:
 
     reloaded = load_run(tmp_path / "run")
     comparisons = read_comparisons(write_preferences(tmp_path / "fresh.jsonl", count=20, seed=1))
-    encoded = encode_comparisons(reloaded.encoder().encode, comparisons)
+    encoded = encode_comparisons(reloaded.input_format(), comparisons)
     before = score_comparisons(torch_score_fn(trained.network.eval()), encoded, 0)
     after = score_comparisons(torch_score_fn(reloaded.network), encoded, 0)
     np.testing.assert_allclose(np.concatenate(before), np.concatenate(after), atol=1e-5)

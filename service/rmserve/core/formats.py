@@ -5,9 +5,10 @@
 - `chat_template`: the model's Jinja template over the whole conversation (decoder RMs); the graph
   reads the score where the model does (the last token).
 
-Training, import, eval and serving all encode through these classes. Each truncates to
-`max_length` in its own way, keeping the response and the end of the conversation, and
-reports per item that it did.
+Training, import, eval and serving all lay out exchanges through `InputFormat.encode`: the data
+reader (`rmserve.training.data`) and the protocols build the same `Exchange`s, so a model reads
+the same tokens in both. Each format truncates to `max_length` in its own way, keeping the
+response and the end of the conversation, and reports per item that it did.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ class InputFormat(ABC):
     style: ClassVar[str]
     max_length: int
     layouts: tuple[Layout, ...] = LAYOUTS  # what formatted prompt texts may be laid out in
-    transcript = Transcript()  # the layout preference files are read into (`rmserve eval`)
 
     @abstractmethod
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]: ...
@@ -46,12 +46,27 @@ class InputFormat(ABC):
     def to_manifest(self) -> dict[str, Any]: ...
 
     def encode_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
-        """Prompt texts (plain, or in a known layout, as training data holds them) and their responses."""
+        """Prompt texts and their responses, each prompt read as `/v1/score` reads one (plain, or in a known layout)."""
         exchanges = [
-            Exchange(prompt_turns(prompt, "prompt", self.layouts), response, "prompt")
+            Exchange(prompt_turns(prompt, "prompt", self.layouts), response, "prompt", prompt_text=prompt)
             for prompt, response in zip(prompts, responses, strict=True)
         ]
         return self.encode(exchanges)
+
+
+class TranscriptPrompts:
+    """The prompt text a transcript model reads for an exchange, ending with its assistant marker."""
+
+    def __init__(self, transcript: Transcript):
+        self.transcript = transcript
+        self.layouts = (transcript_layout(transcript), *LAYOUTS)  # its own transcript first
+
+    def text(self, turns: Sequence[Turn], prompt_text: str | None) -> str:
+        """A prompt written as plain text or in this transcript is kept byte for byte (HH data's odd spacing
+        included, which the trained models learned); one in another layout is rendered from its turns."""
+        if prompt_text is not None and detect(prompt_text, self.layouts) in (None, self.layouts[0]):
+            return self.transcript.prompt_text(prompt_text)
+        return self.transcript.render_prompt(turns)
 
 
 class TranscriptFormat(InputFormat):
@@ -61,24 +76,14 @@ class TranscriptFormat(InputFormat):
 
     def __init__(self, transcript: Transcript, encoder: PairEncoder):
         self.transcript = transcript
+        self.prompts = TranscriptPrompts(transcript)
         self.encoder = encoder
         self.max_length = encoder.max_length
-        self.layouts = (transcript_layout(transcript), *LAYOUTS)
+        self.layouts = self.prompts.layouts
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = [self._prompt(exchange) for exchange in exchanges]
+        prompts = [self.prompts.text(exchange.prompt, exchange.prompt_text) for exchange in exchanges]
         return self.encoder.encode(prompts, [exchange.response for exchange in exchanges])
-
-    def _prompt(self, exchange: Exchange) -> str:
-        """A prompt written as plain text or in this model's own transcript is kept byte for byte, as in training."""
-        text = exchange.prompt_text
-        if text is not None and detect(text, self.layouts) in (None, self.layouts[0]):
-            return self.transcript.prompt_text(text)
-        return self.transcript.render_prompt(exchange.prompt)
-
-    def encode_texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
-        # Transcript prompt texts are already this model's layout: kept byte for byte, as in training.
-        return self.encoder.encode([self.transcript.prompt_text(prompt) for prompt in prompts], responses)
 
     def to_manifest(self) -> dict[str, Any]:
         return self.transcript.to_manifest()

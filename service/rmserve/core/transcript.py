@@ -1,8 +1,8 @@
 """HH-RLHF transcripts: `"\n\nHuman: ...\n\nAssistant: ..."`, the layout rmserve's own models read.
 
-Training renders its data through this class, and the `transcript` input format
-(`rmserve.core.formats`) renders served conversations through it, so a model sees at serving
-time exactly the text layout it was trained on.
+The `transcript` input format (`rmserve.core.formats`) lays out every exchange through this
+class, in training and in serving alike, so a model reads served text in exactly the layout it
+was trained on.
 """
 
 from __future__ import annotations
@@ -85,19 +85,6 @@ class Transcript:
         if not prompt.endswith(self.assistant_marker):
             prompt += self.assistant_marker
         return prompt
-
-    def split_messages(self, messages: Sequence[Mapping[str, str]], field_name: str = "messages") -> tuple[str, str]:
-        """Split a conversation whose last message is the assistant's response into (prompt, response)."""
-        if not messages:
-            raise InvalidField(field_name, "must hold at least one message")
-        last = messages[-1]
-        if last.get("role") != "assistant":
-            raise InvalidField(
-                f"{field_name}[{len(messages) - 1}].role",
-                "the last message must be the assistant's response to score",
-            )
-        prompt = self.render_turns(messages[:-1], field_name) + self.assistant_marker
-        return prompt, last.get("content", "").strip()
 
     def split_transcript(self, text: str, field_name: str = "text") -> tuple[str, str]:
         """Split a full transcript at its last assistant marker into (prompt, response)."""

@@ -66,14 +66,15 @@ class BagOfWords:
 
     def _pair_rows(self, comparisons: Sequence[Comparison]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         implied = pairs(comparisons)
-        return self._features([b for _, b, _ in implied]), self._features([w for _, _, w in implied])
+        return self._features([better for better, _ in implied]), self._features([worse for _, worse in implied])
 
 
 def _fit(differences: sp.csr_matrix, strength: float) -> np.ndarray:
     """Logistic regression on better-minus-worse rows, each also mirrored as a negative example."""
     features = sp.vstack([differences, -differences])
     labels = np.r_[np.ones(differences.shape[0]), np.zeros(differences.shape[0])]
-    return LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels).coef_[0]
+    classifier = LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels)
+    return np.asarray(classifier.coef_[0], dtype=np.float64)
 
 
 def baseline_accuracies(train: Sequence[Comparison], held_out: Sequence[Comparison]) -> dict[str, float]:

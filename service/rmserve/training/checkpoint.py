@@ -19,8 +19,10 @@ import torch
 from tokenizers import Tokenizer
 from torch import nn
 
+from rmserve.core.formats import TranscriptFormat
 from rmserve.core.manifest import TOKENIZER_FILE
 from rmserve.core.tokenizer import PairEncoder, SpecialTokens
+from rmserve.core.transcript import Transcript
 from rmserve.training.model import RewardModel
 from rmserve.training.options import ModelConfig
 
@@ -30,6 +32,7 @@ if TYPE_CHECKING:
 CHECKPOINT_FILE = "checkpoint.pt"
 TRAINING_FILE = "training.json"
 HF_DIR = "hf"
+TRANSCRIPT = Transcript()  # how trained models read text: HH-RLHF transcripts
 
 
 class HFReward(nn.Module):
@@ -100,8 +103,10 @@ class TrainedModel:
     architecture: dict[str, Any]
     training: dict[str, Any]
 
-    def encoder(self) -> PairEncoder:
-        return PairEncoder(Tokenizer.from_str(self.tokenizer.to_str()), self.max_length, self.special)
+    def input_format(self) -> TranscriptFormat:
+        """How the run lays out exchanges, in training, export and serving alike (the manifest records it)."""
+        encoder = PairEncoder(Tokenizer.from_str(self.tokenizer.to_str()), self.max_length, self.special)
+        return TranscriptFormat(TRANSCRIPT, encoder)
 
     def save(self, run_dir: Path) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)

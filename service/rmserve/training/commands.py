@@ -440,8 +440,8 @@ def _eval(args: argparse.Namespace) -> int:
         require_model(args.repository, args.model, "--repository")
         version = load_model(args.repository, args.model, args.threads, args.version)
     manifest = version.manifest
-    held_out = read_comparisons(args.file, args.lines, version.format.transcript)
-    encoded = encode_comparisons(version.format.encode_texts, held_out)
+    held_out = read_comparisons(args.file, args.lines, version.format.layouts)
+    encoded = encode_comparisons(version.format, held_out)
     scores = score_comparisons(version.scorer, encoded, manifest.tokens.pad_id)
     baseline_path, baseline_lines = args.baseline_data, args.baseline_lines
     training = manifest.training
@@ -455,7 +455,7 @@ def _eval(args: argparse.Namespace) -> int:
             )
     baselines: dict[str, float] = {}
     if baseline_path is not None:
-        baseline_data = read_comparisons(baseline_path, baseline_lines, version.format.transcript)
+        baseline_data = read_comparisons(baseline_path, baseline_lines, version.format.layouts)
         baselines = baseline_accuracies(baseline_data, held_out)
     else:  # an imported model: nothing it was trained on is known here
         print("rmserve eval: no training data recorded; pass --baseline-data for the baselines", file=sys.stderr)

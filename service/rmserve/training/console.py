@@ -27,7 +27,7 @@ def line_range(text: str) -> LineRange:
 
 
 def subcommand(
-    subparsers: argparse._SubParsersAction, name: str, summary: str, description: str
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str
 ) -> argparse.ArgumentParser:
     return subparsers.add_parser(name, help=summary, description=description, formatter_class=HelpWithDefaults)
 

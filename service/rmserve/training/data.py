@@ -1,9 +1,9 @@
-"""Preference data in the formats users have, read into one shape: a prompt and its responses, best first.
+"""Preference data in the formats users have, read once into one shape: a prompt's turns and its responses, best first.
 
 Formats (one JSON object per line, plain or gzipped JSONL):
 
 - HH-RLHF transcripts `{"chosen": "\\n\\nHuman: ...\\n\\nAssistant: ...", "rejected": ...}`;
-  the prompt is the dialogue up to the last `"\\n\\nAssistant:"`.
+  the prompt is the dialogue up to the last `"\\n\\nAssistant:"`, the response all that follows.
 - `{"prompt": str, "chosen": str, "rejected": str}`.
 - TRL conversational: `{"prompt": [messages], "chosen": [messages], "rejected": [messages]}`, or
   `{"chosen": [messages], "rejected": [messages]}` with full conversations.
@@ -11,8 +11,10 @@ Formats (one JSON object per line, plain or gzipped JSONL):
   `"ranking": [index, ...]` (best first) over `responses` in any order.
 
 Pairs may carry a numeric `"margin"` (how much better `chosen` is), used by the Bradley–Terry loss.
-All text is rendered through `rmserve.core.transcript.Transcript`, the layout serving uses for
-rmserve's own models (imported models re-read these prompts through `rmserve.core.formats`).
+Text becomes turns here, once, the way the server reads a request (`rmserve.core.layouts`): a prompt
+string as `/v1/score` reads one (its text kept beside its turns), messages as they are. Training,
+export and eval then lay the exchanges out with the model's input format, the call serving makes
+(`rmserve.core.formats.InputFormat.encode`).
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rmserve.core.conversation import ROLES, Exchange, Turn
+from rmserve.core.layouts import LAYOUTS, Layout, prompt_turns
 from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
 from rmserve.usage import UsageError
+
+HH_RLHF = Transcript()  # the layout of HH-RLHF's full transcripts
 
 
 class DataError(UsageError, ValueError):
@@ -45,9 +51,14 @@ class RecordError(ValueError):
 class Comparison:
     """One prompt and K >= 2 responses ordered best first (K = 2 is a preference pair)."""
 
-    prompt: str
+    prompt: tuple[Turn, ...]  # the turns before the responses
     responses: tuple[str, ...]
     margin: float | None = None
+    prompt_text: str | None = None  # the prompt as the file wrote it, when it came as text
+
+    def exchanges(self) -> list[Exchange]:
+        """Each response with the prompt, as the server builds them from a request."""
+        return [Exchange(self.prompt, response, "prompt", prompt_text=self.prompt_text) for response in self.responses]
 
 
 @dataclass(frozen=True)
@@ -76,35 +87,36 @@ class LineRange:
 
 
 def read_comparisons(
-    path: Path, lines: LineRange | None = None, input_format: Transcript | None = None
+    path: Path, lines: LineRange | None = None, layouts: Sequence[Layout] = LAYOUTS
 ) -> list[Comparison]:
-    """Read a preference file (any supported format, `.gz` or plain), optionally only some lines."""
-    input_format = input_format or Transcript()
+    """Read a preference file (any supported format, `.gz` or plain), optionally only some lines.
+
+    `layouts` are the chat layouts prompt texts may be written in: a model's own (`InputFormat.layouts`).
+    """
     comparisons = []
     for line_number, record in _records(path):
         if lines is not None and line_number not in lines:
             continue
         try:
-            comparisons.append(parse_record(record, input_format))
-        except (InvalidField, TypeError, KeyError, ValueError) as error:  # InvalidField: from the input format
+            comparisons.append(parse_record(record, layouts))
+        except (InvalidField, TypeError, KeyError, ValueError) as error:  # InvalidField: from the layouts
             raise DataError(f"{path}:{line_number}: {_describe(error)}") from error
     if not comparisons:
         raise DataError(f"{path}: no comparisons in lines {lines or 'all'}")
     return comparisons
 
 
-def parse_record(record: Any, input_format: Transcript) -> Comparison:
+def parse_record(record: Any, layouts: Sequence[Layout] = LAYOUTS) -> Comparison:
     """One JSON object in any supported format -> a Comparison."""
     if not isinstance(record, Mapping):
         raise ValueError(f"expected a JSON object, got {type(record).__name__}")
     if "responses" in record:
-        return _ranking(record, input_format)
+        return _ranking(record, layouts)
     if "chosen" in record and "rejected" in record:
         margin = record.get("margin")
         if margin is not None and not isinstance(margin, int | float):
             raise RecordError("margin", "must be a number")
-        prompt, chosen, rejected = _pair(record, input_format)
-        return Comparison(prompt, (chosen, rejected), None if margin is None else float(margin))
+        return _pair(record, layouts, None if margin is None else float(margin))
     raise ValueError(f"unknown format: keys {sorted(record)}; expected chosen/rejected or prompt/responses")
 
 
@@ -120,10 +132,10 @@ def split_dev(
     return train, [c for i, c in enumerate(comparisons) if i in dev]
 
 
-def pairs(comparisons: Sequence[Comparison]) -> list[tuple[str, str, str]]:
-    """Every (prompt, better, worse) pair implied by the comparisons' orderings."""
+def pairs(comparisons: Sequence[Comparison]) -> list[tuple[str, str]]:
+    """Every (better, worse) pair of responses implied by the comparisons' orderings."""
     return [
-        (c.prompt, c.responses[i], c.responses[j])
+        (c.responses[i], c.responses[j])
         for c in comparisons
         for i in range(len(c.responses))
         for j in range(i + 1, len(c.responses))
@@ -147,43 +159,66 @@ def _is_gzip(path: Path) -> bool:
         return stream.read(2) == b"\x1f\x8b"
 
 
-def _pair(record: Mapping[str, Any], fmt: Transcript) -> tuple[str, str, str]:
+def _pair(record: Mapping[str, Any], layouts: Sequence[Layout], margin: float | None) -> Comparison:
     chosen, rejected, prompt = record["chosen"], record["rejected"], record.get("prompt")
     if isinstance(chosen, str) and isinstance(rejected, str):
         if prompt is None:  # HH-RLHF: full transcripts sharing the dialogue
-            prompt, chosen_text = fmt.split_transcript(chosen, "chosen")
-            _, rejected_text = fmt.split_transcript(rejected, "rejected")
-            return prompt, chosen_text, rejected_text
-        return _prompt_text(prompt, fmt), chosen.strip(), rejected.strip()
+            dialogue, better = HH_RLHF.split_transcript(chosen, "chosen")
+            _, worse = HH_RLHF.split_transcript(rejected, "rejected")
+            return Comparison(prompt_turns(dialogue, "chosen", layouts), (better, worse), margin, dialogue)
+        turns, prompt_text = _prompt(prompt, layouts)
+        return Comparison(turns, (chosen.strip(), rejected.strip()), margin, prompt_text)
     if isinstance(chosen, list) and isinstance(rejected, list):
-        prompt_messages = [] if prompt is None else _messages(prompt, "prompt")
-        prompt_text, chosen_text = fmt.split_messages(prompt_messages + _messages(chosen, "chosen"), "chosen")
-        _, rejected_text = fmt.split_messages(prompt_messages + _messages(rejected, "rejected"), "rejected")
-        return prompt_text, chosen_text, rejected_text
+        opening = () if prompt is None else _turns(prompt, "prompt")
+        better, better_turns = _response(_turns(chosen, "chosen"), "chosen")
+        worse, _ = _response(_turns(rejected, "rejected"), "rejected")
+        return Comparison(opening + better_turns, (better, worse), margin)
     raise RecordError("chosen", "chosen and rejected must both be strings or both be message lists")
 
 
-def _ranking(record: Mapping[str, Any], fmt: Transcript) -> Comparison:
+def _ranking(record: Mapping[str, Any], layouts: Sequence[Layout]) -> Comparison:
     responses = record["responses"]
     if not isinstance(responses, list) or len(responses) < 2 or not all(isinstance(r, str) for r in responses):
         raise RecordError("responses", "must be a list of at least two strings")
     ranking = record.get("ranking", list(range(len(responses))))
     if not isinstance(ranking, list) or sorted(ranking) != list(range(len(responses))):
         raise RecordError("ranking", f"must list each index 0..{len(responses) - 1} once, best first")
-    prompt = _prompt_text(record["prompt"], fmt)
-    return Comparison(prompt, tuple(responses[i].strip() for i in ranking))
+    turns, prompt_text = _prompt(record["prompt"], layouts)
+    return Comparison(turns, tuple(responses[i].strip() for i in ranking), prompt_text=prompt_text)
 
 
-def _prompt_text(prompt: Any, fmt: Transcript) -> str:
+def _prompt(prompt: Any, layouts: Sequence[Layout]) -> tuple[tuple[Turn, ...], str | None]:
+    """A prompt string as `/v1/score` reads one (its text kept), or a message list as its turns."""
     if isinstance(prompt, str):
-        return fmt.prompt_text(prompt)
-    return fmt.prompt_text(fmt.render_turns(_messages(prompt, "prompt"), "prompt"))
+        return prompt_turns(prompt, "prompt", layouts), prompt
+    return _turns(prompt, "prompt"), None
 
 
-def _messages(value: Any, field_name: str) -> list[Mapping[str, str]]:
-    if not isinstance(value, list) or not all(isinstance(m, Mapping) for m in value):
-        raise RecordError(field_name, "must be a list of {role, content} messages")
-    return value
+def _turns(value: Any, field: str) -> tuple[Turn, ...]:
+    """A list of {role, content} messages as turns, as `/v1/score` reads `messages`."""
+    if not isinstance(value, list):
+        raise RecordError(field, "must be a list of {role, content} messages")
+    turns = []
+    for index, message in enumerate(value):
+        if not isinstance(message, Mapping):
+            raise RecordError(f"{field}[{index}]", "must be a {role, content} message")
+        if message.get("role") not in ROLES:
+            raise RecordError(
+                f"{field}[{index}].role", f"must be one of {', '.join(ROLES)}, got {message.get('role')!r}"
+            )
+        if not isinstance(message.get("content"), str):
+            raise RecordError(f"{field}[{index}].content", "must be a string")
+        turns.append(Turn(message["role"], message["content"]))
+    return tuple(turns)
+
+
+def _response(turns: tuple[Turn, ...], field: str) -> tuple[str, tuple[Turn, ...]]:
+    """(The last message, the assistant's response to score; the turns before it)."""
+    if not turns:
+        raise RecordError(field, "must hold at least one message")
+    if turns[-1].role != "assistant":
+        raise RecordError(f"{field}[{len(turns) - 1}].role", "the last message must be the assistant's response")
+    return turns[-1].content.strip(), turns[:-1]
 
 
 def _describe(error: Exception) -> str:

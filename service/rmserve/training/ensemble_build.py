@@ -32,7 +32,7 @@ from rmserve.usage import UsageError, require_model
 DEFAULTS = EnsembleSpec.model_fields  # k and reward: their defaults are the spec's
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `rmserve ensemble` to the `rmserve` parser."""
     parser = subcommand(
         subparsers,
@@ -158,10 +158,10 @@ def normalized_scores(
     """
     scores, groups = {}, []
     for version in versions:
-        comparisons = read_comparisons(data[0], data[1], version.format.transcript)  # prompts in its own layout
+        comparisons = read_comparisons(data[0], data[1], version.format.layouts)  # as the server reads its requests
         if select is not None:
             comparisons = select(comparisons)
-        encoded = encode_comparisons(version.format.encode_texts, comparisons)
+        encoded = encode_comparisons(version.format, comparisons)
         raw = np.concatenate(score_comparisons(version.scorer, encoded, version.manifest.tokens.pad_id))
         scores[version.name] = version.normalize(raw)
         groups = [list(comparison.responses) for comparison in comparisons]

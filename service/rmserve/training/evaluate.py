@@ -6,20 +6,19 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-from rmserve.core.tokenizer import Encoding, pad_batch
+from rmserve.core.formats import InputFormat
+from rmserve.core.tokenizer import pad_batch
 from rmserve.training.data import Comparison
 
 # (input_ids, attention_mask) int64 [batch, seq] -> raw rewards [batch]; OnnxScorer is one.
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 EncodedComparison = list[list[int]]  # token ids of each response, best first
-# (prompt texts, responses) -> encodings: PairEncoder.encode, or a served InputFormat's encode_texts
-EncodeFn = Callable[[list[str], list[str]], list[Encoding]]
 
 
-def encode_comparisons(encode: EncodeFn, comparisons: Sequence[Comparison]) -> list[EncodedComparison]:
-    prompts = [c.prompt for c in comparisons for _ in c.responses]
-    responses = [r for c in comparisons for r in c.responses]
-    flat = iter(encoding.input_ids for encoding in encode(prompts, responses))
+def encode_comparisons(input_format: InputFormat, comparisons: Sequence[Comparison]) -> list[EncodedComparison]:
+    """Every response with its prompt, laid out by the model's input format as the server lays out a request."""
+    encodings = input_format.encode([exchange for c in comparisons for exchange in c.exchanges()])
+    flat = iter(encoding.input_ids for encoding in encodings)
     return [[next(flat) for _ in c.responses] for c in comparisons]
 
 

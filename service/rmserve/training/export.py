@@ -16,13 +16,13 @@ from pathlib import Path
 import torch
 
 from rmserve.core.embedding import EMBEDDING_OUTPUT
+from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import TOKENIZER_FILE, Manifest, Parity, QuantizedFrom, TrainingRecord
 from rmserve.core.repository import verify_version
-from rmserve.core.transcript import Transcript
 from rmserve.training.baselines import baseline_accuracies
 from rmserve.training.checkpoint import RewardNetwork, load_run, torch_score_fn
 from rmserve.training.data import LineRange, read_comparisons
-from rmserve.training.evaluate import EncodeFn, encode_comparisons, score_comparisons
+from rmserve.training.evaluate import encode_comparisons, score_comparisons
 from rmserve.training.options import ExportConfig
 from rmserve.training.parity import Reference
 from rmserve.training.publish import Measured, Probes, Publication, Responses, claim_version, data_label, publish
@@ -36,16 +36,17 @@ def export(config: ExportConfig) -> Manifest:
     target = claim_version(config.repository, config.name, config.version)
     trained = load_run(config.run)
     training = TrainingRecord.model_validate(trained.training)
-    held_out = read_comparisons(config.held_out, config.held_out_lines)
+    input_format = trained.input_format()
+    held_out = read_comparisons(config.held_out, config.held_out_lines, input_format.layouts)
     probes = Probes(
-        encode_comparisons(trained.encoder().encode, held_out),
+        encode_comparisons(input_format, held_out),
         trained.special.pad_id,
         data_label(config.held_out, config.held_out_lines),
     )
     reference = Reference(
         "the trained torch model", score_comparisons(torch_score_fn(trained.network), probes.encoded, probes.pad_id)
     )
-    responses = _training_responses(training, trained.encoder().encode)
+    responses = _training_responses(training, input_format)
     baselines = baseline_accuracies(responses.comparisons, held_out)
 
     def describe(measured: Measured) -> Manifest:
@@ -53,7 +54,7 @@ def export(config: ExportConfig) -> Manifest:
             architecture=trained.architecture,
             max_length=trained.max_length,
             tokens=trained.special,
-            input_format=Transcript().to_manifest(),
+            input_format=input_format.to_manifest(),
             evaluation=measured.evaluation(baselines),
             training=training,
         )
@@ -88,9 +89,7 @@ def quantize_version(
     if manifest.training is None:
         raise UsageError(f"{source}: its manifest records no training data to measure the int8 graph's statistics on")
     probes = Probes(
-        encode_comparisons(
-            fp32.format.encode_texts, read_comparisons(held_out, held_out_lines, fp32.format.transcript)
-        ),
+        encode_comparisons(fp32.format, read_comparisons(held_out, held_out_lines, fp32.format.layouts)),
         manifest.tokens.pad_id,
         data_label(held_out, held_out_lines),
     )
@@ -116,17 +115,17 @@ def quantize_version(
             reference=carried,
             write_tokenizer=lambda staged: shutil.copyfile(source / TOKENIZER_FILE, staged / TOKENIZER_FILE),
             describe=describe,
-            responses=_training_responses(manifest.training, fp32.format.encode_texts, fp32.format.transcript),
+            responses=_training_responses(manifest.training, fp32.format),
             int8=True,
         )
     )
 
 
-def _training_responses(training: TrainingRecord, encode: EncodeFn, transcript: Transcript | None = None) -> Responses:
+def _training_responses(training: TrainingRecord, input_format: InputFormat) -> Responses:
     """The run's training comparisons, as its record names them (the file, the lines)."""
     lines = None if training.lines is None else LineRange.parse(training.lines)
     path = Path(training.data)
-    return Responses(encode, read_comparisons(path, lines, transcript), data_label(path, lines))
+    return Responses(input_format, read_comparisons(path, lines, input_format.layouts), data_label(path, lines))
 
 
 def traced(network: RewardNetwork) -> Callable[[Path], Path]:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from rmserve.core.conversation import Turn
 from rmserve.core.formats import InputFormat, load_format, pair_prompt
-from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import TOKENIZER_FILE, ImportSource, Manifest
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.training.checkpoint import HFReward
@@ -34,12 +34,12 @@ if TYPE_CHECKING:
 
 # Without a calibration file: a few conversations of very different lengths, for parity only.
 PROBES = [
-    Comparison("\n\nHuman: hi\n\nAssistant:", ("Hello! How can I help?", "no")),
+    Comparison((Turn("user", "hi"),), ("Hello! How can I help?", "no")),
     Comparison(
-        "\n\nHuman: How do I bake bread?\n\nAssistant: Do you have yeast?\n\nHuman: yes\n\nAssistant:",
+        (Turn("user", "How do I bake bread?"), Turn("assistant", "Do you have yeast?"), Turn("user", "yes")),
         ("Mix flour, water, yeast and salt, knead, let it rise, then bake at 230C.", "Buy some."),
     ),
-    Comparison("\n\nHuman: What is the capital of France?\n\nAssistant:", ("Paris.", "France has no capital. " * 8)),
+    Comparison((Turn("user", "What is the capital of France?"),), ("Paris.", "France has no capital. " * 8)),
 ]
 
 
@@ -63,9 +63,13 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
     separator = segment_separator(classifier, hf_tokenizer)
     network = (HFReward(classifier) if separator is None else SegmentedReward(classifier, separator)).eval()
 
-    comparisons = read_comparisons(config.calibration, config.calibration_lines) if config.calibration else PROBES
+    comparisons = (
+        read_comparisons(config.calibration, config.calibration_lines, input_format.layouts)
+        if config.calibration
+        else PROBES
+    )
     data = _describe(config)
-    probes = Probes(encode_comparisons(input_format.encode_texts, comparisons), special.pad_id, data)
+    probes = Probes(encode_comparisons(input_format, comparisons), special.pad_id, data)
     scores, embeddings = _reference(network, probes.encoded)
     reference = Reference(
         "transformers forward, one unpadded item at a time; ONNX in padded batches",
@@ -94,7 +98,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
         )
 
     # The flags' cuts and normalization from the calibration responses, when there are some.
-    responses = Responses(input_format.encode_texts, comparisons, data) if config.calibration else None
+    responses = Responses(input_format, comparisons, data) if config.calibration else None
     return publish(
         Publication(
             target,
@@ -211,20 +215,15 @@ def tokenization_agreement(
     """Share of untruncated calibration items whose tokens equal transformers' own (apply_chat_template / pair)."""
     same, total = 0, 0
     for comparison in comparisons:
-        turns = prompt_turns(comparison.prompt, "prompt", input_format.layouts)
-        for response, encoding in zip(
-            comparison.responses,
-            input_format.encode_texts([comparison.prompt] * len(comparison.responses), list(comparison.responses)),
-            strict=True,
-        ):
+        for response, encoding in zip(comparison.responses, input_format.encode(comparison.exchanges()), strict=True):
             if encoding.truncated:
                 continue
             if spec["style"] == "chat_template":
-                messages = [{"role": t.role, "content": t.content} for t in turns]
+                messages = [{"role": t.role, "content": t.content} for t in comparison.prompt]
                 messages.append({"role": "assistant", "content": response})
                 expected = hf_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
             else:
-                expected = hf_tokenizer(pair_prompt(turns), response)["input_ids"]
+                expected = hf_tokenizer(pair_prompt(comparison.prompt), response)["input_ids"]
             same += list(expected) == encoding.input_ids
             total += 1
     return same / total if total else 1.0

@@ -16,6 +16,7 @@ the accuracy; the transformer adds what word counts cannot see (the prompt, word
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -47,7 +48,8 @@ class SelfAttention(nn.Module):
         scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_width)
         scores = scores.masked_fill(key_padding[:, None, None, :], torch.finfo(scores.dtype).min)
         attended = self.dropout(scores.softmax(dim=-1)) @ v
-        return self.proj(attended.transpose(1, 2).reshape(batch, seq, width))
+        projected: torch.Tensor = self.proj(attended.transpose(1, 2).reshape(batch, seq, width))
+        return projected
 
 
 class Block(nn.Module):
@@ -67,7 +69,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, key_padding: torch.Tensor) -> torch.Tensor:
         x = x + self.attention(self.norm_1(x), key_padding)
-        return x + self.mlp(self.norm_2(x))
+        mixed: torch.Tensor = self.mlp(self.norm_2(x))
+        return x + mixed
 
 
 class BagOfNgrams(nn.Module):
@@ -78,6 +81,9 @@ class BagOfNgrams(nn.Module):
     `char_wb`, since most tokens are whole words). A token's character n-grams are looked up
     in `char_ngrams`, a table filled from the tokenizer's vocabulary when training starts.
     """
+
+    idf: torch.Tensor  # buffers, declared for the type checker (register_buffer sets them)
+    char_ngrams: torch.Tensor
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -182,7 +188,8 @@ class Transformer(nn.Module):
         key_padding = attention_mask == 0
         for block in self.blocks:
             x = block(x, key_padding)
-        return self.norm(x)
+        normed: torch.Tensor = self.norm(x)
+        return normed
 
     def pooled(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """What the head reads: the mean response state and the final state. [batch, seq] -> [batch, 2 * d_model]"""
@@ -195,7 +202,8 @@ class Transformer(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[batch, seq] -> [batch]"""
-        return self.head(self.pooled(input_ids, attention_mask)).squeeze(-1)
+        score: torch.Tensor = self.head(self.pooled(input_ids, attention_mask))
+        return score.squeeze(-1)
 
 
 class RewardModel(nn.Module):
@@ -219,7 +227,8 @@ class RewardModel(nn.Module):
         """Bag-of-n-grams score (zero when the model has none). -> [batch]"""
         if self.bag is None:
             return torch.zeros(input_ids.shape[0])
-        return self.bag(input_ids, response_mask(input_ids, attention_mask, self.config.sep_id))
+        wide: torch.Tensor = self.bag(input_ids, response_mask(input_ids, attention_mask, self.config.sep_id))
+        return wide
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """[batch, seq] int64 x2 -> [batch] raw reward."""
@@ -230,10 +239,9 @@ class RewardModel(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The raw reward [batch] and the pooled features every tower's head reads, side by side
         [batch, n_towers * 2 * d_model]: the served graph's two outputs, from one pass of each tower."""
-        pooled = [tower.pooled(input_ids, attention_mask) for tower in self.towers]
-        deep = torch.stack(
-            [tower.head(features).squeeze(-1) for tower, features in zip(self.towers, pooled, strict=True)]
-        )
+        towers = cast(list[Transformer], list(self.towers))  # a ModuleList yields untyped Modules
+        pooled = [tower.pooled(input_ids, attention_mask) for tower in towers]
+        deep = torch.stack([tower.head(features).squeeze(-1) for tower, features in zip(towers, pooled, strict=True)])
         score = self.deep_weight * deep.mean(dim=0) + self.wide_score(input_ids, attention_mask)
         return score, torch.cat(pooled, dim=-1)
 

@@ -46,7 +46,7 @@ def pretrain_masked_lm(
             chosen = targets >= 0
             loss = F.cross_entropy(model.mlm_head(hidden[chosen]), targets[chosen])
             optimizer.zero_grad()
-            loss.backward()
+            torch.autograd.backward(loss)
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             total += loss.item()

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 
 from rmserve.core.ensemble_spec import ENSEMBLE_FILE, is_ensemble
+from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import (
     MODEL_FILE,
     Evaluation,
@@ -40,7 +41,7 @@ from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
 from rmserve.engine.version import load_version
 from rmserve.training.data import Comparison, LineRange
-from rmserve.training.evaluate import EncodedComparison, EncodeFn, pairwise_accuracy, score_comparisons
+from rmserve.training.evaluate import EncodedComparison, pairwise_accuracy, score_comparisons
 from rmserve.training.onnx_files import quantize_int8, save_graph
 from rmserve.training.parity import Reference, fp32_parity, int8_parity
 from rmserve.training.stats import measure_training, score_and_embed_sequences
@@ -104,7 +105,7 @@ class Probes:
 class Responses:
     """The responses normalization and the flags' statistics are measured on (training or calibration data)."""
 
-    encode: EncodeFn
+    input_format: InputFormat  # lays the responses out as the served version does
     comparisons: Sequence[Comparison]
     data: str
 
@@ -196,7 +197,7 @@ def publish(publication: Publication) -> Manifest:
         if publication.responses is not None:  # every response through the served graph; embedding_stats.npz
             responses = publication.responses
             normalization, training_stats = measure_training(
-                served, responses.encode, responses.comparisons, probes.pad_id, staged, responses.data
+                served, responses.input_format, responses.comparisons, probes.pad_id, staged, responses.data
             )
         manifest = publication.describe(
             Measured(

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from rmserve.core.embedding import DEFAULT_RANK, EMBEDDING_FILE, EmbeddingGaussian
+from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import (
     MODEL_FILE,
     EmbeddingStats,
@@ -35,7 +36,7 @@ from rmserve.core.repository import verify_version
 from rmserve.core.tokenizer import pad_batch
 from rmserve.engine.session import OnnxScorer
 from rmserve.training.data import Comparison, LineRange, read_comparisons
-from rmserve.training.evaluate import EncodeFn, length_batches
+from rmserve.training.evaluate import length_batches
 
 ONNX_THREADS = 2
 # Normalization recomputed from the same responses with the same graph agrees to float noise.
@@ -44,7 +45,7 @@ REPRODUCE_TOLERANCE = 1e-4
 
 def measure_training(
     scorer: OnnxScorer,
-    encode: EncodeFn,
+    input_format: InputFormat,
     comparisons: Sequence[Comparison],
     pad_id: int,
     version_dir: Path,
@@ -55,8 +56,7 @@ def measure_training(
     When the graph exports an embedding, the Gaussian of the responses' embeddings goes to
     `embedding_stats.npz` in `version_dir` (list it in the manifest's files afterwards).
     """
-    prompts = [c.prompt for c in comparisons for _ in c.responses]
-    encodings = encode(prompts, [r for c in comparisons for r in c.responses])
+    encodings = input_format.encode([exchange for c in comparisons for exchange in c.exchanges()])
     raw, embeddings = score_and_embed_sequences(scorer, [encoding.input_ids for encoding in encodings], pad_id)
     stats = TrainingStats(
         responses=len(raw),
@@ -105,11 +105,11 @@ def add_training_stats(version_dir: Path) -> Manifest:
         raise ValueError(f"{version_dir}: the manifest records no training data to compute statistics from")
     data, lines = Path(manifest.training.data), manifest.training.lines
     input_format = verify_version(version_dir).format
-    comparisons = read_comparisons(data, None if lines is None else LineRange.parse(lines), input_format.transcript)
+    comparisons = read_comparisons(data, None if lines is None else LineRange.parse(lines), input_format.layouts)
     scorer = OnnxScorer(version_dir / MODEL_FILE, ONNX_THREADS)
     described = f"{data.name} lines {lines}" if lines else data.name
     recomputed, stats = measure_training(
-        scorer, input_format.encode_texts, comparisons, manifest.tokens.pad_id, version_dir, described
+        scorer, input_format, comparisons, manifest.tokens.pad_id, version_dir, described
     )
     expected = manifest.normalization
     if not np.allclose([recomputed.mean, recomputed.std], [expected.mean, expected.std], rtol=REPRODUCE_TOLERANCE):

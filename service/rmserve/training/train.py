@@ -23,8 +23,9 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
+from rmserve.core.formats import TranscriptPrompts
 from rmserve.core.tokenizer import SpecialTokens, pad_batch
-from rmserve.training.checkpoint import HFReward, TrainedModel, load_hf_classifier, torch_score_fn
+from rmserve.training.checkpoint import TRANSCRIPT, HFReward, TrainedModel, load_hf_classifier, torch_score_fn
 from rmserve.training.data import Comparison, read_comparisons, split_dev
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy, score_comparisons
 from rmserve.training.losses import ranking_loss
@@ -45,11 +46,8 @@ def train(config: TrainConfig) -> TrainedModel:
     dev_seed = config.seed if config.dev_seed is None else config.dev_seed
     train_set, dev_set = split_dev(comparisons, config.dev_fraction, dev_seed)
     trained = _build(config, train_set)
-    encoder = trained.encoder()
-    train_encoded, dev_encoded = (
-        encode_comparisons(encoder.encode, train_set),
-        encode_comparisons(encoder.encode, dev_set),
-    )
+    input_format = trained.input_format()
+    train_encoded, dev_encoded = encode_comparisons(input_format, train_set), encode_comparisons(input_format, dev_set)
     pad_id = trained.special.pad_id
     results: dict[str, Any] = {}
 
@@ -93,7 +91,9 @@ def train(config: TrainConfig) -> TrainedModel:
 def _build(config: TrainConfig, train_set: Sequence[Comparison]) -> TrainedModel:
     if config.base is not None:
         return _build_from_base(config)
-    tokenizer = train_tokenizer((text for c in train_set for text in (c.prompt, *c.responses)), config.model.vocab_size)
+    prompts = TranscriptPrompts(TRANSCRIPT)  # the vocabulary of the prompt texts the model will read
+    texts = (text for c in train_set for text in (prompts.text(c.prompt, c.prompt_text), *c.responses))
+    tokenizer = train_tokenizer(texts, config.model.vocab_size)
     model_config = replace(config.model, vocab_size=tokenizer.get_vocab_size())
     network = RewardModel(model_config)
     architecture = {"type": "transformer+bag-of-ngrams", **model_config.to_dict(), "parameters": _count(network)}
@@ -101,13 +101,14 @@ def _build(config: TrainConfig, train_set: Sequence[Comparison]) -> TrainedModel
 
 
 def _build_from_base(config: TrainConfig) -> TrainedModel:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, PreTrainedModel
 
     assert config.base is not None
     hf_tokenizer = AutoTokenizer.from_pretrained(config.base)
     if not hf_tokenizer.is_fast:
         raise ValueError(f"{config.base}: needs a fast tokenizer (tokenizer.json) so serving can load it")
     classifier = load_hf_classifier(config.base)
+    assert isinstance(classifier, PreTrainedModel)  # what AutoModelForSequenceClassification builds
     pad_id = hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else hf_tokenizer.eos_token_id
     classifier.config.pad_token_id = pad_id  # sequence classifiers find the last token by it
     boundary = hf_tokenizer.sep_token_id if hf_tokenizer.sep_token_id is not None else hf_tokenizer.eos_token_id
@@ -159,7 +160,7 @@ def _fit(
                 margin = torch.tensor([margins[i] or 0.0 for i in indices])
             loss = ranking_loss(scores, valid, config.loss, margin)
             optimizer.zero_grad()
-            loss.backward()
+            torch.autograd.backward(loss)
             torch.nn.utils.clip_grad_norm_(parameters, 1.0)
             optimizer.step()
             schedule.step()
@@ -174,6 +175,7 @@ def _fit(
             stale += 1
             if stale >= config.patience:
                 break
+    assert best_state is not None  # the first epoch always beats -1
     model.load_state_dict(best_state)
     return {"dev_accuracy_per_epoch": history, "best_epoch": history.index(max(history)) + 1}
 

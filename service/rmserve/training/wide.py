@@ -65,7 +65,8 @@ def fit_bag(
         accuracy = pairwise_accuracy(regroup(dev_rows @ weights, dev))
         if best is None or accuracy > best[1]:
             best = (strength, accuracy, weights)
-    strength, accuracy, weights = best  # type: ignore[misc]
+    assert best is not None  # the grid is never empty
+    strength, accuracy, weights = best
     with torch.no_grad():
         bag.weight.copy_(torch.from_numpy(weights[:-1]))
         bag.length_weight.fill_(float(weights[-1]))
