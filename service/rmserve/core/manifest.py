@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, StringConstraints, field_validator
 
 from rmserve.core.embedding import EMBEDDING_FILE, EMBEDDING_OUTPUT
 from rmserve.core.tokenizer import SpecialTokens
@@ -38,11 +39,19 @@ MaybeAbsent = Annotated[_T | None, Field(exclude_if=_is_none)]
 class Normalization(_Frozen):
     """Mean and std of raw scores on training responses; served scores are (raw - mean) / std.
 
-    Both finite: a NaN here would be served as NaN, which is not JSON and poisons a trainer.
+    Both finite: a NaN here would be served as NaN, which is not JSON and poisons a trainer. The std is a
+    normal number: a subnormal one (5e-324) turns every raw score into an infinite served score.
     """
 
     mean: float = Field(0.0, allow_inf_nan=False)
-    std: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    std: float = Field(1.0, allow_inf_nan=False)
+
+    @field_validator("std")
+    @classmethod
+    def _normal_positive(cls, std: float) -> float:
+        if std < sys.float_info.min:
+            raise ValueError(f"must be a normal positive number (at least {sys.float_info.min:.4g}), got {std!r}")
+        return std
 
 
 class Evaluation(_Frozen):

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from rmserve import metrics
 from rmserve.core.conversation import Exchange
 from rmserve.core.ensemble_spec import Combined, EnsembleSpec, Reward
 from rmserve.core.formats import InputFormat
@@ -23,7 +24,7 @@ from rmserve.engine.batcher import Batcher
 from rmserve.engine.flags import INJECTED_TURN, FlagColumns, item_flags
 from rmserve.engine.review import ReviewBuffer
 from rmserve.engine.telemetry import Telemetry, WindowSummary
-from rmserve.errors import InvalidField, NotEnabled
+from rmserve.errors import InferenceFailed, InvalidField, NotEnabled
 
 REWARD_FIELD = "reward"  # how a reward choice is named: errors say it, every scoring route takes `?reward=`
 
@@ -141,3 +142,17 @@ class Servable(ABC):
 def review_buffer(capacity: int) -> ReviewBuffer | None:
     """The opt-in review buffer of RMSERVE_REVIEW_PROMPTS prompts (0: off)."""
     return ReviewBuffer(capacity) if capacity else None
+
+
+def require_finite(model: str, exchanges: Sequence[Exchange], scores: np.ndarray) -> None:
+    """Every served score is a number: a non-finite one (normalization or a combination overflowing) fails the
+    request as `inference_failed`, never `null` in a 200."""
+    bad = np.flatnonzero(~np.isfinite(scores))
+    if bad.size:
+        metrics.ITEMS_FAILED.labels(model, "non_finite").inc(bad.size)
+        first = int(bad[0])
+        raise InferenceFailed(
+            f"{model}'s score for {exchanges[first].field} is not a finite number ({scores[first]}): its "
+            "normalization or combination overflows",
+            field=exchanges[first].field,
+        )

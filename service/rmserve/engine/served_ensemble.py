@@ -31,7 +31,7 @@ from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import Normalization
 from rmserve.engine.batcher import Batcher
 from rmserve.engine.flags import HIGH_DISAGREEMENT, FlagColumns
-from rmserve.engine.servable import EnsembleInfo, ModelInfo, Scored, Servable, review_buffer
+from rmserve.engine.servable import EnsembleInfo, ModelInfo, Scored, Servable, require_finite, review_buffer
 from rmserve.engine.served_model import Pending, ServedModel, watch
 from rmserve.engine.telemetry import Telemetry
 
@@ -91,6 +91,8 @@ class ServedEnsemble(Servable):
         combined = combine(
             {member.name: result.scores for member, result in zip(self.members, results, strict=True)}, self.spec.k
         )
+        for values in combined.combinations().values():
+            require_finite(self.name, exchanges, values)
         reward = reward or self.spec.reward
         values = combined.reward(reward)
         scored = Scored(

@@ -25,7 +25,7 @@ from rmserve.core.transcript import Transcript
 from rmserve.engine.batcher import Batcher
 from rmserve.engine.flags import FlagRules
 from rmserve.engine.review import ReviewBuffer
-from rmserve.engine.servable import ModelInfo, Scored, Servable, review_buffer
+from rmserve.engine.servable import ModelInfo, Scored, Servable, require_finite, review_buffer
 from rmserve.engine.telemetry import Telemetry, telemetry_for
 from rmserve.engine.version import ItemScore, ModelVersion
 from rmserve.errors import DeadlineExceeded
@@ -109,6 +109,7 @@ class ServedModel(Servable):
         raw_scores = np.array([result.raw for result in results], dtype=np.float64)
         distances = self.version.distances(results)
         scores = self.version.normalize(raw_scores)
+        require_finite(self.name, exchanges, scores)
         truncated = [encoding.truncated for encoding in encodings]
         response_tokens = [encoding.response_tokens for encoding in encodings]
         if any(truncated):
