@@ -117,6 +117,27 @@ def test_access_log_writes_the_requests_the_setting_selects(
         assert ('"POST /v1/score' in line) and line.endswith("rid=ok-1" if status == "200" else "rid=bad-2")
 
 
+def test_access_log_escapes_what_the_client_controls(make_app, caplog: pytest.LogCaptureFixture) -> None:
+    """A decoded %0a in the path would start a forged line, an ESC would reach the operator's terminal."""
+    client = make_app(access_log="all").test_client()
+    forged = '/x%0a127.0.0.1%20%22GET%20/admin%22%20200%20rid=1%1b%5b31m%e2%80%a8'
+    with caplog.at_level(logging.INFO, logger="rmserve.access"):
+        client.get(forged + "?q=\x1b]0;owned\x07")
+        client.open("/healthz", method="GE\x1bT")
+    lines = [record.getMessage() for record in caplog.records if record.name == "rmserve.access"]
+    assert len(lines) == 2
+    for line in lines:
+        assert line.isprintable(), line  # one line, no ESC, BEL or U+2028
+    assert '"GET /x\\n127.0.0.1 \\"GET /admin\\" 200 rid=1\\x1b[31m\\u2028?q=\\x1b]0;owned\\x07" 404' in lines[0]
+    assert lines[1].count('"') == 2 and '"GE\\x1bT /healthz"' in lines[1]
+    record(
+        "HTTP: log injection through the request line",
+        "an unauthenticated GET whose path decodes to a newline, a forged access-log line, an ESC sequence and "
+        "U+2028, with a terminal title escape in the query; a method with an ESC",
+        "each request one printable access-log line: newline, ESC, BEL, U+2028 and quotes written escaped",
+    )
+
+
 def test_models_lists_the_loaded_version(client: FlaskClient) -> None:
     (card,) = client.get("/v1/models").get_json()["data"]
     assert card["name"] == "tiny" and card["version"] == 1 and card["default"] is True

@@ -100,15 +100,27 @@ def _finish_request(response: Response) -> Response:
     if logs_access(response.status_code, state().settings.access_log):
         ACCESS_LOG.info(
             '%s "%s %s" %d %s %.6fs rid=%s',
-            request.remote_addr,
-            request.method,
-            request.full_path if request.query_string else request.path,
+            loggable(request.remote_addr or "-"),
+            loggable(request.method),
+            loggable(request.full_path if request.query_string else request.path),
             response.status_code,
             response.content_length if response.content_length is not None else "-",
             seconds,
             g.get("request_id", "-"),
         )
     return response
+
+
+def loggable(text: str) -> str:
+    """Client-controlled text as it may enter a log line: a decoded `%0a` or an ESC byte in a path must not start
+    a forged line or reach an operator's terminal, so what is not printable, `\\` and `"` are written escaped."""
+    if text.isprintable() and "\\" not in text and '"' not in text:
+        return text
+    return "".join(char if char.isprintable() and char not in '\\"' else _escaped(char) for char in text)
+
+
+def _escaped(char: str) -> str:
+    return '\\"' if char == '"' else char.encode("unicode_escape").decode("ascii")
 
 
 @functools.cache  # routes x status codes: a few dozen series, each looked up once
