@@ -120,7 +120,7 @@ def test_access_log_writes_the_requests_the_setting_selects(
 def test_access_log_escapes_what_the_client_controls(make_app, caplog: pytest.LogCaptureFixture) -> None:
     """A decoded %0a in the path would start a forged line, an ESC would reach the operator's terminal."""
     client = make_app(access_log="all").test_client()
-    forged = '/x%0a127.0.0.1%20%22GET%20/admin%22%20200%20rid=1%1b%5b31m%e2%80%a8'
+    forged = "/x%0a127.0.0.1%20%22GET%20/admin%22%20200%20rid=1%1b%5b31m%e2%80%a8"
     with caplog.at_level(logging.INFO, logger="rmserve.access"):
         client.get(forged + "?q=\x1b]0;owned\x07")
         client.open("/healthz", method="GE\x1bT")
