@@ -3,9 +3,10 @@
 Request handlers `submit` token sequences and get one future per item, resolving to whatever
 the injected `score_fn` gives for the item's row (a model version's raw score and, where it
 measures one, its embedding distance: the batcher never looks inside). Each executor thread,
-when free, drops what expired or was cancelled from the shared queue and takes one sub-batch:
-the oldest waiting item plus the items closest to it in length, as long as the sub-batch
-stays under the padded-token budget and its padding stays bounded. Anchoring on the oldest
+when free, takes one sub-batch from the shared queue (`rmserve.engine.length_queue`, in time
+independent of the queue's length): the oldest waiting item plus the items closest to it in
+length, as long as the sub-batch stays under the padded-token budget and its padding stays
+bounded; what expired or was cancelled among them is dropped on the way. Anchoring on the oldest
 item means long items are never starved by a stream of short ones. With one executor per
 core, one sub-batch per core is in flight: small transformers scale across concurrent
 single-threaded runs far better than inside one run.
@@ -19,6 +20,7 @@ unhealthy until it runs again.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -32,6 +34,7 @@ import numpy as np
 
 from rmserve import metrics
 from rmserve.core.tokenizer import pad_batch
+from rmserve.engine.length_queue import LengthQueue
 from rmserve.errors import DeadlineExceeded, InferenceFailed, NotReady, PayloadTooLarge, QueueFull
 
 log = logging.getLogger(__name__)
@@ -61,38 +64,12 @@ class Entry(Generic[Result]):
     deadline: float
     enqueued: float
     future: Future[Result] = field(default_factory=Future)
+    waiting: bool = False  # in the queue: not yet taken into a sub-batch, dropped or cancelled
     released: bool = False  # its tokens have left the queue's count
 
     @property
     def tokens(self) -> int:
         return len(self.input_ids)
-
-
-def cut_batch(
-    lengths: Sequence[int], anchor: int, max_batch_tokens: int, max_padding_ratio: float, max_rows: int
-) -> list[int]:
-    """Indices of a sub-batch around `anchor`, grown towards the nearest lengths.
-
-    A candidate joins while the sub-batch has fewer than `max_rows` rows, and rows x width
-    stays within `max_batch_tokens` and within `max_padding_ratio` x the real tokens.
-    The anchor alone is always a valid sub-batch.
-    """
-    order = sorted(range(len(lengths)), key=lambda index: lengths[index])
-    low = high = order.index(anchor)
-    real_tokens = lengths[anchor]
-    while high - low + 1 < max_rows:
-        neighbours = [position for position in (low - 1, high + 1) if 0 <= position < len(order)]
-        neighbours.sort(key=lambda position: abs(lengths[order[position]] - lengths[anchor]))
-        for position in neighbours:
-            new_low, new_high = min(low, position), max(high, position)
-            padded = (new_high - new_low + 1) * lengths[order[new_high]]
-            real = real_tokens + lengths[order[position]]
-            if padded <= max_batch_tokens and padded <= real * max_padding_ratio:
-                low, high, real_tokens = new_low, new_high, real
-                break
-        else:
-            break
-    return order[low : high + 1]
 
 
 class Batcher(Generic[Result]):
@@ -120,7 +97,7 @@ class Batcher(Generic[Result]):
         self.max_batch_size = max_batch_size
         self.clock = clock
         self._condition = threading.Condition()
-        self._incoming: list[Entry[Result]] = []  # queued, oldest first; executors cut sub-batches from it
+        self._queue: LengthQueue[Entry[Result]] = LengthQueue()  # executors cut sub-batches from it
         self._queued_tokens = 0  # accepted and not yet resolved
         self._tokens_per_second = tokens_per_second  # moving average of one run (seeded at load), for Retry-After
         self._stopping = False
@@ -176,12 +153,23 @@ class Batcher(Generic[Result]):
                     f"request needs {tokens}",
                     retry_after_s=self._retry_after(tokens),
                 )
-            self._incoming.extend(entries)
+            for entry in entries:
+                self._queue.push(entry)
             self._queued_tokens += tokens
             self._condition.notify()
         self._queue_items.inc(len(entries))
         self._queue_tokens.inc(tokens)
+        for entry in entries:
+            entry.future.add_done_callback(functools.partial(self._forget_if_cancelled, entry))
         return [entry.future for entry in entries]
+
+    def _forget_if_cancelled(self, entry: Entry[Result], future: Future[Result]) -> None:
+        """A request thread cancelled the item (its deadline, or a failed batch mate): its tokens leave the queue
+        now, not when an executor reaches it."""
+        if future.cancelled():
+            with self._condition:
+                self._queue.discard(entry)
+            self._release([entry], "cancelled")
 
     def stop(self, timeout: float | None = None) -> None:
         """Refuse new work, finish what was accepted, then end the thread."""
@@ -224,13 +212,12 @@ class Batcher(Generic[Result]):
         """One executor: take a sub-batch from the shared queue, score it, repeat."""
         while True:
             with self._condition:
-                while not self._incoming and not self._stopping:
+                while not self._queue and not self._stopping:
                     self._condition.wait()
-                if not self._incoming:  # stopping, and every accepted item is scored or in flight
+                if not self._queue:  # stopping, and every accepted item is scored or in flight
                     return
-                self._incoming = self._drop_unwanted(self._incoming)
                 batch = self._take_batch()
-                if self._incoming:
+                if self._queue:
                     self._condition.notify()  # work left: wake another executor
                 self._running += 1
             try:
@@ -243,40 +230,34 @@ class Batcher(Generic[Result]):
                     self._running -= 1
 
     def _take_batch(self) -> list[Entry[Result]]:
-        """Remove and return the next sub-batch (caller holds the lock).
+        """Remove and return the next sub-batch (caller holds the lock); items expired on the way are failed.
 
         Rows are capped at an equal share of the queue per idle executor, so one request of
         many items keeps every core busy instead of becoming one long single-threaded run.
         """
-        queue = self._incoming
-        if not queue:
-            return []
         idle = len(self._threads) - self._running  # this executor included
-        max_rows = min(self.max_batch_size, math.ceil(len(queue) / idle))
-        lengths = [entry.tokens for entry in queue]
-        chosen = set(cut_batch(lengths, 0, self.max_batch_tokens, self.max_padding_ratio, max_rows))
-        self._incoming = [entry for index, entry in enumerate(queue) if index not in chosen]
-        return [entry for index, entry in enumerate(queue) if index in chosen]
+        max_rows = min(self.max_batch_size, math.ceil(len(self._queue) / idle))
+        now = self.clock()
+        return self._queue.take(
+            functools.partial(self._still_wanted, now), self.max_batch_tokens, self.max_padding_ratio, max_rows
+        )
 
-    def _drop_unwanted(self, pending: list[Entry[Result]]) -> list[Entry[Result]]:
-        """Forget cancelled items and fail expired ones; neither is ever scored.
+    def _still_wanted(self, now: float, entry: Entry[Result]) -> bool:
+        """False for an item to forget (cancelled) or to fail (expired); neither is ever scored.
 
         An item counts as expired once its deadline is nearer than the time a run of it alone takes at
         the measured rate: started, it would only finish late, on a core another item needs.
         """
-        now = self.clock()
-        kept = []
-        for entry in pending:
-            if entry.future.cancelled():
+        if entry.future.cancelled():
+            self._release([entry], "cancelled")
+        elif entry.deadline <= now + self._run_seconds(entry.tokens):
+            if self._fail(entry, DeadlineExceeded("deadline passed while the item was queued")):
+                self._release([entry], "deadline_exceeded")
+            else:  # cancelled by its request thread since the check above
                 self._release([entry], "cancelled")
-            elif entry.deadline <= now + self._run_seconds(entry.tokens):
-                if self._fail(entry, DeadlineExceeded("deadline passed while the item was queued")):
-                    self._release([entry], "deadline_exceeded")
-                else:  # cancelled by its request thread since the check above
-                    self._release([entry], "cancelled")
-            else:
-                kept.append(entry)
-        return kept
+        else:
+            return True
+        return False
 
     def _run_seconds(self, tokens: int) -> float:
         """The shortest time one run of `tokens` takes at the measured rate (0 before any measurement)."""
