@@ -301,6 +301,17 @@ def test_serve_names_a_model_that_is_not_in_the_repository(
 
 
 @pytest.mark.usefixtures("no_exec")
+@pytest.mark.usefixtures("no_exec")
+def test_serve_refuses_a_keys_file_it_cannot_use_in_one_line(
+    capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RMSERVE_MODEL_REPOSITORY", str(tiny_repository))
+    monkeypatch.setenv("RMSERVE_API_KEYS_FILE", str(tmp_path / "nosuch"))
+    assert "RMSERVE_API_KEYS_FILE" in user_error(capsys, ["serve"])
+    (tmp_path / "nosuch").write_text("# no key yet\n")
+    assert "holds no key" in user_error(capsys, ["serve"])
+
+
 def test_serve_a_repository_without_models(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

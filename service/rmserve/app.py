@@ -27,8 +27,11 @@ from rmserve.protocols.openrlhf import openrlhf
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, registry: ModelRegistry | None = None) -> Flask:
-    """Build the app; with no `registry`, load and warm the repository's models first."""
+def create_app(
+    settings: Settings | None = None, registry: ModelRegistry | None = None, api_keys: frozenset[str] | None = None
+) -> Flask:
+    """Build the app; with no `registry`, load and warm the repository's models first; with no `api_keys`, read
+    them from the settings (under gunicorn the master reads them once, for every worker)."""
     settings = settings or Settings.from_env()
     if registry is None:
         registry = ModelRegistry.load(settings).start()
@@ -36,7 +39,8 @@ def create_app(settings: Settings | None = None, registry: ModelRegistry | None 
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     codec.install(app)
-    app.extensions[EXTENSION] = AppState(settings=settings, api_keys=settings.all_api_keys(), registry=registry)
+    keys = settings.all_api_keys() if api_keys is None else api_keys
+    app.extensions[EXTENSION] = AppState(settings=settings, api_keys=keys, registry=registry)
     middleware.install(app)
     error_handlers.register(app)
     for blueprint in (native, openrlhf, classify, oip, operations, watching):

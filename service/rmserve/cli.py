@@ -87,6 +87,10 @@ def serve(args: argparse.Namespace) -> int:
         named.append((settings.default_model, "--default-model/RMSERVE_DEFAULT_MODEL"))
     for name, named_by in named:
         require_model(settings.model_repository, name, "--model-repository", named_by)
+    try:
+        settings.all_api_keys()  # the master reads them again; a keys file to fix is one line here, not a traceback
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     os.environ.update(settings.as_environ())
     argv = [sys.executable, "-m", "gunicorn", "--config", str(config)]
     os.execv(sys.executable, argv)

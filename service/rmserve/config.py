@@ -44,7 +44,9 @@ class Settings:
         (), "Bearer keys, comma-separated; with none here and no keys file, there is no authentication."
     )
     api_keys_file: Path | None = setting(
-        None, "A file of keys, one per line or comma-separated, `#` comments; merged with `api_keys`."
+        None,
+        "A file of keys, one per line or comma-separated, `#` comments; merged with `api_keys`. Read once at start "
+        "for all workers, and again on SIGHUP to the master (a file that cannot be read then keeps the keys in use).",
     )
     protect_metrics: bool = setting(False, "`/metrics` needs a key too (when keys are configured).")
     workers: int = setting(1, "gunicorn worker processes, each with its own copy of the models.")

@@ -62,6 +62,12 @@ os.environ["RMSERVE_METRICS_DIR"] = str(metrics_dir)
 SAMPLE_FILES = ("counter_*.db", "gauge_*.db", "histogram_*.db", "summary_*.db")
 
 
+# The API keys are read once, here in the master, so every worker serves with the same ones: a worker that
+# restarts after a crash forks with them too, whatever the keys file holds by then. SIGHUP reads the file
+# again for the workers gunicorn starts in place of the old ones (`on_reload`).
+api_keys = [settings.all_api_keys()]  # one element, replaced on SIGHUP
+
+
 # A worker that cannot start ends the server once, with its reason as the master's last line. The first such
 # worker takes the one byte of `halt_token` (workers inherit both pipes through fork), writes why into
 # `boot_failures` and exits with gunicorn's boot-error status, which stops the master; any other worker failing
@@ -81,7 +87,7 @@ def worker_app() -> Any:
     from rmserve.core.repository import InvalidModel
 
     try:
-        return create_app()
+        return create_app(api_keys=api_keys[0])
     except (InvalidModel, ValueError, OSError) as error:  # a model or setting to fix: its sentence says what
         reason = str(error)
     except Exception as error:
@@ -122,6 +128,17 @@ def on_exit(server: Any) -> None:
     failure = first_boot_failure()
     if failure is not None:  # after gunicorn's "Reason: Worker failed to boot.", the reason itself
         print(f"rmserve serve: a worker could not start: {failure}", file=sys.stderr, flush=True)
+
+
+def on_reload(server: Any) -> None:
+    """SIGHUP, in the master before it starts new workers: read the keys file again. One that cannot be read
+    or holds no key leaves the keys in use, with an error in the log: a reload never stops a running server."""
+    try:
+        api_keys[0] = settings.all_api_keys()
+    except ValueError as error:
+        server.log.error("keeping the %d API keys in use: %s", len(api_keys[0]), error)
+        return
+    server.log.info("read %d API keys; the new workers serve with them", len(api_keys[0]))
 
 
 def post_fork(server: Any, worker: Any) -> None:
