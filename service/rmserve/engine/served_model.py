@@ -17,6 +17,7 @@ import numpy as np
 
 from rmserve import metrics
 from rmserve.config import Settings
+from rmserve.core.chat_template import render_deadline
 from rmserve.core.conversation import Exchange
 from rmserve.core.ensemble_spec import Reward
 from rmserve.core.formats import InputFormat
@@ -98,7 +99,8 @@ class ServedModel(Servable):
 
     def submit(self, exchanges: Sequence[Exchange], deadline: float) -> Pending:
         """Lay out and tokenize in the model's input format and queue every item; nothing waits yet."""
-        encodings = self.version.format.encode(exchanges)
+        with render_deadline(deadline):  # a chat template stops rendering when the request's deadline passes
+            encodings = self.version.format.encode(exchanges)
         futures = self.batcher.submit([encoding.input_ids for encoding in encodings], deadline)
         return Pending(exchanges, encodings, futures)
 

@@ -24,7 +24,7 @@ from rmserve.core.embedding import EMBEDDING_OUTPUT, EmbeddingGaussian
 from rmserve.core.formats import InputFormat
 from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
-from rmserve.core.tokenizer import pad_batch
+from rmserve.core.tokenizer import Encoding, pad_batch
 from rmserve.engine.batcher import FailedRow
 from rmserve.engine.session import OnnxScorer
 from rmserve.errors import ServiceError
@@ -98,10 +98,7 @@ def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:
 
 def _check_graph(model: ModelVersion) -> None:
     """Run one tiny batch (this also warms the session): one finite score per row."""
-    try:
-        (encoding,) = model.format.encode([_warm_up(words=1)])
-    except ServiceError as error:  # a chat template that refuses even a one-turn conversation
-        raise InvalidModel(f"{model.directory}: its input format cannot lay out a test item: {error.message}") from None
+    (encoding,) = _laid_out(model, _warm_up(words=1))
     input_ids, attention_mask = pad_batch([encoding.input_ids] * 2, model.manifest.tokens.pad_id)
     if model.embedding is not None:
         _check_embedding(model, model.embedding, input_ids, attention_mask)
@@ -136,12 +133,19 @@ def _check_embedding(
 
 def _measure_throughput(model: ModelVersion) -> float:
     """Real tokens per second of one warm, moderately sized batch (4 rows of up to 128 tokens)."""
-    (encoding,) = model.format.encode([_warm_up(words=64)])
+    (encoding,) = _laid_out(model, _warm_up(words=64))
     row = encoding.input_ids[: min(model.manifest.max_length, 128)]
     input_ids, attention_mask = pad_batch([row] * 4, model.manifest.tokens.pad_id)
     started = time.perf_counter()
     model.score_batch(input_ids, attention_mask)  # [4, seq] -> [4]
     return input_ids.size / max(time.perf_counter() - started, 1e-6)
+
+
+def _laid_out(model: ModelVersion, exchange: Exchange) -> list[Encoding]:
+    try:
+        return model.format.encode([exchange])
+    except ServiceError as error:  # a chat template that refuses, fails on or overruns its budget for a warm-up item
+        raise InvalidModel(f"{model.directory}: its input format cannot lay out a test item: {error.message}") from None
 
 
 def _warm_up(words: int) -> Exchange:
