@@ -177,5 +177,6 @@ def test_hostile_templates_under_load_answer_in_time_and_stay_under_the_memory_l
         "template that fails its warm-up",
         f"start-up went on (the failing model skipped and reported in /readyz); {len(outcomes)} answers, all "
         f"{'/'.join(str(status) for status in sorted(statuses))}, the slowest after {slowest:.2f} s; /healthz "
-        f"p50 {percentile(probes, 0.5) * 1000:.0f} ms, at most {max(probes) * 1000:.0f} ms; server RSS at most {max(rss):.0f} MiB (limit {RSS_LIMIT_MIB})",
+        f"p50 {percentile(probes, 0.5) * 1000:.0f} ms, at most {max(probes) * 1000:.0f} ms; server RSS at most "
+        f"{max(rss):.0f} MiB (limit {RSS_LIMIT_MIB})",
     )
