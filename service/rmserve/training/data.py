@@ -123,10 +123,11 @@ def parse_record(record: Any, layouts: Sequence[Layout] = LAYOUTS) -> Comparison
 def split_dev(
     comparisons: Sequence[Comparison], fraction: float, seed: int
 ) -> tuple[list[Comparison], list[Comparison]]:
-    """Hold out a seeded random `fraction` of the training comparisons for early stopping."""
+    """Hold out a seeded random `fraction` of the training comparisons for early stopping, at least one."""
     order = list(range(len(comparisons)))
     random.Random(seed).shuffle(order)
-    dev_size = round(len(comparisons) * fraction)
+    # A review export of a few records still gets a dev comparison: early stopping and the blend need one.
+    dev_size = max(1, round(len(comparisons) * fraction))
     dev = set(order[:dev_size])
     train = [c for i, c in enumerate(comparisons) if i not in dev]
     return train, [c for i, c in enumerate(comparisons) if i in dev]
