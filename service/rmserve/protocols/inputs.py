@@ -44,8 +44,7 @@ def check_text(text: str, field: str, limits: Limits) -> str:
 
 
 def answered(prompt: Sequence[Turn], response: str, field: str, prompt_text: str | None = None) -> Exchange:
-    """A known prompt and its response: the response is scored whole, flagged if it writes turns."""
-    response = response.strip()
+    """A known prompt and its response, as sent: the response is scored whole, flagged if it writes turns."""
     return Exchange(tuple(prompt), response, field, has_turn_markers(response), prompt_text)
 
 

@@ -23,7 +23,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from rmserve.core.formats import TranscriptPrompts
+from rmserve.core.formats import PromptTexts, transcript_response
 from rmserve.core.tokenizer import SpecialTokens, pad_batch
 from rmserve.training.checkpoint import TRANSCRIPT, HFReward, TrainedModel, load_hf_classifier, torch_score_fn
 from rmserve.training.data import Comparison, DataError, read_comparisons, split_dev
@@ -98,8 +98,12 @@ def train(config: TrainConfig) -> TrainedModel:
 def _build(config: TrainConfig, train_set: Sequence[Comparison]) -> TrainedModel:
     if config.base is not None:
         return _build_from_base(config)
-    prompts = TranscriptPrompts(TRANSCRIPT)  # the vocabulary of the prompt texts the model will read
-    texts = (text for c in train_set for text in (prompts.text(c.prompt, c.prompt_text), *c.responses))
+    prompts = PromptTexts.transcript(TRANSCRIPT)  # the vocabulary of the texts the model will read
+    texts = (
+        text
+        for c in train_set
+        for text in (prompts.text(c.prompt, c.prompt_text), *(transcript_response(r) for r in c.responses))
+    )
     tokenizer = train_tokenizer(texts, config.model.vocab_size)
     model_config = replace(config.model, vocab_size=tokenizer.get_vocab_size())
     network = RewardModel(model_config)
