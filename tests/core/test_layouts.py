@@ -119,11 +119,12 @@ def test_chatml_from_verl_scores_like_the_same_conversation_as_messages(client: 
     assert answer.get_json()["data"][-1]["probs"][-1] == pytest.approx(native["scores"][0])
 
 
-def test_unparseable_classify_input_is_422_naming_input(client: FlaskClient) -> None:
-    answer = client.post("/classify", json={"input": "no layout here"})
+def test_classify_input_that_opens_a_layout_and_breaks_it_is_422_naming_input(client: FlaskClient) -> None:
+    answer = client.post("/classify", json={"input": "<|im_start|>tool\n{}<|im_end|>"})
     assert answer.status_code == 422
     assert answer.get_json()["error"]["field"] == "input"
     assert "ChatML" in answer.get_json()["error"]["message"]
+    assert client.post("/classify", json={"input": "no layout here"}).status_code == 200  # a response alone
 
 
 def test_injected_turn_is_flagged_and_scored_whole(client: FlaskClient) -> None:

@@ -215,11 +215,16 @@ def split_text(text: str, field: str, layouts: Sequence[Layout] = LAYOUTS) -> tu
     return tuple(turns[:-1]), turns[-1].content
 
 
+def opens_with_turn(text: str, layouts: Sequence[Layout] = LAYOUTS) -> bool:
+    """Whether `text` is formatted: it starts with a turn marker (after special tokens and whitespace)."""
+    opening = _LEADING_FILLER.sub("", text)
+    return any(layout.marker.match(opening) for layout in layouts)
+
+
 def prompt_turns(prompt: str, field: str, layouts: Sequence[Layout] = LAYOUTS) -> tuple[Turn, ...]:
-    """A prompt as turns: a formatted prompt (one that starts with a turn marker) is parsed, its open
-    assistant header dropped; any other text is one user turn, whatever it mentions."""
-    opening = _LEADING_FILLER.sub("", prompt)
-    if not any(layout.marker.match(opening) for layout in layouts):
+    """A prompt as turns: a formatted prompt is parsed, its open assistant header dropped; any other text is one
+    user turn, whatever it mentions."""
+    if not opens_with_turn(prompt, layouts):
         return (Turn("user", prompt),)
     turns = parse_text(prompt, field, layouts)
     if turns[-1].role == "assistant" and not turns[-1].content.strip():
