@@ -29,7 +29,7 @@ from rmserve.training.checkpoint import HFReward
 from rmserve.training.data import Comparison, read_comparisons
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy
 from rmserve.training.export import traced
-from rmserve.training.options import ImportConfig
+from rmserve.training.options import ImportConfig, ImportLayout, TrainedLayout
 from rmserve.training.parity import Reference
 from rmserve.training.publish import Measured, Probes, Publication, Responses, claim_version, data_label, publish
 
@@ -154,29 +154,30 @@ def load_classifier(checkpoint: Path, tokenizer_pad_id: int | None) -> PreTraine
     return classifier
 
 
-def choose_layout(requested: str, hf_tokenizer: Any) -> LayoutChoice:
+def choose_layout(requested: ImportLayout, hf_tokenizer: Any) -> LayoutChoice:
     """The layout `--layout` names, or for `auto` the one the checkpoint shows (a chat template), else a guess:
     `text` when the tokenizer has an EOS for TRL's RewardTrainer to have appended, `pair` when it has none."""
     template = hf_tokenizer.chat_template
     if isinstance(template, dict):  # named templates: the default one
         template = template.get("default")
     eos_token = hf_tokenizer.eos_token or None
-    if requested == "auto" and template:
-        requested, reason = "chat_template", "the chat template in the checkpoint's tokenizer config"
-    elif requested == "auto":
-        requested = "text" if eos_token else "pair"
-        trainer = "TRL RewardTrainer on plain data" if eos_token else "a cross-encoder on (prompt, response) pairs"
-        return LayoutChoice(
-            layout_spec(requested, template, eos_token, hf_tokenizer),
-            f"guessed --layout {requested} ({trainer}): no chat template says how the model was trained",
-            guessed=True,
-        )
-    else:
-        reason = f"--layout {requested}"
-    return LayoutChoice(layout_spec(requested, template, eos_token, hf_tokenizer), reason)
+    if requested != "auto":
+        return LayoutChoice(layout_spec(requested, template, eos_token, hf_tokenizer), f"--layout {requested}")
+    if template:
+        spec = layout_spec("chat_template", template, eos_token, hf_tokenizer)
+        return LayoutChoice(spec, "the chat template in the checkpoint's tokenizer config")
+    guess: TrainedLayout = "text" if eos_token else "pair"
+    trainer = "TRL RewardTrainer on plain data" if eos_token else "a cross-encoder on (prompt, response) pairs"
+    return LayoutChoice(
+        layout_spec(guess, template, eos_token, hf_tokenizer),
+        f"guessed --layout {guess} ({trainer}): no chat template says how the model was trained",
+        guessed=True,
+    )
 
 
-def layout_spec(layout: str, template: str | None, eos_token: str | None, hf_tokenizer: Any) -> dict[str, Any]:
+def layout_spec(
+    layout: TrainedLayout, template: str | None, eos_token: str | None, hf_tokenizer: Any
+) -> dict[str, Any]:
     """The manifest's `input_format` for a layout (rmserve.core.formats.load_format reads it)."""
     if layout == "text":
         return {"style": "text", "eos_token": eos_token}
