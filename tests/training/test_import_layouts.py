@@ -97,12 +97,17 @@ def test_the_text_as_sent_reaches_a_chat_template_byte_for_byte(
     assert abs(other - expected) > 1e-3  # whitespace changes the score: the test would see it stripped
 
 
+@pytest.fixture(scope="module")
+def text_import(chatml_llama: Path, repository: Path) -> Manifest:
+    """The same checkpoint imported with --layout text, as if TRL had trained it on plain data."""
+    config = ImportConfig(checkpoint=chatml_llama, name="plain", repository=repository, max_length=256, layout="text")
+    return import_checkpoint(config)
+
+
 def test_text_layout_scores_prompt_plus_response_plus_eos_as_trl_tokenizes_it(
-    chatml_llama: Path, repository: Path, make_app: Callable[..., Flask]
+    chatml_llama: Path, text_import: Manifest, repository: Path, make_app: Callable[..., Flask]
 ) -> None:
-    manifest = import_checkpoint(
-        ImportConfig(checkpoint=chatml_llama, name="plain", repository=repository, max_length=256, layout="text")
-    )
+    manifest = text_import
     assert manifest.input_format == {"style": "text", "eos_token": "<|eot_id|>"}
     assert manifest.source is not None and manifest.source.layout == "--layout text"
     assert manifest.parity is not None and manifest.parity.tokenization_matches_transformers == 1.0
@@ -123,27 +128,32 @@ def test_text_layout_scores_prompt_plus_response_plus_eos_as_trl_tokenizes_it(
     assert client.post("/v1/score", json=body).get_json()["raw_scores"] == pytest.approx(expected, abs=1e-4)
 
 
-def test_a_long_text_item_is_cut_keeping_its_special_tokens_and_eos(chatml_llama: Path, repository: Path) -> None:
+def test_a_long_text_item_is_cut_keeping_its_special_tokens_and_eos(
+    chatml_llama: Path, text_import: Manifest, repository: Path
+) -> None:
+    from tokenizers import Tokenizer
+
     from rmserve.core.conversation import Exchange, Turn
+    from rmserve.core.formats import load_format
     from rmserve.core.tokenizer import pad_batch
     from rmserve.engine.session import OnnxScorer
-    from rmserve.engine.version import load_version
 
-    import_checkpoint(
-        ImportConfig(checkpoint=chatml_llama, name="short", repository=repository, max_length=64, layout="text")
-    )
-    version = load_version(repository / "short" / "1", intra_op_threads=1)
+    version = repository / "plain" / "1"
+    backend = Tokenizer.from_file(str(version / "tokenizer.json"))
+    text_format = load_format(text_import.input_format, backend, 64, text_import.tokens)
     tokenizer, model = hf_pair(chatml_llama)
     long_response = "The quick brown fox jumps over the lazy dog near the river bank. " * 40
-    (encoding,) = version.format.encode([Exchange((Turn("user", PROMPT),), long_response, "x", prompt_text=PROMPT)])
+    (encoding,) = text_format.encode([Exchange((Turn("user", PROMPT),), long_response, "x", prompt_text=PROMPT)])
     assert encoding.truncated and len(encoding.input_ids) <= 64
     assert encoding.input_ids[-1] == tokenizer.eos_token_id  # where the decoder reads the score
     assert encoding.response_tokens > 64  # the whole response's length, for the length flags
     cut = tokenizer.decode(encoding.input_ids, skip_special_tokens=False)
+    assert PROMPT.endswith(cut.partition("The quick")[0])  # the end of the prompt, then the start of the response
+    assert cut.endswith("river bank. <|eot_id|>")
     assert tokenizer(cut)["input_ids"] == encoding.input_ids  # the cut is a text TRL would have tokenized so
-    served = OnnxScorer(repository / "short" / "1" / "model.onnx", 1).score_and_embed(
-        *pad_batch([encoding.input_ids], version.manifest.tokens.pad_id)
-    )[0]
+    served, _ = OnnxScorer(version / "model.onnx", 1).score_and_embed(
+        *pad_batch([encoding.input_ids], text_import.tokens.pad_id)
+    )
     assert float(served[0]) == pytest.approx(forward(model, encoding.input_ids), abs=1e-4)
 
 
