@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from rmserve.core.formats import InputFormat, TextFormat, load_format, pair_prompt
+from rmserve.core.formats import load_format
 from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import TOKENIZER_FILE, ImportSource, Manifest
 from rmserve.core.tokenizer import SpecialTokens
@@ -30,7 +30,7 @@ from rmserve.training.data import Comparison, read_comparisons
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy
 from rmserve.training.export import traced
 from rmserve.training.options import ImportConfig, ImportLayout, TrainedLayout
-from rmserve.training.parity import Reference
+from rmserve.training.parity import Reference, tokenization_agreement
 from rmserve.training.publish import Measured, Probes, Publication, Responses, claim_version, data_label, publish
 
 if TYPE_CHECKING:
@@ -250,33 +250,6 @@ def _reference(network: HFReward, encoded: list[EncodedComparison]) -> tuple[lis
                 embeddings.append(embedding[0].numpy())
             scores.append(np.array(group_scores))
     return scores, np.array(embeddings)
-
-
-def tokenization_agreement(input_format: InputFormat, hf_tokenizer: Any, comparisons: list[Comparison]) -> float:
-    """Share of untruncated calibration items whose served tokens equal the trainer's own tokenization."""
-    same, total = 0, 0
-    for comparison in comparisons:
-        for response, encoding in zip(comparison.responses, input_format.encode(comparison.exchanges()), strict=True):
-            if not encoding.truncated:
-                same += trainer_ids(input_format, hf_tokenizer, comparison, response) == encoding.input_ids
-                total += 1
-    return same / total if total else 1.0
-
-
-def trainer_ids(input_format: InputFormat, hf_tokenizer: Any, comparison: Comparison, response: str) -> list[int]:
-    """How the trainer of each layout tokenized a prompt (as the data wrote it) and a response: TRL's RewardTrainer
-    `tokenizer(prompt + response + eos)` (plain) or `apply_chat_template(messages)` (conversational), a cross-encoder
-    `tokenizer(prompt, response)`."""
-    prompt = comparison.prompt_text if comparison.prompt_text is not None else pair_prompt(comparison.prompt)
-    if isinstance(input_format, TextFormat):
-        eos = input_format.eos_token  # TRL's own rule, written out here: the reference must not be rmserve's code
-        text = prompt + response if eos is None or response.endswith(eos) else prompt + response + eos
-        return list(hf_tokenizer(text)["input_ids"])
-    if input_format.style == "chat_template":
-        messages = [{"role": turn.role, "content": turn.content} for turn in comparison.prompt]
-        messages.append({"role": "assistant", "content": response})
-        return list(hf_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
-    return list(hf_tokenizer(prompt, response)["input_ids"])
 
 
 def _describe(config: ImportConfig) -> str:
