@@ -34,9 +34,9 @@ def test_bench_reads_a_preference_file_in_the_models_format(tiny_repository: Pat
     model = load_model(tiny_repository, "tiny", 1)
     assert [workload.name for workload in workloads(model, data, 24, seed=0)] == ["rl-groups", "hh-mixed"]
     single = next(shape for shape in shapes(model, data, seed=0) if shape.name == "single")
-    assert single.requests[0][0] in {
-        ("\n\nHuman: Hi?\n\nAssistant:", "Hello there."),
-        ("\n\nHuman: Hi?\n\nAssistant:", "No."),
+    assert single.requests[0][0] in {  # prompt + response is the transcript as written
+        ("\n\nHuman: Hi?\n\nAssistant: ", "Hello there."),
+        ("\n\nHuman: Hi?\n\nAssistant: ", "No."),
     }
 
 

@@ -7,7 +7,7 @@ from tokenizers import Tokenizer
 
 from rmserve.core.chat_template import ChatTemplate, TemplateError
 from rmserve.core.conversation import Exchange, Turn
-from rmserve.core.formats import ChatTemplateFormat, TranscriptPrompts, load_format
+from rmserve.core.formats import ChatTemplateFormat, PromptTexts, load_format
 from rmserve.core.layouts import prompt_turns
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.core.transcript import Transcript
@@ -88,13 +88,13 @@ def test_short_items_are_not_truncated_and_unknown_styles_are_refused() -> None:
 
 
 def test_a_transcript_model_reads_its_own_layout_as_written_and_renders_any_other_from_turns() -> None:
-    prompts = TranscriptPrompts(Transcript())
+    prompts = PromptTexts.transcript(Transcript())
     odd = "\n\nHuman:  Hi  there\n\nAssistant: Hello!\n\nHuman: Bread?"
     assert prompts.text(prompt_turns(odd, "prompt"), odd) == odd + "\n\nAssistant:"  # HH data's spacing kept
     chatml = "<|im_start|>user\nBread?<|im_end|>\n"
     assert prompts.text(prompt_turns(chatml, "prompt"), chatml) == "\n\nHuman: Bread?\n\nAssistant:"
     assert prompts.text((Turn("user", "Bread?"),), None) == "\n\nHuman: Bread?\n\nAssistant:"
-    bot = TranscriptPrompts(Transcript.from_manifest({"roles": {"user": "User", "assistant": "Bot"}}))
+    bot = PromptTexts.transcript(Transcript.from_manifest({"roles": {"user": "User", "assistant": "Bot"}}))
     assert (
         bot.text(prompt_turns(odd, "prompt", bot.layouts), odd)
         == "\n\nUser: Hi  there\n\nBot: Hello!\n\nUser: Bread?\n\nBot:"

@@ -52,6 +52,24 @@ def test_real_policy_texts_parse_into_the_same_turns() -> None:
         assert split_text(text, "input") == ((Turn("user", "How hot?"),), "230C."), text
 
 
+def test_turn_contents_are_read_as_written_without_the_layouts_own_spacing() -> None:
+    """Policies emit leading and trailing whitespace; only the layout's separators are not the text's own."""
+    said, reply = "  How hot?\n", " 230C. \n"
+    texts = [
+        f"<|im_start|>user\n{said}<|im_end|>\n<|im_start|>assistant\n{reply}<|im_end|>\n",
+        f"<|start_header_id|>user<|end_header_id|>\n\n{said}<|eot_id|>"
+        f"<|start_header_id|>assistant<|end_header_id|>\n\n{reply}<|eot_id|>",
+        f"<start_of_turn>user\n{said}<end_of_turn>\n<start_of_turn>model\n{reply}<end_of_turn>\n",
+        f"<s>[INST] {said} [/INST] {reply}</s>",  # the spaces around [INST] and [/INST] are Mistral's
+        f"\n\nHuman: {said}\n\nAssistant: {reply}",  # the space after `Human:` is HH's
+    ]
+    for text in texts:
+        assert split_text(text, "input") == ((Turn("user", said),), reply), text
+    assert prompt_turns(said, "prompt") == (Turn("user", said),)
+    assert strip_end_tokens(" Paris. \n<|im_end|>\n<|endoftext|>") == " Paris. \n"
+    assert strip_end_tokens("Paris.\n\n") == "Paris.\n\n"  # no end token: all of it is the response
+
+
 def test_text_before_the_first_hh_turn_is_a_system_turn(client: FlaskClient) -> None:
     text = "You are kind.\n\nHuman: hi\n\nAssistant: hello"
     assert split_text(text, "input") == ((Turn("system", "You are kind."), Turn("user", "hi")), "hello")
@@ -101,11 +119,12 @@ def test_chatml_from_verl_scores_like_the_same_conversation_as_messages(client: 
     assert answer.get_json()["data"][-1]["probs"][-1] == pytest.approx(native["scores"][0])
 
 
-def test_unparseable_classify_input_is_422_naming_input(client: FlaskClient) -> None:
-    answer = client.post("/classify", json={"input": "no layout here"})
+def test_classify_input_that_opens_a_layout_and_breaks_it_is_422_naming_input(client: FlaskClient) -> None:
+    answer = client.post("/classify", json={"input": "<|im_start|>tool\n{}<|im_end|>"})
     assert answer.status_code == 422
     assert answer.get_json()["error"]["field"] == "input"
     assert "ChatML" in answer.get_json()["error"]["message"]
+    assert client.post("/classify", json={"input": "no layout here"}).status_code == 200  # a response alone
 
 
 def test_injected_turn_is_flagged_and_scored_whole(client: FlaskClient) -> None:

@@ -20,11 +20,11 @@ def test_transcript_prompt_is_kept_and_closed_with_the_assistant_marker() -> Non
     assert FORMAT.prompt_text(dialogue + "\n\nAssistant:") == dialogue + "\n\nAssistant:"
 
 
-def test_hh_transcript_splits_at_the_last_assistant_turn() -> None:
-    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bread?\n\nAssistant: Knead it."
+def test_hh_transcript_splits_at_the_last_assistant_turn_into_its_own_text() -> None:
+    text = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bread?\n\nAssistant: Knead it. \n"
     prompt, response = FORMAT.split_transcript(text)
-    assert prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bread?\n\nAssistant:"
-    assert response == "Knead it."
+    assert prompt == "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bread?\n\nAssistant: "
+    assert response == "Knead it. \n"  # prompt + response is the transcript, byte for byte
 
 
 def test_custom_role_names_from_the_manifest() -> None:

@@ -28,7 +28,11 @@ STATS = TrainingStats(
 def test_cuts_are_the_training_p01_and_p99() -> None:
     rules = FlagRules(STATS)
     columns = rules.columns(
-        np.array([0.0, 1.9, 2.5, 0.0]), [50, 50, 50, 200], [False, False, False, True], [False, True, False, False]
+        np.array([0.0, 1.9, 2.5, 0.0]),
+        [50, 50, 50, 200],
+        [False, False, False, True],
+        [False, True, False, False],
+        [False] * 4,
     )
     assert list(columns) == list(rules.names)
     assert item_flags(columns, 4) == [
@@ -37,20 +41,24 @@ def test_cuts_are_the_training_p01_and_p99() -> None:
         ["score_above_training_range"],
         ["truncated", "length_outside_training"],
     ]
-    assert item_flags(rules.columns(np.array([0.0]), [3], [False], [False]), 1) == [["length_outside_training"]]
+    assert item_flags(rules.columns(np.array([0.0]), [3], [False], [False], [False]), 1) == [
+        ["length_outside_training"]
+    ]
 
 
-def test_without_training_statistics_only_truncation_and_injected_turns_are_checked() -> None:
+def test_without_training_statistics_only_what_the_request_shows_is_checked() -> None:
     rules = FlagRules(None)
-    assert rules.names == ("truncated", "injected_turn")
-    assert list(rules.columns(np.array([100.0]), [100000], [False], [False])) == ["truncated", "injected_turn"]
+    assert rules.names == ("truncated", "injected_turn", "no_prompt")
+    columns = rules.columns(np.array([100.0]), [100000], [False], [False], [True])
+    assert list(columns) == list(rules.names)
+    assert item_flags(columns, 1) == [["no_prompt"]]
 
 
 def test_out_of_distribution_is_an_embedding_distance_above_the_training_p99() -> None:
     distance = Quantiles.of(np.linspace(0.0, 10.0, 101).tolist())  # p99 = 9.9
     rules = FlagRules(STATS.model_copy(update={"embedding": EmbeddingStats(dim=8, rank=2, distance=distance)}))
     assert rules.names[-1] == "out_of_distribution"
-    columns = rules.columns(np.zeros(3), [50] * 3, [False] * 3, [False] * 3, np.array([1.0, 9.8, 12.0]))
+    columns = rules.columns(np.zeros(3), [50] * 3, [False] * 3, [False] * 3, [False] * 3, np.array([1.0, 9.8, 12.0]))
     assert item_flags(columns, 3) == [[], [], ["out_of_distribution"]]
     assert "out_of_distribution" not in FlagRules(STATS).names  # no embedding statistics: never checked
 

@@ -284,7 +284,7 @@ def test_the_ensemble_has_its_own_window_with_the_mean_disagreement(client: Flas
     assert (stats["items"], stats["version"], stats["drift"]) == (40, None, None)
     assert stats["mean_disagreement"] == pytest.approx(np.mean(body["std"]))
     assert stats["duplicate_rate"] == pytest.approx(35 / 40)
-    assert stats["flags_checked"] == ["truncated", "injected_turn", "high_disagreement"]
+    assert stats["flags_checked"] == ["truncated", "injected_turn", "no_prompt", "high_disagreement"]
     assert stats["score_quantiles"]["p50"] == pytest.approx(np.quantile(body["conservative"], 0.5))  # the reward's
     client.get("/metrics")  # a scrape refreshes this worker's gauges
     total = REGISTRY.get_sample_value("rmserve_window_total_disagreement", {"model": ENSEMBLE})

@@ -94,6 +94,7 @@ def test_stats_route_and_gauges_show_the_window(make_app: Callable[..., Flask], 
     assert stats["flags_checked"] == [
         "truncated",
         "injected_turn",
+        "no_prompt",
         "score_above_training_range",
         "length_outside_training",
     ]

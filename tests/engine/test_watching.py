@@ -14,6 +14,7 @@ from rmserve.engine.flags import (
     HIGH_DISAGREEMENT,
     INJECTED_TURN,
     LENGTH_OUTSIDE_TRAINING,
+    NO_PROMPT,
     OUT_OF_DISTRIBUTION,
     SCORE_ABOVE_TRAINING_RANGE,
     TRUNCATED,
@@ -37,8 +38,15 @@ def preference_file(path: Path) -> Path:
     return path
 
 
-MODEL_FLAGS = (TRUNCATED, INJECTED_TURN, SCORE_ABOVE_TRAINING_RANGE, LENGTH_OUTSIDE_TRAINING, OUT_OF_DISTRIBUTION)
-MEMBER_FLAGS = (TRUNCATED, INJECTED_TURN)  # the ensemble's members have no training statistics
+MODEL_FLAGS = (
+    TRUNCATED,
+    INJECTED_TURN,
+    NO_PROMPT,
+    SCORE_ABOVE_TRAINING_RANGE,
+    LENGTH_OUTSIDE_TRAINING,
+    OUT_OF_DISTRIBUTION,
+)
+MEMBER_FLAGS = (TRUNCATED, INJECTED_TURN, NO_PROMPT)  # the ensemble's members have no training statistics
 EXPECTED = {
     "embedding_repository": {"tiny": MODEL_FLAGS},
     "ensemble_repository": {name: MEMBER_FLAGS for name, *_ in ENSEMBLE_MEMBERS}

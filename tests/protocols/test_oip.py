@@ -55,6 +55,16 @@ def test_one_input_of_full_texts_like_nemo_aligner(client: FlaskClient) -> None:
     assert rewards["data"] == pytest.approx(native_scores(client), abs=1e-5)
 
 
+def test_plain_full_texts_are_responses_without_a_prompt_flagged_so(client: FlaskClient) -> None:
+    sentences = ["short", f"\n\nHuman: {PROMPTS[0]}\n\nAssistant: {RESPONSES[0]}"]
+    answer = client.post("/v2/models/tiny/infer", json={"inputs": [bytes_input("sentences", sentences)]}).get_json()
+    assert answer["parameters"]["flags"] == [["no_prompt"], []]
+    rewards = next(output for output in answer["outputs"] if output["name"] == "rewards")
+    alone = {"items": [{"messages": [{"role": "assistant", "content": "short"}]}]}
+    assert rewards["data"][0] == pytest.approx(client.post("/v1/score", json=alone).get_json()["scores"][0], abs=1e-5)
+    assert rewards["data"][1] == pytest.approx(native_scores(client)[0], abs=1e-5)
+
+
 def test_binary_tensors_in_and_out(client: FlaskClient) -> None:
     def serialize(texts: list[str]) -> bytes:
         return b"".join(struct.pack("<I", len(text.encode())) + text.encode() for text in texts)
@@ -85,7 +95,7 @@ def test_binary_tensors_in_and_out(client: FlaskClient) -> None:
         ([{"name": "prompt", "shape": [1], "datatype": "INT64", "data": [1]}], "inputs[0].datatype"),
         ([bytes_input("prompt", ["a"]), bytes_input("response", ["b", "c"])], "prompt"),
         ([{"name": "sentences", "shape": [2], "datatype": "BYTES", "data": ["a"]}], "inputs[0].shape"),
-        ([bytes_input("sentences", ["no layout here"])], "sentences[0]"),
+        ([bytes_input("sentences", ["<|im_start|>user\nno reply<|im_end|>"])], "sentences[0]"),
         ([bytes_input("a", ["x"]), bytes_input("b", ["y"])], "inputs"),
     ],
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,9 @@ def test_native_group_form_becomes_one_exchange_per_response(input_format: Input
     body = parse(ScoreRequest, {"prompt": "Hi?", "responses": ["a", " b "]}).root
     exchanges = request_exchanges(body, input_format, LIMITS)
     assert [exchange.prompt for exchange in exchanges] == [(Turn("user", "Hi?"),)] * 2
-    assert [exchange.response for exchange in exchanges] == ["a", "b"]
+    assert [exchange.response for exchange in exchanges] == ["a", " b "]  # as sent: the model's format decides
+    # rmserve's own transcript models read responses stripped, as they were trained
+    assert input_format.encode([exchanges[1]]) == input_format.encode([replace(exchanges[1], response="b")])
     (ranked,) = request_exchanges(parse(RankRequest, {"prompt": "Hi?", "responses": ["a"]}), input_format, LIMITS)
     assert ranked == Exchange((Turn("user", "Hi?"),), "a", "responses[0]", prompt_text="Hi?")
 
@@ -76,7 +79,7 @@ def test_get_reward_splits_each_query_after_its_prompt_and_logs_floats_only(inpu
     prompt = "\n\nHuman: Hi?\n\nAssistant:"
     body = parse(GetRewardRequest, {"query": [prompt + " Hello."], "prompts": [prompt], "labels": [""]})
     (exchange,) = GetReward().exchanges(body, input_format, LIMITS)
-    assert (exchange.prompt, exchange.response) == ((Turn("user", "Hi?"),), "Hello.")
+    assert (exchange.prompt, exchange.response) == ((Turn("user", "Hi?"),), " Hello.")
     answer = get_reward_answer(scored([1.5]))
     assert answer.rewards == answer.scores == [0.5]
     assert answer.extra_logs == {

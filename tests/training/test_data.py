@@ -14,20 +14,22 @@ from flask import Flask
 from tokenizers import Tokenizer, processors
 
 from rmserve.core.conversation import Exchange, Turn
-from rmserve.core.formats import InputFormat, TranscriptPrompts
+from rmserve.core.formats import InputFormat, PromptTexts, load_format
 from rmserve.core.manifest import TOKENIZER_FILE, Manifest
-from rmserve.core.tokenizer import Encoding
+from rmserve.core.tokenizer import Encoding, SpecialTokens
 from rmserve.core.transcript import Transcript
 from rmserve.training.checkpoint import TrainedModel
 from rmserve.training.data import Comparison, DataError, LineRange, pairs, read_comparisons, split_dev
 from rmserve.training.evaluate import encode_comparisons
 from tests.hf_checkpoints import QWEN2_TEMPLATE
-from tests.tiny_model import reseal, write_version
+from tests.tiny_model import reseal, train_tokenizer, write_version
 
 HH_PROMPT = "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: Can you help me pick a lock?\n\nAssistant:"
 HH_TURNS = (Turn("user", "Hi"), Turn("assistant", "Hello!"), Turn("user", "Can you help me pick a lock?"))
 BREAD = (Turn("user", "How do I bake bread?"),)
 BREAD_RESPONSES = ("Mix flour, water and yeast.", "No.")
+TOKENIZER = train_tokenizer()
+SPECIAL = SpecialTokens(pad_id=0, bos_id=2, sep_id=3, eos_id=3)
 
 
 def write_jsonl(path: Path, records: Sequence[object], compress: bool = False) -> Path:
@@ -54,7 +56,21 @@ def test_hh_rlhf_transcripts_split_at_the_last_assistant_turn_and_keep_their_tex
     assert comparison.prompt == HH_TURNS
     assert comparison.responses == ("I can't help with that.", "Sure, first get a tension wrench.")
     # The transcript layout reads the dialogue byte for byte, as the shipped models were trained on it.
-    assert TranscriptPrompts(Transcript()).text(comparison.prompt, comparison.prompt_text) == HH_PROMPT
+    assert PromptTexts.transcript(Transcript()).text(comparison.prompt, comparison.prompt_text) == HH_PROMPT
+
+
+def test_texts_are_read_as_written_and_only_the_transcript_format_strips_them(tmp_path: Path) -> None:
+    hh = read_one(tmp_path, {"chosen": HH_PROMPT + " Sure. \n", "rejected": HH_PROMPT + " No\t"})
+    assert hh.responses == ("Sure. \n", "No\t")
+    assert hh.prompt_text is not None and hh.prompt_text + hh.responses[0] == HH_PROMPT + " Sure. \n"
+    pair = read_one(tmp_path, {"prompt": "p", "chosen": " Sure. \n", "rejected": "No\t"})
+    assert pair.responses == (" Sure. \n", "No\t")
+    conversation = [{"role": "user", "content": "p"}, {"role": "assistant", "content": " Sure. \n"}]
+    assert read_one(tmp_path, {"chosen": conversation, "rejected": conversation}).responses[0] == " Sure. \n"
+    # rmserve's own models were trained on stripped responses and still read them so: training is unchanged
+    transcript = load_format({"style": "transcript"}, TOKENIZER, 64, SPECIAL)
+    stripped = Comparison(hh.prompt, ("Sure.", "No"), prompt_text=hh.prompt_text)
+    assert encode_comparisons(transcript, [hh]) == encode_comparisons(transcript, [stripped])
 
 
 def test_an_hh_response_that_writes_a_turn_of_its_own_stays_whole(tmp_path: Path) -> None:
@@ -208,14 +224,15 @@ PAIR_TEMPLATE = processors.TemplateProcessing(
 FORMATS = {
     "transcript": Transcript().to_manifest(),
     "pair": {"style": "pair"},
+    "text": {"style": "text", "eos_token": "[SEP]"},
     "chat_template": {"style": "chat_template", "template": QWEN2_TEMPLATE, "special_tokens": {}},
 }
 
 
 def version_in_format(directory: Path, style: str) -> None:
-    """The tiny model with the manifest's input format `style` (pair: a BERT-like pair template)."""
+    """The tiny model with the manifest's input format `style` (pair, text: BERT-like special tokens)."""
     manifest = write_version(directory, max_length=256)
-    if style == "pair":
+    if style in ("pair", "text"):
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         tokenizer.post_processor = PAIR_TEMPLATE
         tokenizer.save(str(directory / TOKENIZER_FILE))

@@ -168,3 +168,39 @@ def test_hf_base_fine_tunes_and_exports_with_its_own_tokenizer(tmp_path: Path, h
     manifest = json.loads((repository / "tiny-bert" / "1" / "manifest.json").read_text())
     assert manifest["parity"]["max_abs_diff"] < 1e-4
     assert manifest["parity"]["ranking_agreement"] == 1.0
+
+
+TINY_FLAGS = ["--vocab-size", "300", "--d-model", "16", "--layers", "1", "--heads", "2", "--max-length", "48"]
+
+
+def write_review_export(path: Path, records: int) -> Path:
+    """Ranking records as `rmserve review` writes them, once people have put the responses in order."""
+    with path.open("w", encoding="utf-8") as stream:
+        for index in range(records):
+            record = {
+                "prompt": f"How do I bake bread, batch {index}?",
+                "responses": ["Mix flour, water and yeast, knead, bake.", "no", "go away"],
+                "model_scores": [0.2, 2.9, 1.1],
+                "flags": [[], ["score_above_training_range"], []],
+            }
+            stream.write(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("records", [3, 12])
+def test_a_small_review_export_trains(records: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Three records once left no dev split (`blocks must be 2-D`); one epoch of twelve, one step (a zero
+    division in the warm-up schedule)."""
+    data = write_review_export(tmp_path / "review.jsonl", records)
+    argv = ["train", str(data), "-o", str(tmp_path / "run"), "--epochs", "1", "--hash-buckets", "1021", *TINY_FLAGS]
+    assert cli_main(argv) == 0
+    assert "dev pairwise accuracy" in capsys.readouterr().out
+    training = load_run(tmp_path / "run").training
+    assert training["dev_comparisons"] == 1 and training["train_comparisons"] == records - 1
+
+
+def test_one_record_is_too_few_and_says_so_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = write_review_export(tmp_path / "review.jsonl", 1)
+    assert cli_main(["train", str(data), "-o", str(tmp_path / "run"), *TINY_FLAGS]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "only 1 comparison" in error and "at least 2" in error

@@ -26,3 +26,4 @@ class Exchange:
     field: str  # how the client named the item (`items[2]`, `query[0]`, `input`), for errors
     injected_turn: bool = False  # the response itself holds turn markers (scored whole, never split)
     prompt_text: str | None = None  # the prompt as the client wrote it, when it came as text
+    no_prompt: bool = False  # a plain text sent alone (/classify, /v2): a response with no prompt

@@ -1,9 +1,16 @@
 """How a model reads an exchange: its manifest's `input_format` turns turns and a response into tokens.
 
-- `transcript`: HH turns (rmserve's own models); prompt and response joined at the token level;
-- `pair`: the tokenizer's own pair template (`[CLS] prompt [SEP] response [SEP]`, encoder RMs);
+Named after how the model was trained:
+- `transcript`: HH turns (rmserve's own models); prompt and response joined at the token level; the
+  one format that normalizes whitespace, as its training data did (responses and turns stripped);
+- `pair`: the tokenizer's own pair template (`[CLS] prompt [SEP] response [SEP]`, cross-encoder RMs);
+- `text`: prompt and response as one sequence with the tokenizer's special tokens and, when the
+  trainer appended it, its EOS (TRL's RewardTrainer on plain data);
 - `chat_template`: the model's Jinja template over the whole conversation (decoder RMs); the graph
   reads the score where the model does (the last token).
+Every format but `transcript` reads text byte for byte: `text` keeps a prompt as it was sent; `pair`
+keeps one written plain (or as an HH transcript) and renders one in another chat layout from its
+turns; `chat_template` renders turns, their contents as sent.
 
 Training, import, eval and serving all lay out exchanges through `InputFormat.encode`: the data
 reader (`rmserve.training.data`) and the protocols build the same `Exchange`s, so a model reads
@@ -14,7 +21,7 @@ response and the end of the conversation, and reports per item that it did.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import tokenizers
@@ -22,14 +29,13 @@ from tokenizers import Tokenizer
 
 from rmserve.core.chat_template import ChatTemplate, TemplateError
 from rmserve.core.conversation import Exchange, Turn
-from rmserve.core.layouts import LAYOUTS, Layout, detect, prompt_turns, transcript_layout
+from rmserve.core.layouts import HH, LAYOUTS, Layout, detect, prompt_turns, transcript_layout
 from rmserve.core.tokenizer import Encoding, PairEncoder, SpecialTokens, fit_pair, plain
 from rmserve.core.transcript import Transcript
+from rmserve.core.truncation import fit_rendered, token_count
 from rmserve.errors import InvalidField
 
-STYLES = ("transcript", "pair", "chat_template")
-# Re-renders allowed while cutting a conversation to max_length (token merges at a cut can add one or two).
-MAX_CUTS = 4
+STYLES = ("transcript", "pair", "text", "chat_template")
 
 
 class InputFormat(ABC):
@@ -54,19 +60,28 @@ class InputFormat(ABC):
         return self.encode(exchanges)
 
 
-class TranscriptPrompts:
-    """The prompt text a transcript model reads for an exchange, ending with its assistant marker."""
+class PromptTexts:
+    """The prompt text a format reads: one written plain or in the format's own layout is kept as written (`keep`
+    applies the format's normalization, if any); one in another chat layout is rendered from its turns."""
 
-    def __init__(self, transcript: Transcript):
-        self.transcript = transcript
-        self.layouts = (transcript_layout(transcript), *LAYOUTS)  # its own transcript first
+    def __init__(self, own: Layout, keep: Callable[[str], str], render: Callable[[Sequence[Turn]], str]):
+        self.own, self.keep, self.render = own, keep, render
+        self.layouts = (own, *(layout for layout in LAYOUTS if layout is not own))  # its own layout first
+
+    @classmethod
+    def transcript(cls, transcript: Transcript) -> PromptTexts:
+        """HH data's odd spacing in a prompt is kept (the trained models learned it), closed by the assistant marker."""
+        return cls(transcript_layout(transcript), transcript.prompt_text, transcript.render_prompt)
 
     def text(self, turns: Sequence[Turn], prompt_text: str | None) -> str:
-        """A prompt written as plain text or in this transcript is kept byte for byte (HH data's odd spacing
-        included, which the trained models learned); one in another layout is rendered from its turns."""
-        if prompt_text is not None and detect(prompt_text, self.layouts) in (None, self.layouts[0]):
-            return self.transcript.prompt_text(prompt_text)
-        return self.transcript.render_prompt(turns)
+        if prompt_text is not None and detect(prompt_text, self.layouts) in (None, self.own):
+            return self.keep(prompt_text)
+        return self.render(turns)
+
+
+def transcript_response(response: str) -> str:
+    """A response as rmserve's own models read it: stripped, as their training data had it (HH-RLHF's split)."""
+    return response.strip()
 
 
 class TranscriptFormat(InputFormat):
@@ -76,23 +91,39 @@ class TranscriptFormat(InputFormat):
 
     def __init__(self, transcript: Transcript, encoder: PairEncoder):
         self.transcript = transcript
-        self.prompts = TranscriptPrompts(transcript)
+        self.prompts = PromptTexts.transcript(transcript)
         self.encoder = encoder
         self.max_length = encoder.max_length
         self.layouts = self.prompts.layouts
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
         prompts = [self.prompts.text(exchange.prompt, exchange.prompt_text) for exchange in exchanges]
-        return self.encoder.encode(prompts, [exchange.response for exchange in exchanges])
+        return self.encoder.encode(prompts, [transcript_response(exchange.response) for exchange in exchanges])
 
     def to_manifest(self) -> dict[str, Any]:
         return self.transcript.to_manifest()
 
 
+def pair_prompt(turns: Sequence[Turn]) -> str:
+    """One user turn is the prompt itself; a longer conversation is its HH transcript."""
+    if len(turns) == 1 and turns[0].role == "user":
+        return turns[0].content
+    return Transcript().render_turns([{"role": turn.role, "content": turn.content} for turn in turns]).lstrip()
+
+
+def _as_written(prompt: str) -> str:
+    return prompt
+
+
+# The prompt a pair model reads: as the caller wrote it, or a conversation in another layout as `pair_prompt`.
+PAIR_PROMPTS = PromptTexts(HH, _as_written, pair_prompt)
+
+
 class PairFormat(InputFormat):
-    """The tokenizer's pair template around (prompt, response); a multi-turn prompt is its HH transcript."""
+    """The tokenizer's pair template around (prompt, response), as `tokenizer(prompt, response)` tokenizes them."""
 
     style = "pair"
+    layouts = PAIR_PROMPTS.layouts
 
     def __init__(self, tokenizer: Tokenizer, max_length: int):
         self.tokenizer = plain(tokenizer)
@@ -102,9 +133,10 @@ class PairFormat(InputFormat):
             raise ValueError(f"max_length {max_length} leaves no room for text")
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = self.tokenizer.encode_batch_fast([pair_prompt(e.prompt) for e in exchanges], add_special_tokens=False)
+        prompts = [PAIR_PROMPTS.text(exchange.prompt, exchange.prompt_text) for exchange in exchanges]
+        prompt_tokens = self.tokenizer.encode_batch_fast(prompts, add_special_tokens=False)
         responses = self.tokenizer.encode_batch_fast([e.response for e in exchanges], add_special_tokens=False)
-        return [self._join(prompt, response) for prompt, response in zip(prompts, responses, strict=True)]
+        return [self._join(prompt, response) for prompt, response in zip(prompt_tokens, responses, strict=True)]
 
     def _join(self, prompt: tokenizers.Encoding, response: tokenizers.Encoding) -> Encoding:
         full = (len(prompt.ids), len(response.ids))
@@ -118,11 +150,43 @@ class PairFormat(InputFormat):
         return {"style": self.style}
 
 
-def pair_prompt(turns: Sequence[Turn]) -> str:
-    """One user turn is the prompt itself; a longer conversation is its HH transcript."""
-    if len(turns) == 1 and turns[0].role == "user":
-        return turns[0].content
-    return Transcript().render_turns([{"role": turn.role, "content": turn.content} for turn in turns]).lstrip()
+class TextFormat(InputFormat):
+    """`tokenizer(prompt + response + eos)`: one sequence, the tokenizer's special tokens around it, and the EOS
+    appended unless the response already ends with it (TRL's RewardTrainer on plain data). The sequence has no layout
+    of its own to render into: a prompt sent as text is kept as written, whatever it holds; a conversation sent as
+    messages becomes `pair_prompt`."""
+
+    style = "text"
+
+    def __init__(self, tokenizer: Tokenizer, max_length: int, eos_token: str | None):
+        self.tokenizer = plain(tokenizer)
+        self.max_length = max_length
+        self.eos_token = eos_token
+
+    def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
+        return [self._fit(text_prompt(exchange), exchange.response) for exchange in exchanges]
+
+    def text(self, prompt: str, response: str) -> str:
+        """The sequence the trainer tokenized."""
+        if self.eos_token is None or response.endswith(self.eos_token):
+            return prompt + response
+        return prompt + response + self.eos_token
+
+    def _ids(self, prompt: str, response: str) -> list[int]:
+        return list(self.tokenizer.encode(self.text(prompt, response), add_special_tokens=True).ids)
+
+    def _fit(self, prompt: str, response: str) -> Encoding:
+        """Cut to max_length, the EOS and the tokenizer's special tokens kept (rmserve.core.truncation)."""
+        ids, truncated = fit_rendered(self._ids, self.tokenizer, prompt, response, self.max_length)
+        return Encoding(ids, truncated, response_tokens=token_count(self.tokenizer, response))
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {"style": self.style, "eos_token": self.eos_token}
+
+
+def text_prompt(exchange: Exchange) -> str:
+    """The prompt of a `text` sequence: as the caller or the data file wrote it, else its turns as `pair_prompt`."""
+    return exchange.prompt_text if exchange.prompt_text is not None else pair_prompt(exchange.prompt)
 
 
 class ChatTemplateFormat(InputFormat):
@@ -152,10 +216,9 @@ class ChatTemplateFormat(InputFormat):
 
     def _fit(self, exchange: Exchange) -> Encoding:
         """Drop the oldest turns (a system message stays), then cut the last prompt turn's start and the response's
-        end, re-rendering each time so the template's own tokens stay whole."""
+        end (rmserve.core.truncation)."""
         turns, response, field = list(exchange.prompt), exchange.response, exchange.field
-        # The whole response's length on its own, as the length flags read it (rmserve.engine.flags).
-        response_tokens = len(self.tokenizer.encode(response, add_special_tokens=False).ids)
+        response_tokens = token_count(self.tokenizer, exchange.response)
         ids = self._ids(turns, response, field)
         if len(ids) <= self.max_length:
             return Encoding(ids, truncated=False, response_tokens=response_tokens)
@@ -166,28 +229,13 @@ class ChatTemplateFormat(InputFormat):
             while len(body) > 1 and body[0].role != "user":  # templates insist on user/assistant alternation
                 body = body[1:]
             ids = self._ids(head + body, response, field)
-        for _ in range(MAX_CUTS):
-            if len(ids) <= self.max_length:
-                break
-            body, response = self._cut(head, body, response, len(ids) - self.max_length)
-            ids = self._ids(head + body, response, field)
-        # Only a template longer than max_length on its own gets here: keep the end, where the score is read.
-        return Encoding(ids[-self.max_length :], truncated=True, response_tokens=response_tokens)
+        earlier, last = head + body[:-1], body[-1:]
 
-    def _cut(self, head: list[Turn], body: list[Turn], response: str, excess: int) -> tuple[list[Turn], str]:
-        """Shorten the last prompt turn (from its start) and the response (from its end) by `excess` tokens."""
-        last = body[-1] if body else Turn("user", "")
-        prompt_tokens = self.tokenizer.encode(last.content, add_special_tokens=False)
-        response_tokens = self.tokenizer.encode(response, add_special_tokens=False)
-        full = (len(prompt_tokens.ids), len(response_tokens.ids))
-        prompt_kept, response_kept = fit_pair(*full, sum(full) - excess)
-        if response_kept < full[1]:
-            response = response[: response_tokens.offsets[response_kept][0]] if response_kept else ""
-        if prompt_kept < full[0] and body:
-            start = full[0] - prompt_kept
-            content = last.content[prompt_tokens.offsets[start][0] :] if prompt_kept else ""
-            body = [*body[:-1], Turn(last.role, content)]
-        return body, response
+        def ids_of(content: str, cut_response: str) -> list[int]:
+            return self._ids(earlier + [Turn(turn.role, content) for turn in last], cut_response, field)
+
+        ids, _ = fit_rendered(ids_of, self.tokenizer, last[0].content if last else "", response, self.max_length)
+        return Encoding(ids, truncated=True, response_tokens=response_tokens)
 
     def to_manifest(self) -> dict[str, Any]:
         return {"style": self.style, "template": self.source, "special_tokens": dict(self.template.special_tokens)}
@@ -200,6 +248,11 @@ def load_format(spec: Mapping[str, Any], tokenizer: Tokenizer, max_length: int, 
         return TranscriptFormat(Transcript.from_manifest(spec), PairEncoder(tokenizer, max_length, special))
     if style == "pair":
         return PairFormat(tokenizer, max_length)
+    if style == "text":
+        eos_token = spec.get("eos_token")
+        if eos_token is not None and (not isinstance(eos_token, str) or not eos_token):
+            raise ValueError("input_format.eos_token must be the token string the trainer appended, or null")
+        return TextFormat(tokenizer, max_length, eos_token)
     if style == "chat_template":
         source, special_tokens = spec.get("template"), spec.get("special_tokens", {})
         if not isinstance(source, str) or not source:

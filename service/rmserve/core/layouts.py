@@ -33,6 +33,7 @@ FILLER_TOKENS = (
 _FILLER = re.compile("|".join(re.escape(token) for token in FILLER_TOKENS) + r"|\s")
 _TRAILING_FILLER = re.compile(rf"(?:{_FILLER.pattern})+\Z")
 _LEADING_FILLER = re.compile(rf"\A(?:{_FILLER.pattern})+")
+_END_TOKEN = re.compile("|".join(re.escape(token) for token in FILLER_TOKENS))
 
 
 class LayoutError(ValueError):
@@ -64,7 +65,7 @@ def _turns_by_pattern(pattern: re.Pattern[str], roles: dict[str, str]) -> Callab
             role = match.group("role")
             if role not in roles:
                 raise LayoutError(f"unknown role {role!r} (known: {', '.join(roles)})")
-            turns.append(Turn(roles[role], match.group("content").strip()))
+            turns.append(Turn(roles[role], match.group("content")))
             position = match.end()
         _check_filler(text[position:])
         return turns
@@ -121,13 +122,14 @@ def _parse_mistral(text: str) -> list[Turn]:
     system = _MISTRAL_SYSTEM.search(text)
     if system is not None:
         _check_filler(text[: system.start()])
-        turns.append(Turn("system", system.group("content").strip()))
+        turns.append(Turn("system", system.group("content")))
         position = system.end()
     for match in _MISTRAL_EXCHANGE.finditer(text, position):
         _check_filler(text[position : match.start()])
-        turns.append(Turn("user", match.group("user").strip()))
-        reply = match.group("assistant").strip()
-        if reply or match.group(0).endswith("</s>"):
+        # The spaces around `[INST] u [/INST] a` are the layout's own (as _render_mistral writes them).
+        turns.append(Turn("user", match.group("user").removeprefix(" ").removesuffix(" ")))
+        reply = match.group("assistant").removeprefix(" ")
+        if reply.strip() or match.group(0).endswith("</s>"):
             turns.append(Turn("assistant", reply))
         position = match.end()
     _check_filler(text[position:])
@@ -213,21 +215,31 @@ def split_text(text: str, field: str, layouts: Sequence[Layout] = LAYOUTS) -> tu
     return tuple(turns[:-1]), turns[-1].content
 
 
+def opens_with_turn(text: str, layouts: Sequence[Layout] = LAYOUTS) -> bool:
+    """Whether `text` is formatted: it starts with a turn marker (after special tokens and whitespace)."""
+    opening = _LEADING_FILLER.sub("", text)
+    return any(layout.marker.match(opening) for layout in layouts)
+
+
 def prompt_turns(prompt: str, field: str, layouts: Sequence[Layout] = LAYOUTS) -> tuple[Turn, ...]:
-    """A prompt as turns: a formatted prompt (one that starts with a turn marker) is parsed, its open
-    assistant header dropped; any other text is one user turn, whatever it mentions."""
-    opening = _LEADING_FILLER.sub("", prompt)
-    if not any(layout.marker.match(opening) for layout in layouts):
-        return (Turn("user", prompt.strip()),)
+    """A prompt as turns: a formatted prompt is parsed, its open assistant header dropped; any other text is one
+    user turn, whatever it mentions."""
+    if not opens_with_turn(prompt, layouts):
+        return (Turn("user", prompt),)
     turns = parse_text(prompt, field, layouts)
-    if turns[-1].role == "assistant" and not turns[-1].content:
+    if turns[-1].role == "assistant" and not turns[-1].content.strip():
         turns = turns[:-1]
     return tuple(turns)
 
 
 def strip_end_tokens(response: str) -> str:
-    """A decoded response without the end-of-turn, end-of-text and padding tokens after it."""
-    return _TRAILING_FILLER.sub("", response).strip()
+    """A decoded response without the end-of-turn, end-of-text and padding tokens after it; its own text, spaces
+    included, stays as written."""
+    trailing = _TRAILING_FILLER.search(response)
+    if trailing is None:
+        return response
+    end_token = _END_TOKEN.search(response, trailing.start())  # whitespace before it is the response's own
+    return response if end_token is None else response[: end_token.start()]
 
 
 def has_turn_markers(response: str) -> bool:

@@ -173,6 +173,7 @@ class ImportSource(_Frozen):
     calibration_comparisons: int
     calibration_pairwise_accuracy: float
     normalization: str
+    layout: str | None = None  # how input_format was chosen: `--layout text`, the checkpoint's chat template, a guess
 
 
 class Manifest(_Frozen):

@@ -56,9 +56,13 @@ class Transcript:
         pattern = "|".join(re.escape(name) for name in names)
         pieces = re.split(rf"(?:^|\n\n)({pattern}):", text)
         preamble = [Turn("system", pieces[0].strip())] if pieces[0].strip() else []
-        return preamble + [
-            Turn(names[name], content.strip()) for name, content in zip(pieces[1::2], pieces[2::2], strict=True)
-        ]
+        return (
+            preamble
+            + [  # the space after `Role:` is the layout's; the rest is the turn's own text
+                Turn(names[name], content.removeprefix(" "))
+                for name, content in zip(pieces[1::2], pieces[2::2], strict=True)
+            ]
+        )
 
     def render_turns(self, messages: Sequence[Mapping[str, str]], field_name: str = "messages") -> str:
         """Render chat messages as transcript turns."""
@@ -87,7 +91,8 @@ class Transcript:
         return prompt
 
     def split_transcript(self, text: str, field_name: str = "text") -> tuple[str, str]:
-        """Split a full transcript at its last assistant marker into (prompt, response)."""
+        """Split a full transcript at its last assistant marker into (prompt, response), `prompt + response == text`:
+        the space after the marker ends the prompt, the response is the rest as written."""
         cut = text.rfind(self.assistant_marker)
         if cut < 0:
             raise InvalidField(
@@ -95,7 +100,8 @@ class Transcript:
                 f"cannot find the response: no {self.assistant_marker.strip()!r} turn in the text",
             )
         cut += len(self.assistant_marker)
-        return text[:cut], text[cut:].strip()
+        cut += text.startswith(" ", cut)
+        return text[:cut], text[cut:]
 
     def _is_transcript(self, text: str) -> bool:
         return any(text.startswith(self._turn_prefix(role).rstrip()) for role in self.roles)

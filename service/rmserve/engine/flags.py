@@ -16,12 +16,15 @@ from rmserve.core.manifest import TrainingStats
 
 TRUNCATED = "truncated"
 INJECTED_TURN = "injected_turn"  # the response writes turn markers of its own (the input format found them)
+NO_PROMPT = "no_prompt"  # plain text with no prompt (a vLLM or Triton caller's): scored as a response alone
 SCORE_ABOVE_TRAINING_RANGE = "score_above_training_range"
 LENGTH_OUTSIDE_TRAINING = "length_outside_training"
 HIGH_DISAGREEMENT = "high_disagreement"  # an ensemble's members disagree beyond their calibration p99 (engine.ensemble)
 OUT_OF_DISTRIBUTION = "out_of_distribution"  # the pooled embedding lies farther from training's than their p99
 
 FlagColumns = dict[str, np.ndarray]  # flag name -> bool [items]
+# Flags that say what the request sent, not that the score is doubtful (the review buffer ignores them).
+REQUEST_FLAGS = (TRUNCATED, NO_PROMPT)
 
 
 @dataclass(frozen=True)
@@ -38,8 +41,8 @@ class FlagRules:
     def names(self) -> tuple[str, ...]:
         """The flags this version checks, in the order answers list them."""
         if self.stats is None:
-            return (TRUNCATED, INJECTED_TURN)
-        names = (TRUNCATED, INJECTED_TURN, SCORE_ABOVE_TRAINING_RANGE, LENGTH_OUTSIDE_TRAINING)
+            return (TRUNCATED, INJECTED_TURN, NO_PROMPT)
+        names = (TRUNCATED, INJECTED_TURN, NO_PROMPT, SCORE_ABOVE_TRAINING_RANGE, LENGTH_OUTSIDE_TRAINING)
         return names if self.stats.embedding is None else (*names, OUT_OF_DISTRIBUTION)
 
     def columns(
@@ -48,10 +51,15 @@ class FlagRules:
         response_tokens: Sequence[int],
         truncated: Sequence[bool],
         injected_turn: Sequence[bool],
+        no_prompt: Sequence[bool],
         ood_distances: np.ndarray | None = None,
     ) -> FlagColumns:
         """One bool column [items] per flag this version checks (`ood_distances` [items] with embedding stats)."""
-        columns = {TRUNCATED: np.asarray(truncated, dtype=bool), INJECTED_TURN: np.asarray(injected_turn, dtype=bool)}
+        columns = {
+            TRUNCATED: np.asarray(truncated, dtype=bool),
+            INJECTED_TURN: np.asarray(injected_turn, dtype=bool),
+            NO_PROMPT: np.asarray(no_prompt, dtype=bool),
+        }
         if self.stats is not None:
             lengths = np.asarray(response_tokens)  # [items]
             columns[SCORE_ABOVE_TRAINING_RANGE] = raw_scores > self.stats.raw_score.p99

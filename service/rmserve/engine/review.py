@@ -2,7 +2,8 @@
 
 Opt-in (`RMSERVE_REVIEW_PROMPTS`, 0 = off), because it keeps prompt and response texts in
 memory. A prompt enters when one of its responses raised a flag that questions the score (any
-but `truncated`, so an ensemble's `high_disagreement` feeds it too) or scored at
+but `truncated` and `no_prompt`, which describe the request, so an ensemble's `high_disagreement`
+feeds it too) or scored at
 least `EXTREME_Z` training standard deviations from the training mean; from then on its
 responses are collected (up to `MAX_RESPONSES` distinct ones), so people get something to
 compare. For an ensemble, a prompt's disagreement is the largest std across members of its
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from rmserve.engine.flags import TRUNCATED
+from rmserve.engine.flags import REQUEST_FLAGS
 
 EXTREME_Z = 3.0
 MAX_RESPONSES = 8
@@ -76,7 +77,7 @@ class ReviewBuffer:
         is an ensemble's std across members)."""
         doubtful = np.abs(scores) >= EXTREME_Z  # [items]
         for index, item_flags in enumerate(flags):
-            doubtful[index] |= any(flag != TRUNCATED for flag in item_flags)
+            doubtful[index] |= any(flag not in REQUEST_FLAGS for flag in item_flags)
         wanted = {prompt for prompt, doubt in zip(prompts, doubtful.tolist(), strict=True) if doubt}
         with self._lock:
             wanted |= {prompt for prompt in prompts if prompt in self._groups}

@@ -117,7 +117,8 @@ class ServedModel(Servable):
         if any(truncated):
             metrics.TRUNCATIONS.labels(self.name).inc(sum(truncated))
         injected = [exchange.injected_turn for exchange in exchanges]
-        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected, distances)
+        no_prompt = [exchange.no_prompt for exchange in exchanges]
+        flag_columns = self.flag_rules.columns(raw_scores, response_tokens, truncated, injected, no_prompt, distances)
         tokens = [len(encoding.input_ids) for encoding in encodings]
         scored = Scored(raw_scores, scores, truncated, tokens, response_tokens, flag_columns, distances)
         watch(self.name, self.telemetry, self.review_buffer, exchanges, scored)

@@ -1,7 +1,8 @@
 """vLLM's classification API: `POST /classify`, as veRL's reward loop calls a reward model server.
 
 veRL posts one chat-formatted text with `"use_activation": false` and reads
-`data[-1]["probs"][-1]` as the reward. Unknown fields are ignored, as vLLM does.
+`data[-1]["probs"][-1]` as the reward. Unknown fields are ignored, as vLLM does. A text in no chat
+layout is scored as a response without a prompt, as vLLM scores any text, and flagged `no_prompt`.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ class ClassifyRequest(Lenient):
 
     model: str | None = None
     input: str | list[str] = Field(
-        description="full chat-formatted texts (ChatML, Llama 3, Gemma, Mistral, HH); each is split at its last "
-        "assistant turn"
+        description="texts: a chat-formatted one (ChatML, Llama 3, Gemma, Mistral, HH) is split at its last "
+        "assistant turn; any other is a response without a prompt (flagged no_prompt)"
     )
     use_activation: bool | None = Field(None, description="sigmoid the score (default true, as in vLLM)")
     activation: bool | None = Field(None, description="vLLM's older name for use_activation (older veRL sends it)")
@@ -60,6 +61,9 @@ class ClassifyData(BaseModel):
     label: str
     probs: list[float] = Field(description="[the normalized score], or [sigmoid of it] with use_activation")
     num_classes: int = 1
+    flags: list[str] = Field(
+        default_factory=list, description="rmserve's flags for the item (no_prompt, truncated, ...); vLLM has none"
+    )
 
 
 class ClassifyUsage(BaseModel):
@@ -87,14 +91,17 @@ def classify_answer(
         id=answer_id,
         created=created,
         model=model,
-        data=[ClassifyData(index=index, label=LABEL, probs=[value]) for index, value in enumerate(values.tolist())],
+        data=[
+            ClassifyData(index=index, label=LABEL, probs=[value], flags=flags)
+            for index, (value, flags) in enumerate(zip(values.tolist(), scored.flags, strict=True))
+        ],
         usage=ClassifyUsage(prompt_tokens=tokens, total_tokens=tokens),
     )
 
 
 class Classify(ScoringRoute[ClassifyRequest]):
     path = "/classify"
-    summary = "vLLM-style classification (veRL): one score per chat-formatted text."
+    summary = "vLLM-style classification (veRL): one score per text, chat-formatted or plain."
     request_schema = ClassifyRequest
     response_schema = ClassifyResponse
 

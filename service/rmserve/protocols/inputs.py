@@ -4,7 +4,9 @@ Every endpoint (native and compatibility) builds its exchanges here, so the limi
 names in errors and the reading of formatted text are the same everywhere. Text laid out in a
 known chat layout is parsed into turns (`rmserve.core.layouts`); the model's input format lays
 them out its own way. Where the prompt is known, the response is everything after it, scored
-whole even if it writes turns of its own (flagged `injected_turn`).
+whole even if it writes turns of its own (flagged `injected_turn`). A full text in no layout is a
+response without a prompt (flagged `no_prompt`), as vLLM scores any text it is sent. Texts reach the
+input format as sent: only the format decides what whitespace the model reads.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import NamedTuple
 
 from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.formats import InputFormat
-from rmserve.core.layouts import has_turn_markers, prompt_turns, split_text, strip_end_tokens
+from rmserve.core.layouts import has_turn_markers, opens_with_turn, prompt_turns, split_text, strip_end_tokens
 from rmserve.errors import EmptyInput, InvalidField, PayloadTooLarge
 from rmserve.protocols.schemas import ChatItem, PairItem
 
@@ -44,8 +46,7 @@ def check_text(text: str, field: str, limits: Limits) -> str:
 
 
 def answered(prompt: Sequence[Turn], response: str, field: str, prompt_text: str | None = None) -> Exchange:
-    """A known prompt and its response: the response is scored whole, flagged if it writes turns."""
-    response = response.strip()
+    """A known prompt and its response, as sent: the response is scored whole, flagged if it writes turns."""
     return Exchange(tuple(prompt), response, field, has_turn_markers(response), prompt_text)
 
 
@@ -120,7 +121,8 @@ def item_exchanges(items: Sequence[PairItem | ChatItem], input_format: InputForm
 def text_exchanges(
     texts: Sequence[str], field: str, input_format: InputFormat, limits: Limits, indexed: bool = True
 ) -> list[Exchange]:
-    """Full formatted texts (prompt and response in one), split at their last assistant turn.
+    """Full texts: a formatted one (prompt and response in one) split at its last assistant turn, any other
+    a response without a prompt.
 
     `field` names the list (`query`, `input`); with `indexed`, errors name the entry (`query[2]`).
     """
@@ -128,7 +130,11 @@ def text_exchanges(
     exchanges = []
     for index, text in enumerate(texts):
         text_field = f"{field}[{index}]" if indexed else field
-        turns, response = split_text(check_text(text, text_field, limits), text_field, input_format.layouts)
+        check_text(text, text_field, limits)
+        if not opens_with_turn(text, input_format.layouts):
+            exchanges.append(Exchange((), text, text_field, has_turn_markers(text), no_prompt=True))
+            continue
+        turns, response = split_text(text, text_field, input_format.layouts)
         prompt_text = text[: text.rfind(response)] if response else text  # what comes before the response
         exchanges.append(Exchange(turns, response, text_field, prompt_text=prompt_text))
     return exchanges

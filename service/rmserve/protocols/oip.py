@@ -3,8 +3,10 @@ and `POST /v2/models/<name>/infer`, so Triton clients, KServe tooling and NeMo-A
 reward clients call rmserve unchanged.
 
 Inputs are BYTES tensors: `prompt` and `response` (one element per item), or one tensor of full
-formatted texts (NeMo-Aligner's `sentences`, any name). Outputs are FP32 `[n, 1]`: `rewards`
-(normalized, as `/get_reward`; an ensemble's reward) and `raw_rewards`. Tensors may travel as JSON or in Triton's
+texts (NeMo-Aligner's `sentences`, any name: a formatted text is split at its last assistant turn,
+a plain one is a response without a prompt, flagged `no_prompt`). Outputs are FP32 `[n, 1]`:
+`rewards` (normalized, as `/get_reward`; an ensemble's reward) and `raw_rewards`; the response's
+`parameters.flags` lists each item's flags. Tensors may travel as JSON or in Triton's
 binary extension (`Inference-Header-Content-Length`; BYTES elements 4-byte length-prefixed), which
 `tritonclient` uses by default; an output is sent binary when the request asks for it.
 """
@@ -54,7 +56,7 @@ class RequestedOutput(Lenient):
 
 
 class InferRequest(Lenient):
-    """An inference request: `prompt` + `response` BYTES inputs, or one input of full formatted texts."""
+    """An inference request: `prompt` + `response` BYTES inputs, or one input of full texts."""
 
     id: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
@@ -74,6 +76,7 @@ class InferResponse(BaseModel):
     model_name: str
     model_version: str | None = Field(None, description="absent for an ensemble, which has no versions")
     id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict, description="`flags`: per item, the flags it raised")
     outputs: list[TensorOutput]
 
 
@@ -208,7 +211,11 @@ def infer_answer(body: InferRequest, model: str, version: int | None, scored: Sc
         else:
             outputs.append(TensorOutput(name=output.name, shape=list(tensor.shape), data=tensor.ravel().tolist()))
     answer = InferResponse(
-        model_name=model, model_version=None if version is None else str(version), id=body.id, outputs=outputs
+        model_name=model,
+        model_version=None if version is None else str(version),
+        id=body.id,
+        parameters={"flags": scored.flags},
+        outputs=outputs,
     )
     return answer, binary
 

@@ -29,7 +29,14 @@ from rmserve.core.manifest import Parity
 from rmserve.training import ensemble_build
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange
-from rmserve.training.options import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
+from rmserve.training.options import (
+    EVAL_THREADS,
+    IMPORT_LAYOUTS,
+    ExportConfig,
+    ImportConfig,
+    ModelConfig,
+    TrainConfig,
+)
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
 
 DATA_FORMATS = (
@@ -214,9 +221,9 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         "import",
         "turn a Hugging Face reward model checkpoint into a repository version (needs the [train] extra)",
         "Import a local AutoModelForSequenceClassification checkpoint with one label (encoder or decoder) "
-        "without training: ONNX graph, tokenizer, the input format from its tokenizer config (chat template, "
-        "else pair template), normalization from --calibration responses, parity against transformers' "
-        "forward pass, optional int8, sha256 of every file.",
+        "without training: ONNX graph, tokenizer, text laid out as the model was trained (--layout), "
+        "normalization from --calibration responses, parity against transformers' forward pass and the "
+        "trainer's tokenization, optional int8, sha256 of every file.",
     )
     defaults = _defaults(ImportConfig)
     parser.add_argument(
@@ -235,6 +242,14 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         type=sequence_length,
         default=defaults["max_length"],
         help="tokens per item (capped by the model's positions and its tokenizer's limit)",
+    )
+    parser.add_argument(
+        "--layout",
+        choices=IMPORT_LAYOUTS,
+        default=defaults["layout"],
+        help="how the model was trained: chat_template (its tokenizer's chat template: TRL conversational data), "
+        "text (prompt + response + EOS as one sequence: TRL plain data), pair (tokenizer(prompt, response): "
+        "cross-encoders); auto takes the checkpoint's chat template, else guesses and says so",
     )
     parser.add_argument("--int8", action="store_true", help="quantize to dynamic int8 and report agreement with fp32")
     parser.set_defaults(handler=_import)
@@ -396,6 +411,7 @@ def _import(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         calibration_lines=args.calibration_lines,
         max_length=args.max_length,
+        layout=args.layout,
         int8=args.int8,
     )
     try:
@@ -407,7 +423,7 @@ def _import(args: argparse.Namespace) -> int:
     rows = [
         ("version directory", str(args.repository / manifest.name / str(manifest.version))),
         ("model type", str(manifest.architecture["model_type"])),
-        ("input format", str(manifest.input_format["style"])),
+        ("layout", f"{manifest.input_format['style']} ({source.layout})"),
         ("max_length", str(manifest.max_length)),
         ("files (sha256)", ", ".join(sorted(manifest.files))),
         (f"parity on {parity.items} items", str(parity.data)),

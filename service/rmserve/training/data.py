@@ -12,9 +12,11 @@ Formats (one JSON object per line, plain or gzipped JSONL):
 
 Pairs may carry a numeric `"margin"` (how much better `chosen` is), used by the Bradley–Terry loss.
 Text becomes turns here, once, the way the server reads a request (`rmserve.core.layouts`): a prompt
-string as `/v1/score` reads one (its text kept beside its turns), messages as they are. Training,
-export and eval then lay the exchanges out with the model's input format, the call serving makes
-(`rmserve.core.formats.InputFormat.encode`).
+string as `/v1/score` reads one (its text kept beside its turns), messages as they are, every text as
+written (an HH transcript's prompt ends with the space after its last `Assistant:`, so prompt +
+response is the transcript). Training, export and eval then lay the exchanges out with the model's
+input format, the call serving makes (`rmserve.core.formats.InputFormat.encode`), which alone
+decides what whitespace a model reads.
 """
 
 from __future__ import annotations
@@ -123,10 +125,11 @@ def parse_record(record: Any, layouts: Sequence[Layout] = LAYOUTS) -> Comparison
 def split_dev(
     comparisons: Sequence[Comparison], fraction: float, seed: int
 ) -> tuple[list[Comparison], list[Comparison]]:
-    """Hold out a seeded random `fraction` of the training comparisons for early stopping."""
+    """Hold out a seeded random `fraction` of the training comparisons for early stopping, at least one."""
     order = list(range(len(comparisons)))
     random.Random(seed).shuffle(order)
-    dev_size = round(len(comparisons) * fraction)
+    # A review export of a few records still gets a dev comparison: early stopping and the blend need one.
+    dev_size = max(1, round(len(comparisons) * fraction))
     dev = set(order[:dev_size])
     train = [c for i, c in enumerate(comparisons) if i not in dev]
     return train, [c for i, c in enumerate(comparisons) if i in dev]
@@ -167,7 +170,7 @@ def _pair(record: Mapping[str, Any], layouts: Sequence[Layout], margin: float | 
             _, worse = HH_RLHF.split_transcript(rejected, "rejected")
             return Comparison(prompt_turns(dialogue, "chosen", layouts), (better, worse), margin, dialogue)
         turns, prompt_text = _prompt(prompt, layouts)
-        return Comparison(turns, (chosen.strip(), rejected.strip()), margin, prompt_text)
+        return Comparison(turns, (chosen, rejected), margin, prompt_text)
     if isinstance(chosen, list) and isinstance(rejected, list):
         opening = () if prompt is None else _turns(prompt, "prompt")
         better, better_turns = _response(_turns(chosen, "chosen"), "chosen")
@@ -184,7 +187,7 @@ def _ranking(record: Mapping[str, Any], layouts: Sequence[Layout]) -> Comparison
     if not isinstance(ranking, list) or sorted(ranking) != list(range(len(responses))):
         raise RecordError("ranking", f"must list each index 0..{len(responses) - 1} once, best first")
     turns, prompt_text = _prompt(record["prompt"], layouts)
-    return Comparison(turns, tuple(responses[i].strip() for i in ranking), prompt_text=prompt_text)
+    return Comparison(turns, tuple(responses[i] for i in ranking), prompt_text=prompt_text)
 
 
 def _prompt(prompt: Any, layouts: Sequence[Layout]) -> tuple[tuple[Turn, ...], str | None]:
@@ -218,7 +221,7 @@ def _response(turns: tuple[Turn, ...], field: str) -> tuple[str, tuple[Turn, ...
         raise RecordError(field, "must hold at least one message")
     if turns[-1].role != "assistant":
         raise RecordError(f"{field}[{len(turns) - 1}].role", "the last message must be the assistant's response")
-    return turns[-1].content.strip(), turns[:-1]
+    return turns[-1].content, turns[:-1]
 
 
 def _describe(error: Exception) -> str:

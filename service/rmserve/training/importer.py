@@ -1,50 +1,65 @@
 """`rmserve import`: a Hugging Face reward model on disk -> a model repository version, nothing trained.
 
 Load the checkpoint (a one-label `AutoModelForSequenceClassification`, encoder or decoder) and
-its fast tokenizer, from the local path only; take the input format from the tokenizer config (its
-chat template, else its pair template); then publish through `rmserve.training.publish`: the
-traced graph (external data past 2 GB) must reproduce transformers' own forward pass, run one
-unpadded item at a time while ONNX scores the calibration items in padded batches of mixed lengths
-(where padding side and last-token pooling go wrong), the embedding output (what the head reads)
-likewise; normalization and the flags' statistics come from the calibration responses.
+its fast tokenizer, from the local path only; lay text out as the model was trained (`--layout`:
+`chat_template`, `pair` or `text`; `auto` takes the chat template a checkpoint carries and otherwise
+guesses, saying so); then publish through `rmserve.training.publish`: the traced graph (external
+data past 2 GB) must reproduce transformers' own forward pass, run one unpadded item at a time while
+ONNX scores the calibration items in padded batches of mixed lengths (where padding side and
+last-token pooling go wrong), the embedding output (what the head reads) likewise; the served
+tokens must equal the trainer's own tokenization for that layout; normalization and the flags'
+statistics come from the calibration responses.
 """
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from rmserve.core.conversation import Turn
-from rmserve.core.formats import InputFormat, load_format, pair_prompt
+from rmserve.core.formats import load_format
+from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import TOKENIZER_FILE, ImportSource, Manifest
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.training.checkpoint import HFReward
 from rmserve.training.data import Comparison, read_comparisons
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy
 from rmserve.training.export import traced
-from rmserve.training.options import ImportConfig
-from rmserve.training.parity import Reference
+from rmserve.training.options import ImportConfig, ImportLayout, TrainedLayout
+from rmserve.training.parity import Reference, tokenization_agreement
 from rmserve.training.publish import Measured, Probes, Publication, Responses, claim_version, data_label, publish
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-# Without a calibration file: a few conversations of very different lengths, for parity only.
-PROBES = [
-    Comparison((Turn("user", "hi"),), ("Hello! How can I help?", "no")),
-    Comparison(
-        (Turn("user", "How do I bake bread?"), Turn("assistant", "Do you have yeast?"), Turn("user", "yes")),
-        ("Mix flour, water, yeast and salt, knead, let it rise, then bake at 230C.", "Buy some."),
+# Without a calibration file: a few conversations of very different lengths, for parity only, written as a
+# trainer's plain data has them (a chat template reads their turns).
+PROBE_TEXTS = [
+    ("hi", ("Hello! How can I help?", "no")),
+    (
+        "\n\nHuman: How do I bake bread?\n\nAssistant: Do you have yeast?\n\nHuman: yes\n\nAssistant: ",
+        ("Mix flour, water, yeast and salt, knead, let it rise, then bake at 230C.", "Buy some. "),
     ),
-    Comparison((Turn("user", "What is the capital of France?"),), ("Paris.", "France has no capital. " * 8)),
+    ("What is the capital of France?", ("Paris.", "France has no capital. " * 8)),
 ]
+PROBES = [Comparison(prompt_turns(text, "prompt"), responses, prompt_text=text) for text, responses in PROBE_TEXTS]
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be imported as it is; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class LayoutChoice:
+    """The manifest's `input_format`, and how it was chosen (the manifest's `source.layout`)."""
+
+    spec: dict[str, Any]
+    reason: str
+    guessed: bool = False
 
 
 def import_checkpoint(config: ImportConfig) -> Manifest:
@@ -57,7 +72,10 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
         raise CheckpointError(f"{config.checkpoint}: needs a fast tokenizer (tokenizer.json) so serving can load it")
     classifier = load_classifier(config.checkpoint, hf_tokenizer.pad_token_id)
     max_length = _max_length(config, classifier, hf_tokenizer)
-    spec = format_spec(hf_tokenizer)
+    layout = choose_layout(config.layout, hf_tokenizer)
+    if layout.guessed:  # one line, before the long part, so a wrong guess can be stopped
+        print(f"rmserve import: {layout.reason}; choose with --layout {{text,pair,chat_template}}", file=sys.stderr)
+    spec = layout.spec
     special = SpecialTokens(pad_id=classifier.config.pad_token_id, bos_id=None, sep_id=None, eos_id=None)
     input_format = load_format(spec, hf_tokenizer.backend_tokenizer, max_length, special)
     separator = segment_separator(classifier, hf_tokenizer)
@@ -75,7 +93,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
         "transformers forward, one unpadded item at a time; ONNX in padded batches",
         scores,
         embeddings,
-        tokenization_agreement(input_format, hf_tokenizer, comparisons, spec),
+        tokenization_agreement(input_format, hf_tokenizer, comparisons),
     )
 
     def describe(measured: Measured) -> Manifest:
@@ -92,6 +110,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
             calibration_comparisons=len(comparisons),
             calibration_pairwise_accuracy=pairwise_accuracy(measured.served_scores),
             normalization="calibration responses" if config.calibration else "none (no --calibration)",
+            layout=layout.reason,
         )
         return measured.manifest(
             architecture=architecture, max_length=max_length, tokens=special, input_format=spec, source=source
@@ -135,15 +154,39 @@ def load_classifier(checkpoint: Path, tokenizer_pad_id: int | None) -> PreTraine
     return classifier
 
 
-def format_spec(hf_tokenizer: Any) -> dict[str, Any]:
-    """The input format the checkpoint's tokenizer config implies: its chat template, else its pair template."""
+def choose_layout(requested: ImportLayout, hf_tokenizer: Any) -> LayoutChoice:
+    """The layout `--layout` names, or for `auto` the one the checkpoint shows (a chat template), else a guess:
+    `text` when the tokenizer has an EOS for TRL's RewardTrainer to have appended, `pair` when it has none."""
     template = hf_tokenizer.chat_template
     if isinstance(template, dict):  # named templates: the default one
         template = template.get("default")
+    eos_token = hf_tokenizer.eos_token or None
+    if requested != "auto":
+        return LayoutChoice(layout_spec(requested, template, eos_token, hf_tokenizer), f"--layout {requested}")
     if template:
-        special_tokens = {name: str(token) for name, token in hf_tokenizer.special_tokens_map.items()}
-        return {"style": "chat_template", "template": template, "special_tokens": special_tokens}
-    return {"style": "pair"}
+        spec = layout_spec("chat_template", template, eos_token, hf_tokenizer)
+        return LayoutChoice(spec, "the chat template in the checkpoint's tokenizer config")
+    guess: TrainedLayout = "text" if eos_token else "pair"
+    trainer = "TRL RewardTrainer on plain data" if eos_token else "a cross-encoder on (prompt, response) pairs"
+    return LayoutChoice(
+        layout_spec(guess, template, eos_token, hf_tokenizer),
+        f"guessed --layout {guess} ({trainer}): no chat template says how the model was trained",
+        guessed=True,
+    )
+
+
+def layout_spec(
+    layout: TrainedLayout, template: str | None, eos_token: str | None, hf_tokenizer: Any
+) -> dict[str, Any]:
+    """The manifest's `input_format` for a layout (rmserve.core.formats.load_format reads it)."""
+    if layout == "text":
+        return {"style": "text", "eos_token": eos_token}
+    if layout == "pair":
+        return {"style": "pair"}
+    if not template:
+        raise CheckpointError("--layout chat_template: the checkpoint's tokenizer config has no chat template")
+    special_tokens = {name: str(token) for name, token in hf_tokenizer.special_tokens_map.items()}
+    return {"style": "chat_template", "template": template, "special_tokens": special_tokens}
 
 
 def _max_length(config: ImportConfig, classifier: PreTrainedModel, hf_tokenizer: Any) -> int:
@@ -207,26 +250,6 @@ def _reference(network: HFReward, encoded: list[EncodedComparison]) -> tuple[lis
                 embeddings.append(embedding[0].numpy())
             scores.append(np.array(group_scores))
     return scores, np.array(embeddings)
-
-
-def tokenization_agreement(
-    input_format: InputFormat, hf_tokenizer: Any, comparisons: list[Comparison], spec: dict[str, Any]
-) -> float:
-    """Share of untruncated calibration items whose tokens equal transformers' own (apply_chat_template / pair)."""
-    same, total = 0, 0
-    for comparison in comparisons:
-        for response, encoding in zip(comparison.responses, input_format.encode(comparison.exchanges()), strict=True):
-            if encoding.truncated:
-                continue
-            if spec["style"] == "chat_template":
-                messages = [{"role": t.role, "content": t.content} for t in comparison.prompt]
-                messages.append({"role": "assistant", "content": response})
-                expected = hf_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-            else:
-                expected = hf_tokenizer(pair_prompt(comparison.prompt), response)["input_ids"]
-            same += list(expected) == encoding.input_ids
-            total += 1
-    return same / total if total else 1.0
 
 
 def _describe(config: ImportConfig) -> str:

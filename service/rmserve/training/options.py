@@ -7,12 +7,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from rmserve.config import DEFAULT_REPOSITORY
 from rmserve.training.data import LineRange
 from rmserve.training.vocab import PAD_ID, SEP_ID
 
 EVAL_THREADS = 2  # ONNX Runtime intra-op threads for `rmserve eval`
+# `rmserve import --layout`: how the model was trained (rmserve.core.formats), or `auto`: what the checkpoint shows.
+TrainedLayout = Literal["chat_template", "pair", "text"]
+ImportLayout = Literal["auto", TrainedLayout]
+IMPORT_LAYOUTS: tuple[str, ...] = get_args(ImportLayout)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class ImportConfig:
     calibration: Path | None = None  # preference file: normalization, parity and int8 agreement on its responses
     calibration_lines: LineRange | None = None
     max_length: int = 2048  # tokens per item, further capped by the model's positions and tokenizer limit
+    layout: ImportLayout = "auto"
     int8: bool = False
     external_data_above: int = 1_800_000_000  # weights past this many bytes go to model.onnx.data (protobuf: 2 GB)
 

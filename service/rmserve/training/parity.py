@@ -3,17 +3,21 @@
 An fp32 graph must reproduce its reference (the trained torch model, or transformers' forward pass
 for an import) to float noise: anything more means the trace went wrong and serving would score a
 different model. An int8 graph is lossy by design; it must stay finite and keep most of fp32's
-ordering of pairs, or it is not the same model either.
+ordering of pairs, or it is not the same model either. An import's served tokens are checked against
+the trainer's own tokenization of the same data (`tokenization_agreement`), never rmserve's rendering.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from rmserve.core.formats import InputFormat, TextFormat, pair_prompt
 from rmserve.core.manifest import Parity
+from rmserve.training.data import Comparison
 from rmserve.training.evaluate import ranking_agreement
 from rmserve.usage import UsageError
 
@@ -98,3 +102,30 @@ def _check_close(what: str, expected: np.ndarray, actual: np.ndarray, reference:
         f"the ONNX graph's {what} on {data} differ from {reference.description}: {found} "
         f"(allowed {ABSOLUTE_TOLERANCE:g} + {RELATIVE_TOLERANCE:g} x |reference|); it would serve another model"
     )
+
+
+def tokenization_agreement(input_format: InputFormat, hf_tokenizer: Any, comparisons: list[Comparison]) -> float:
+    """Share of untruncated calibration items whose served tokens equal the trainer's own tokenization."""
+    same, total = 0, 0
+    for comparison in comparisons:
+        for response, encoding in zip(comparison.responses, input_format.encode(comparison.exchanges()), strict=True):
+            if not encoding.truncated:
+                same += trainer_ids(input_format, hf_tokenizer, comparison, response) == encoding.input_ids
+                total += 1
+    return same / total if total else 1.0
+
+
+def trainer_ids(input_format: InputFormat, hf_tokenizer: Any, comparison: Comparison, response: str) -> list[int]:
+    """How the trainer of each layout tokenized a prompt (as the data wrote it) and a response: TRL's RewardTrainer
+    `tokenizer(prompt + response + eos)` (plain) or `apply_chat_template(messages)` (conversational), a cross-encoder
+    `tokenizer(prompt, response)`."""
+    prompt = comparison.prompt_text if comparison.prompt_text is not None else pair_prompt(comparison.prompt)
+    if isinstance(input_format, TextFormat):
+        eos = input_format.eos_token  # TRL's own rule, written out here: the reference must not be rmserve's code
+        text = prompt + response if eos is None or response.endswith(eos) else prompt + response + eos
+        return list(hf_tokenizer(text)["input_ids"])
+    if input_format.style == "chat_template":
+        messages = [{"role": turn.role, "content": turn.content} for turn in comparison.prompt]
+        messages.append({"role": "assistant", "content": response})
+        return list(hf_tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    return list(hf_tokenizer(prompt, response)["input_ids"])

@@ -23,10 +23,10 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from tqdm import tqdm
 
-from rmserve.core.formats import TranscriptPrompts
+from rmserve.core.formats import PromptTexts, transcript_response
 from rmserve.core.tokenizer import SpecialTokens, pad_batch
 from rmserve.training.checkpoint import TRANSCRIPT, HFReward, TrainedModel, load_hf_classifier, torch_score_fn
-from rmserve.training.data import Comparison, read_comparisons, split_dev
+from rmserve.training.data import Comparison, DataError, read_comparisons, split_dev
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy, score_comparisons
 from rmserve.training.losses import ranking_loss
 from rmserve.training.model import RewardModel, Transformer
@@ -34,6 +34,8 @@ from rmserve.training.options import TrainConfig
 from rmserve.training.pretrain import pretrain_masked_lm
 from rmserve.training.vocab import SCRATCH_SPECIAL, train_tokenizer
 from rmserve.training.wide import fill_char_ngrams, fit_bag
+
+MIN_COMPARISONS = 2  # one to train on and one for the dev split
 
 
 def train(config: TrainConfig) -> TrainedModel:
@@ -43,6 +45,11 @@ def train(config: TrainConfig) -> TrainedModel:
     torch.set_num_threads(config.threads)
 
     comparisons = read_comparisons(config.data, config.lines)
+    if len(comparisons) < MIN_COMPARISONS:
+        raise DataError(
+            f"{config.data}: only {len(comparisons)} comparison to read; training needs at least {MIN_COMPARISONS}, "
+            "one to learn from and one held out (--dev-fraction) to stop early on: rank more records"
+        )
     dev_seed = config.seed if config.dev_seed is None else config.dev_seed
     train_set, dev_set = split_dev(comparisons, config.dev_fraction, dev_seed)
     trained = _build(config, train_set)
@@ -91,8 +98,12 @@ def train(config: TrainConfig) -> TrainedModel:
 def _build(config: TrainConfig, train_set: Sequence[Comparison]) -> TrainedModel:
     if config.base is not None:
         return _build_from_base(config)
-    prompts = TranscriptPrompts(TRANSCRIPT)  # the vocabulary of the prompt texts the model will read
-    texts = (text for c in train_set for text in (prompts.text(c.prompt, c.prompt_text), *c.responses))
+    prompts = PromptTexts.transcript(TRANSCRIPT)  # the vocabulary of the texts the model will read
+    texts = (
+        text
+        for c in train_set
+        for text in (prompts.text(c.prompt, c.prompt_text), *(transcript_response(r) for r in c.responses))
+    )
     tokenizer = train_tokenizer(texts, config.model.vocab_size)
     model_config = replace(config.model, vocab_size=tokenizer.get_vocab_size())
     network = RewardModel(model_config)
@@ -239,8 +250,9 @@ def _batches(encoded: Sequence[EncodedComparison], batch_size: int) -> Iterator[
 
 def _warmup_then_linear_decay(optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = max(1, total_steps // 20)
+    decay = max(1, total_steps - warmup)  # a one-step run (a few records, one epoch) warms up and stops
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / (total_steps - warmup)))
+        optimizer, lambda step: min((step + 1) / warmup, max(0.0, (total_steps - step) / decay))
     )
 
 
