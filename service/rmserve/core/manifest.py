@@ -41,8 +41,8 @@ class Normalization(_Frozen):
     Both finite: a NaN here would be served as NaN, which is not JSON and poisons a trainer.
     """
 
-    mean: float = Field(0.0, allow_inf_nan=False)
-    std: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+    mean: float = Field(default=0.0, allow_inf_nan=False)
+    std: float = Field(default=1.0, gt=0.0, allow_inf_nan=False)
 
 
 class Evaluation(_Frozen):

@@ -89,7 +89,7 @@ class ModelMetadata(BaseModel):
     platform: str = Field(description="onnxruntime_onnx, or ensemble (as Triton names it)")
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
-    parameters: dict[str, Any] | None = Field(None, description="an ensemble's members, k and reward")
+    parameters: dict[str, Any] | None = Field(default=None, description="an ensemble's members, k and reward")
 
 
 class ServerLive(BaseModel):
