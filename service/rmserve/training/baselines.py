@@ -74,7 +74,8 @@ class BagOfWords:
 def pairwise_weights(differences: sp.csr_matrix, strength: float) -> np.ndarray:
     """Logistic regression on better-minus-worse rows, each also mirrored as a negative example."""
     features = sp.vstack([differences, -differences])
-    labels = np.r_[np.ones(_rows(differences)), np.zeros(_rows(differences))]
+    pairs_count = _rows(differences)
+    labels = np.r_[np.ones(pairs_count), np.zeros(pairs_count)]
     classifier = LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels)
     return np.asarray(classifier.coef_[0], dtype=np.float64)
 

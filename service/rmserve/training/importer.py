@@ -183,9 +183,8 @@ def segment_separator(classifier: torch.nn.Module, hf_tokenizer: Any) -> int | N
     if getattr(classifier.config, "type_vocab_size", 0) <= 1 or not any(probe["token_type_ids"]):
         return None
     separator = hf_tokenizer.sep_token_id
-    if separator is None or segments(torch.tensor([probe["input_ids"]]), separator)[0].tolist() != list(
-        probe["token_type_ids"]
-    ):
+    derived = None if separator is None else segments(torch.tensor([probe["input_ids"]]), separator)[0].tolist()
+    if separator is None or derived != list(probe["token_type_ids"]):
         raise CheckpointError(
             "the model reads token_type_ids, and its pair template's segments are not `1 after the first [SEP]`; "
             "rmserve serves input_ids and attention_mask only, so this checkpoint would be scored wrong"
