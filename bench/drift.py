@@ -28,6 +28,7 @@ import requests
 
 from bench.length_model import write_length_loving_version
 from bench.live_server import ROOT
+from bench.texts import prompt_of
 from rmserve.training.data import LineRange, read_comparisons
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf-harmless-test.jsonl.gz"
@@ -120,7 +121,7 @@ def gaming_rounds(policy: Policy, rounds: int = 5, prompts: int = 40, seed: int 
                     response = gamed[-1]
                 else:
                     response = rng.choice(pool)
-                round_prompts.append(comparison.prompt_text)
+                round_prompts.append(prompt_of(comparison))
                 round_responses.append(response)
         result.append(Round(round_prompts, round_responses))
     return result

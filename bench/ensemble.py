@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from bench.in_process import DATA, DEADLINE_S, GROUP, REPOSITORY, serving
+from bench.texts import prompt_of
 from rmserve.config import Settings
 from rmserve.engine.servable import Servable
 from rmserve.protocols.inputs import Limits, group_exchanges
@@ -39,7 +40,7 @@ def items_per_second(model: Servable, groups: list[tuple[str, list[str]]], setti
 
 def main(members: tuple[str, ...] = MEMBERS) -> None:
     comparisons = read_comparisons(DATA, LineRange(1, 200))
-    responses = [(c.prompt_text, r) for c in comparisons for r in c.responses]
+    responses = [(prompt_of(c), r) for c in comparisons for r in c.responses]
     groups = [
         (responses[start][0], [response for _, response in responses[start : start + GROUP]])
         for start in range(0, len(responses), GROUP)

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from bench.texts import synthetic_text
+from bench.texts import prompt_of, synthetic_text
 from rmserve.arguments import at_least_one, model_name, positive_float, positive_int
 from rmserve.config import Settings, usable_cpus
 from rmserve.core.repository import model_names
@@ -66,7 +66,7 @@ def workloads(model: ModelVersion, data: Path, items: int, seed: int) -> list[Wo
     if data.is_file():
         # Training lines only, so held-out lines stay untouched; any supported preference format.
         comparisons = read_comparisons(data, LineRange(1, min(items, TRAIN_LINES)), model.format.layouts)
-        pairs = [(comparison.prompt_text, response) for comparison in comparisons for response in comparison.responses]
+        pairs = [(prompt_of(comparison), response) for comparison in comparisons for response in comparison.responses]
     else:
         pairs = [(synthetic_text(rng, 30, 31), synthetic_text(rng, 5, 150)) for _ in range(items)]
     prompts, responses = (list(side) for side in zip(*pairs[:items], strict=True))
@@ -105,10 +105,10 @@ def run_fifo(model: ModelVersion, sequences: Sequence[list[int]], size: int = 32
 def run_batcher(model: ModelVersion, sequences: Sequence[list[int]], settings: Settings) -> tuple[int, int]:
     padded = 0
 
-    def counting_score(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def counting_score(input_ids: np.ndarray, attention_mask: np.ndarray) -> list[float]:
         nonlocal padded
         padded += input_ids.size
-        return model.scorer(input_ids, attention_mask)
+        return model.scorer(input_ids, attention_mask).tolist()
 
     batcher = Batcher(
         "bench",

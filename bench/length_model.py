@@ -25,7 +25,15 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from tokenizers import Tokenizer
 
-from rmserve.core.manifest import MODEL_FILE, TOKENIZER_FILE, Evaluation, Manifest, file_digests, sha256_of
+from rmserve.core.manifest import (
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    Evaluation,
+    Manifest,
+    TrainingRecord,
+    file_digests,
+    sha256_of,
+)
 from rmserve.core.repository import verify_version
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
@@ -123,7 +131,9 @@ def write_length_loving_version(repository: Path, data: Path, lines: LineRange) 
         input_format=source.input_format,
         tokens=source.tokens,
         evaluation=Evaluation(),  # not evaluated: it was never meant to rank well
-        training={"data": str(data), "lines": f"{lines.first}-{lines.last}", "trained": False},
+        training=TrainingRecord.model_validate(
+            {"data": str(data), "lines": f"{lines.first}-{lines.last}", "trained": False}  # `trained`: an extra field
+        ),
         files=file_digests(directory),
     )
     unscored.write(directory)

@@ -79,6 +79,8 @@ def without_embedding(version: ModelVersion) -> ModelVersion:
 
 
 def serving_cost(version: ModelVersion, items: list[Exchange]) -> None:
+    embedding = version.embedding
+    assert embedding is not None
     variants = {"with": version, "without": without_embedding(version)}
     sequences = [encoding.input_ids for encoding in version.format.encode(items)]
     print(
@@ -108,10 +110,10 @@ def serving_cost(version: ModelVersion, items: list[Exchange]) -> None:
     finally:
         for model in served.values():
             model.batcher.stop(5)
-    embeddings = np.random.default_rng(0).normal(size=(64, version.embedding.dim))
+    embeddings = np.random.default_rng(0).normal(size=(64, embedding.dim))
     start = time.perf_counter()
     for _ in range(1000):
-        version.embedding.distances(embeddings)
+        embedding.distances(embeddings)
     print(f"| distances alone, batch 64 | {(time.perf_counter() - start) / 64_000 * 1e6:.2f} µs per item |")
 
 
@@ -123,7 +125,8 @@ def embeddings_of(version: ModelVersion, items: list[Exchange]) -> np.ndarray:
 
 
 def false_positives(version: ModelVersion) -> None:
-    assert version.embedding is not None and version.manifest.training_stats is not None
+    stats = version.manifest.training_stats
+    assert version.embedding is not None and stats is not None and stats.embedding is not None
     training = embeddings_of(version, exchanges(LineRange(1, 1800), version))
     folds = np.random.default_rng(0).permutation(len(training)) % FOLDS
     rates = []
@@ -134,7 +137,7 @@ def false_positives(version: ModelVersion) -> None:
     spread = f"folds {min(rates):.2%}-{max(rates):.2%}"
     print(f"| 5-fold CV on the {len(training)} training responses | {np.mean(rates):.2%} ({spread}) |")
     held_out = embeddings_of(version, exchanges(LineRange(1801, 2312), version))
-    cut = version.manifest.training_stats.embedding.distance.p99
+    cut = stats.embedding.distance.p99
     held_out_rate = np.mean(version.embedding.distances(held_out) > cut)
     print(f"| held-out lines 1801-2312, {len(held_out)} responses | {held_out_rate:.2%} |")
     strange = [

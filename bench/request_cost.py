@@ -26,6 +26,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # as rmserve/gunicorn_
 
 import orjson
 
+from bench.texts import prompt_of
 from rmserve import metrics
 from rmserve.app import create_app
 from rmserve.config import Settings
@@ -60,7 +61,7 @@ def main() -> int:
     model = app.extensions["rmserve"].registry.get(None)
     comparisons = read_comparisons(DATA, LineRange(1801, 2000), model.version.format.layouts)
     raw_bodies = [
-        json.dumps({"items": [{"prompt": comparison.prompt_text, "response": comparison.responses[0]}]}).encode()
+        json.dumps({"items": [{"prompt": prompt_of(comparison), "response": comparison.responses[0]}]}).encode()
         for comparison in comparisons
     ]
     count = len(raw_bodies)
@@ -74,10 +75,10 @@ def main() -> int:
     scored = model.score(exchanges[0], time.monotonic() + 60)
     answer = score_answer(model.name, 1, scored, "request-id").model_dump()
     histogram = metrics.SCORES.labels(model.name)
-    pairs = [(body.items[0].prompt, body.items[0].response) for body in parsed]
+    pairs = [(prompt_of(comparison), comparison.responses[0]) for comparison in comparisons]
 
     def fresh_prompt(index: int) -> None:
-        model.version.format.encoder.tokenizer.encode(comparisons[index].prompt_text, add_special_tokens=False)
+        model.version.format.encoder.tokenizer.encode(pairs[index][0], add_special_tokens=False)
 
     access_stream = logging.StreamHandler(io.StringIO())
 

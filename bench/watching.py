@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.in_process import DATA, DEADLINE_S, GROUP, REPOSITORY, serving
+from bench.texts import prompt_of
 from rmserve.config import Settings
 from rmserve.core.conversation import Exchange
 from rmserve.engine.flags import TRUNCATED
@@ -59,7 +60,7 @@ def response_exchanges(model: Servable, data: Path, lines: LineRange | None, set
     return [
         exchange
         for comparison in read_comparisons(data, lines, input_format.layouts)
-        for exchange in group_exchanges(comparison.prompt_text, comparison.responses, input_format, limits)
+        for exchange in group_exchanges(prompt_of(comparison), comparison.responses, input_format, limits)
     ]
 
 

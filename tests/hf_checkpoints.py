@@ -8,11 +8,15 @@ Llama 3, Qwen2 and Gemma reward models do.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tokenizers import Tokenizer, processors
 
 from tests.tiny_model import train_tokenizer
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedConfig
 
 CORPUS = [
     "How do I bake bread? Mix flour, water, yeast and salt, knead, let it rise, bake at 230C.",
@@ -57,19 +61,21 @@ def _tokenizer(special: list[str]) -> Tokenizer:
     return train_tokenizer(CORPUS, 300, special)
 
 
-def _config(family: str, vocab_size: int, pad_id: int) -> object:
-    from transformers import BertConfig, DebertaV2Config, GemmaConfig, LlamaConfig, Qwen2Config
+def _config(family: str, vocab_size: int, pad_id: int) -> PreTrainedConfig:
+    from transformers import AutoConfig
 
     sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
     common = {"vocab_size": vocab_size, "pad_token_id": pad_id, "num_labels": 1, "max_position_embeddings": 256}
+    # By model type, as config.json names it: num_labels and DeBERTa's position_buckets are not in the classes'
+    # typed signatures, only in what they accept.
     if family == "bert":
-        return BertConfig(**sizes, **common, type_vocab_size=2)
+        return AutoConfig.for_model("bert", **sizes, **common, type_vocab_size=2)
     if family == "deberta":
-        return DebertaV2Config(**sizes, **common, relative_attention=True, position_buckets=32, type_vocab_size=0)
+        specific = {"relative_attention": True, "position_buckets": 32, "type_vocab_size": 0}
+        return AutoConfig.for_model("deberta-v2", **sizes, **common, **specific)
     if family == "gemma":
-        return GemmaConfig(**sizes, **common, num_key_value_heads=2, head_dim=8)
-    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config}[family]
-    return config_class(**sizes, **common, num_key_value_heads=2, tie_word_embeddings=False)
+        return AutoConfig.for_model("gemma", **sizes, **common, num_key_value_heads=2, head_dim=8)
+    return AutoConfig.for_model(family, **sizes, **common, num_key_value_heads=2, tie_word_embeddings=False)
 
 
 def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
@@ -114,7 +120,9 @@ def write_checkpoint(directory: Path, family: str, seed: int = 0) -> Path:
         )
         tokenizer.chat_template = QWEN2_TEMPLATE
     torch.manual_seed(seed)
-    config = _config(family, len(tokenizer), tokenizer.pad_token_id)
+    pad_id = tokenizer.pad_token_id
+    assert isinstance(pad_id, int)
+    config = _config(family, len(tokenizer), pad_id)
     model = AutoModelForSequenceClassification.from_config(config)
     # Random init scores everything near 0; a larger head spreads scores so rankings mean something.
     with torch.no_grad():

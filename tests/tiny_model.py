@@ -22,7 +22,9 @@ from rmserve.core.manifest import (
     MODEL_FILE,
     TOKENIZER_FILE,
     EmbeddingStats,
+    Evaluation,
     Manifest,
+    Normalization,
     Quantiles,
     TrainingStats,
     file_digests,
@@ -131,8 +133,8 @@ def write_version(
         max_length=max_length,
         input_format=Transcript().to_manifest(),
         tokens=TOKENS,
-        normalization={"mean": mean, "std": std},
-        evaluation={"pairwise_accuracy": None, "n": 0},
+        normalization=Normalization(mean=mean, std=std),
+        evaluation=Evaluation(pairwise_accuracy=None, n=0),
         files=file_digests(directory),
     )
     manifest.write(directory)

@@ -14,15 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # bench/ and docs/gen/ are the checkout's, never installed
 
 from bench.report import plot  # noqa: E402
-from docs.gen import (  # noqa: E402
-    benchmarks_page,
-    cli_page,
-    metrics_page,
-    models_page,
-    openapi_page,
-    reliability_page,
-    settings_page,
-)
+from docs.gen import benchmarks_page, cli_page, metrics_page, models_page, openapi_page, reliability_page, settings_page  # noqa: E402
 
 
 def write(page: str, text: str) -> None:

@@ -33,8 +33,8 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_manifest_says_it_is_untrained_and_its_statistics_reproduce(repository: Path) -> None:
     version = repository / NAME / "1"
     manifest = Manifest.read(version)
-    assert "not trained" in manifest.architecture["type"] and manifest.training == TrainingRecord(
-        data=str(DATA), lines="1-1800", trained=False
+    assert "not trained" in manifest.architecture["type"] and manifest.training == TrainingRecord.model_validate(
+        {"data": str(DATA), "lines": "1-1800", "trained": False}
     )
     assert manifest.evaluation.pairwise_accuracy is None
     stats = manifest.training_stats

@@ -47,7 +47,7 @@ def test_highest_version_is_served(tmp_path: Path) -> None:
 def test_pinned_version_is_served(tmp_path: Path) -> None:
     settings = Settings.from_env({"RMSERVE_PINNED_VERSIONS": "rm=1"}, model_repository=two_versions(tmp_path))
     registry = ModelRegistry.load(settings)
-    assert registry.get("rm").version.manifest.version == 1
+    assert registry.get("rm").served_version == 1
 
 
 def test_tampered_model_is_refused_and_the_good_version_keeps_serving(
@@ -299,7 +299,7 @@ def test_a_model_card_beside_the_versions_is_no_version_and_the_sha256_check_sti
     assert sorted(registry.models) == sorted(["rm", ENSEMBLE, *(name for name, *_ in ENSEMBLE_MEMBERS)])
     assert registry.skipped == [] and "README" not in caplog.text
     assert [version.name for version in version_dirs(root, "rm")] == ["2", "1"]
-    assert registry.get("rm").version.manifest.version == 2
+    assert registry.get("rm").served_version == 2
 
     (root / "rm" / "2" / "README.md").write_text("# rm\n", encoding="utf-8")  # inside a version: unverified
     with pytest.raises(InvalidModel, match=r"not covered by the manifest.s sha256 list: README\.md"):

@@ -84,7 +84,8 @@ def test_runtime_image_runs_as_non_root_and_installs_only_serving_dependencies()
     runtime_stage = dockerfile.replace("\\\n", " ").split("\nFROM ")[-1]
     users = re.findall(r"^USER\s+(\S+)", runtime_stage, re.MULTILINE)
     assert users and users[-1].split(":")[0] not in ("0", "root")
-    assert "/readyz" in re.search(r"^HEALTHCHECK .*", runtime_stage, re.MULTILINE).group(0)
+    healthcheck = re.search(r"^HEALTHCHECK .*", runtime_stage, re.MULTILINE)
+    assert healthcheck is not None and "/readyz" in healthcheck.group(0)
     assert re.search(r'^ENTRYPOINT \["rmserve"\]\nCMD \["serve"\]', runtime_stage, re.MULTILINE)
     installs = re.findall(r"pip install [^&\n]*", dockerfile.replace("\\\n", " "))
     assert installs and not [line for line in installs if "[" in line or " -e " in line], (

@@ -13,15 +13,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.report import markdown
-from docs.gen import (
-    benchmarks_page,
-    cli_page,
-    metrics_page,
-    models_page,
-    openapi_page,
-    reliability_page,
-    settings_page,
-)
+from docs.gen import benchmarks_page, cli_page, metrics_page, models_page, openapi_page, reliability_page, settings_page
 from rmserve.cli import build_parser
 from rmserve.config import PREFIX, Settings
 from rmserve.core.ensemble_spec import EnsembleSpec

@@ -84,7 +84,9 @@ def test_out_of_distribution_items_are_flagged_and_training_like_ones_are_not(
     body = client.post("/v1/score", json={"prompt": PROMPT, "responses": familiar + strange}).get_json()
     assert ["out_of_distribution" in flags for flags in body["flags"]] == [False] * 3 + [True] * 3
     assert body["ood_distances"] == pytest.approx(ood_distances_by_hand(embedding_repository, familiar + strange))
-    cut = Manifest.read(embedding_repository / "tiny" / "1").training_stats.embedding.distance.p99
+    stats = Manifest.read(embedding_repository / "tiny" / "1").training_stats
+    assert stats is not None and stats.embedding is not None
+    cut = stats.embedding.distance.p99
     assert max(body["ood_distances"][:3]) <= cut < min(body["ood_distances"][3:])
 
     query = f"\n\nHuman: {PROMPT}\n\nAssistant: {strange[0]}"

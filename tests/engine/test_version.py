@@ -53,4 +53,6 @@ def test_the_version_measures_each_rows_distance_and_fails_a_non_finite_one(embe
         first, middle, last = version.score_batch(INPUT_IDS, MASK)
         assert (first, last) == (ItemScore(1.0, expected), ItemScore(3.0, expected))
         assert isinstance(middle, FailedRow) and middle.reason == "non_finite"
-        assert version.distances([first, last]).tolist() == [expected, expected]
+        assert isinstance(first, ItemScore) and isinstance(last, ItemScore)
+        distances = version.distances([first, last])
+        assert distances is not None and distances.tolist() == [expected, expected]

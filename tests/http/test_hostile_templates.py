@@ -176,7 +176,7 @@ def test_hostile_templates_under_load_answer_in_time_and_stay_under_the_memory_l
         f"{seconds:.0f} s, a 63,000-character response saying it, X-Timeout-Ms {deadline_s * 1000:.0f}), and one "
         "template that fails its warm-up",
         f"start-up went on (the failing model skipped and reported in /readyz); {len(outcomes)} answers, all "
-        f"{'/'.join(str(status) for status in sorted(statuses))}, the slowest after {slowest:.2f} s; /healthz "
+        f"{'/'.join(sorted(str(status) for status in statuses))}, the slowest after {slowest:.2f} s; /healthz "
         f"p50 {percentile(probes, 0.5) * 1000:.0f} ms, at most {max(probes) * 1000:.0f} ms; server RSS at most "
         f"{max(rss):.0f} MiB (limit {RSS_LIMIT_MIB})",
     )

@@ -10,6 +10,7 @@ import os
 import re
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def score_body(model: str = "slow") -> object:
+def score_body(model: str = "slow") -> Callable[[int, int], dict[str, object]]:
     def body(client: int, sequence: int) -> dict[str, object]:
         return {
             "model": model,

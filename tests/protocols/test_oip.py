@@ -117,12 +117,14 @@ def test_tritonclient_http_scores_over_a_live_server(tiny_repository: Path, tmp_
         response = triton.InferInput("response", [3, 1], "BYTES")
         response.set_data_from_numpy(np.array(RESPONSES, dtype=object).reshape(3, 1))
         result = client.infer("tiny", [prompt, response])  # binary tensors both ways, tritonclient's default
-        rewards = result.as_numpy("rewards")
-        assert rewards.shape == (3, 1) and rewards.dtype == np.float32
+        rewards = result.as_numpy("rewards")  # None when the answer lacks the output
+        assert rewards is not None and rewards.shape == (3, 1) and rewards.dtype == np.float32
         json_result = client.infer(
             "tiny", [prompt, response], outputs=[triton.InferRequestedOutput("rewards", binary_data=False)]
         )
-        np.testing.assert_allclose(json_result.as_numpy("rewards"), rewards, atol=1e-6)
+        json_rewards = json_result.as_numpy("rewards")
+        assert json_rewards is not None
+        np.testing.assert_allclose(json_rewards, rewards, atol=1e-6)
         direct = requests.post(
             f"{server.base_url}/v1/score", json={"prompt": PROMPTS[0], "responses": [RESPONSES[0]]}, timeout=10
         )

@@ -21,13 +21,13 @@ RESPONSES = [
 def scored(client: FlaskClient, prompt: str, responses: list[str]) -> dict:
     answer = client.post("/v1/score", json={"prompt": prompt, "responses": responses})
     assert answer.status_code == 200, answer.json
-    return answer.json
+    return answer.get_json()
 
 
 def ranked(client: FlaskClient, prompt: str, responses: list[str]) -> dict:
     answer = client.post("/v1/rank", json={"prompt": prompt, "responses": responses})
     assert answer.status_code == 200, answer.json
-    return answer.json
+    return answer.get_json()
 
 
 def test_rank_orders_responses_by_their_score(client):

@@ -13,6 +13,7 @@ import importlib.util
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -39,7 +40,7 @@ def scores_of(client: FlaskClient, items: list[dict]) -> list[float]:
     """What /v1/score says for the same texts: the reference every compatibility answer must match."""
     answer = client.post("/v1/score", json={"items": items})
     assert answer.status_code == 200, answer.json
-    return answer.json["scores"]
+    return answer.get_json()["scores"]
 
 
 def openrlhf_payload(queries: list[str], prompts: list[str], labels: list[str]) -> dict:
@@ -47,7 +48,7 @@ def openrlhf_payload(queries: list[str], prompts: list[str], labels: list[str]) 
     return {"query": queries, "prompts": prompts, "labels": labels}
 
 
-def openrlhf_reward_fields(rewards_info: dict) -> tuple[object, object, dict]:
+def openrlhf_reward_fields(rewards_info: dict) -> tuple[Any, Any, dict[str, torch.Tensor]]:
     """How SingleTurnAgentExecutor.execute reads the answer, then how the sample becomes tensors."""
     score_value = rewards_info.get("scores")
     if score_value is None:

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 from flask import Flask
 from tokenizers import Tokenizer, processors
 
@@ -21,6 +20,8 @@ from rmserve.core.transcript import Transcript
 from rmserve.training.checkpoint import TrainedModel
 from rmserve.training.data import Comparison, DataError, LineRange, pairs, read_comparisons, split_dev
 from rmserve.training.evaluate import encode_comparisons
+from rmserve.training.model import RewardModel
+from rmserve.training.options import ModelConfig
 from tests.hf_checkpoints import QWEN2_TEMPLATE
 from tests.tiny_model import reseal, train_tokenizer, write_version
 
@@ -246,7 +247,8 @@ def training_format(directory: Path, served: InputFormat) -> InputFormat:
         return served
     manifest = Manifest.read(directory)
     tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-    return TrainedModel(torch.nn.Module(), tokenizer, manifest.tokens, manifest.max_length, {}, {}).input_format()
+    untrained = RewardModel(ModelConfig(vocab_size=tokenizer.get_vocab_size(), d_model=8, n_layers=1, ngram_orders=0))
+    return TrainedModel(untrained, tokenizer, manifest.tokens, manifest.max_length, {}, {}).input_format()
 
 
 @pytest.mark.parametrize("style", FORMATS)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rmserve.core.conversation import Turn
 from rmserve.core.manifest import Normalization
 from rmserve.training.data import Comparison
 from rmserve.training.eval_report import JSON_FILE, PNG_FILE, report_numbers, write_report
@@ -16,7 +17,7 @@ UNIT = Normalization(mean=0.0, std=1.0)
 
 
 def pair(better: str, worse: str) -> Comparison:
-    return Comparison("prompt", (better, worse))
+    return Comparison((Turn("user", "prompt"),), (better, worse))
 
 
 def test_accuracy_by_length_sits_beside_shorter_wins() -> None:

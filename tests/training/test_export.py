@@ -34,7 +34,8 @@ def test_fp32_export_matches_torch_and_loads_in_the_server(run: Path, tmp_path: 
     assert Manifest.read(version_dir) == manifest
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE)
     assert manifest.quantization is None
-    assert manifest.parity.max_abs_diff < 1e-4
+    assert manifest.parity is not None
+    assert manifest.parity.max_abs_diff == pytest.approx(0.0, abs=1e-4)
     assert manifest.parity.ranking_agreement == 1.0
     assert manifest.evaluation.n == 20
     assert set(manifest.evaluation.baselines) == {"shorter_wins", "longer_wins", "bag_of_words"}
@@ -116,7 +117,8 @@ def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> 
     )
     manifest = Manifest.read(tmp_path / "tiny" / "1")
     assert manifest.quantization == "int8-dynamic"
-    assert manifest.parity.int8_agreement_with_fp32 >= 0.9
+    assert manifest.parity is not None
+    assert manifest.parity.int8_agreement_with_fp32 == pytest.approx(1.0, abs=0.1)
     served = load_version(tmp_path / "tiny" / "1", intra_op_threads=1)
     assert served.manifest == manifest
     assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
@@ -169,8 +171,9 @@ def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run:
     manifest = Manifest.read(version_dir)
     assert manifest.quantization == "int8-dynamic" and manifest.name == "tiny-int8"
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
-    assert manifest.parity.quantized_from == QuantizedFrom(name="tiny", version=1, sha256=fp32.sha256)
-    assert 0.0 <= manifest.parity.int8_agreement_with_fp32 <= 1.0
+    parity = manifest.parity
+    assert parity is not None and parity.quantized_from == QuantizedFrom(name="tiny", version=1, sha256=fp32.sha256)
+    assert parity.int8_agreement_with_fp32 is not None and 0.0 <= parity.int8_agreement_with_fp32 <= 1.0
     assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
     assert load_version(version_dir, intra_op_threads=1).manifest == manifest
     # Its embedding statistics are the int8 graph's own, not a copy of fp32's.

@@ -170,7 +170,8 @@ def test_auto_guesses_in_one_line_and_the_cli_takes_a_layout(
     assert said.endswith("choose with --layout {text,pair,chat_template}")
     manifest = Manifest.read(tmp_path / "repo" / "guessed" / "1")
     assert manifest.input_format == {"style": "text", "eos_token": "[SEP]"}
-    assert manifest.source is not None and manifest.source.layout.startswith("guessed --layout text")
+    assert manifest.source is not None
+    assert (manifest.source.layout or "").startswith("guessed --layout text")
 
     assert cli_main([*argv, "--name", "pair", "--layout", "pair"]) == 0
     assert not said_lines(capsys.readouterr().err)

@@ -60,9 +60,10 @@ def test_padding_gets_no_gradient_and_nothing_is_nan(kind: str) -> None:
     scores = torch.tensor([[3.0, 1.0, 2.0], [0.5, -0.5, 99.0]], requires_grad=True)
     valid = torch.tensor([[True, True, True], [True, True, False]])
     ranking_loss(scores, valid, kind).backward()
-    assert torch.isfinite(scores.grad).all()
-    assert scores.grad[1, 2] == 0.0
-    assert scores.grad[0, 0] < 0 < scores.grad[0, 2]  # raise the best, lower the worst
+    grad = scores.grad
+    assert grad is not None and torch.isfinite(grad).all()
+    assert grad[1, 2] == 0.0
+    assert grad[0, 0] < 0 < grad[0, 2]  # raise the best, lower the worst
 
 
 def test_unknown_loss_is_refused() -> None:

@@ -30,7 +30,8 @@ def test_minilm_fine_tunes_exports_with_parity_and_serves(tmp_path: Path, make_a
 
     manifest = Manifest.read(repository / "minilm" / "1")
     assert manifest.architecture["model_type"] == "bert"
-    assert manifest.parity.max_abs_diff < 1e-4 and manifest.parity.ranking_agreement == 1.0
+    assert manifest.parity is not None and manifest.parity.ranking_agreement == 1.0
+    assert manifest.parity.max_abs_diff == pytest.approx(0.0, abs=1e-4)
     client = make_app(model_repository=repository, models=("minilm",)).test_client()
     answer = client.post("/v1/score", json={"prompt": "How do I bake bread?", "responses": ["Knead it.", "no"]})
     assert answer.status_code == 200

@@ -14,6 +14,7 @@ from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.commands import main as cli_main
 from rmserve.training.data import read_comparisons
 from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, score_comparisons
+from rmserve.training.model import RewardModel
 from rmserve.training.options import ModelConfig, TrainConfig
 from rmserve.training.train import train
 
@@ -84,8 +85,11 @@ def test_dev_seed_keeps_the_split_while_the_seed_changes_the_transformer(tmp_pat
     assert (first.training["dev_seed"], same_split.training["dev_seed"], other_split.training["dev_seed"]) == (0, 0, 1)
     # The split decides the tokenizer and the bag of n-grams; the seed the transformer's start.
     assert first.tokenizer.to_str() == same_split.tokenizer.to_str() != other_split.tokenizer.to_str()
-    assert (first.network.bag.weight == same_split.network.bag.weight).all()
-    first_tower, second_tower = first.network.towers[0], same_split.network.towers[0]
+    first_network, second_network = first.network, same_split.network
+    assert isinstance(first_network, RewardModel) and isinstance(second_network, RewardModel)
+    assert first_network.bag is not None and second_network.bag is not None
+    assert (first_network.bag.weight == second_network.bag.weight).all()
+    first_tower, second_tower = first_network.towers[0], second_network.towers[0]
     assert not all((a == b).all() for a, b in zip(first_tower.parameters(), second_tower.parameters(), strict=True))
 
 
@@ -128,8 +132,8 @@ def hf_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_attention_heads=2,
         intermediate_size=32,
         max_position_embeddings=64,
-        num_labels=1,
     )
+    config.num_labels = 1  # one score: not in the typed signature, so set as transformers' own property
     BertForSequenceClassification(config).save_pretrained(base)
     return base
 

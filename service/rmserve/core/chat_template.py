@@ -19,7 +19,9 @@ from datetime import datetime
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
+from jinja2.parser import Parser
 
 from rmserve.core.template_budget import Budget, BudgetExceeded
 from rmserve.core.template_sandbox import BoundedEnvironment
@@ -50,10 +52,10 @@ class _GenerationBlock(Extension):
 
     tags = {"generation"}  # noqa: RUF012 (jinja reads a class-level set)
 
-    def parse(self, parser: jinja2.parser.Parser) -> jinja2.nodes.Node:
+    def parse(self, parser: Parser) -> nodes.Node:
         lineno = next(parser.stream).lineno
         body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
-        return jinja2.nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
+        return nodes.CallBlock(self.call_method("_body"), [], [], body).set_lineno(lineno)
 
     def _body(self, caller: Any) -> str:
         return str(caller())

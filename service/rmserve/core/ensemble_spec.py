@@ -42,8 +42,8 @@ class EnsembleSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     members: list[MemberName] = Field(min_length=2, description="model names in the same repository")
-    k: float = Field(1.0, ge=0.0, allow_inf_nan=False, description="conservative = mean - k * std")
-    reward: Reward = Field("conservative", description="what single-number protocols return")
+    k: float = Field(default=1.0, ge=0.0, allow_inf_nan=False, description="conservative = mean - k * std")
+    reward: Reward = Field(default="conservative", description="what single-number protocols return")
     # std across members on calibration responses: its p99 is the `high_disagreement` cut.
     disagreement: Quantiles | None = None
     calibration: str | None = None  # the responses `disagreement` was measured on

@@ -43,8 +43,8 @@ class Normalization(_Frozen):
     normal number: a subnormal one (5e-324) turns every raw score into an infinite served score.
     """
 
-    mean: float = Field(0.0, allow_inf_nan=False)
-    std: float = Field(1.0, allow_inf_nan=False)
+    mean: float = Field(default=0.0, allow_inf_nan=False)
+    std: float = Field(default=1.0, allow_inf_nan=False)
 
     @field_validator("std")
     @classmethod

@@ -54,8 +54,10 @@ class OnnxScorer:
             )
         return self._raw_scores(raw, len(input_ids)), embedding
 
-    def _raw_scores(self, raw: np.ndarray, rows: int) -> np.ndarray:
-        raw = np.asarray(raw, dtype=np.float64)
+    def _raw_scores(self, raw: object, rows: int) -> np.ndarray:
+        if not isinstance(raw, np.ndarray):  # ONNX Runtime also returns sparse tensors, sequences and maps
+            raise ValueError(f"model output {self.output_name!r} is a {type(raw).__name__}; expected a dense tensor")
+        raw = raw.astype(np.float64, copy=False)
         if raw.shape not in ((rows,), (rows, 1)):
             raise ValueError(f"model output {self.output_name!r} has shape {raw.shape}; expected [batch] or [batch, 1]")
         return raw.reshape(rows)

@@ -8,7 +8,8 @@ from flask import Blueprint, Response, current_app, jsonify
 from pydantic import BaseModel, Field
 
 from rmserve import metrics
-from rmserve.engine.servable import ModelInfo
+from rmserve.engine.servable import ModelInfo, Servable
+from rmserve.http.model_route import model_route
 from rmserve.http.openapi import DOCUMENT_EXTENSION, Route, route
 from rmserve.http.state import state
 
@@ -97,20 +98,15 @@ def list_models() -> Any:
     return jsonify(ModelList(data=cards).model_dump())
 
 
-@route(
+@model_route(
     operations,
-    Route(
-        "/v1/models/<name>",
-        "get",
-        "One loaded model or ensemble: version, normalization, evaluation; an ensemble's members, k and reward.",
-        response=ModelCard,
-        errors=(401, 404, 503),
-    ),
+    "/v1/models/<name>",
+    "One loaded model or ensemble: version, normalization, evaluation; an ensemble's members, k and reward.",
+    ModelCard,
 )
-def get_model(name: str) -> Any:
-    scoring = state().scoring
-    info = scoring.model(name).metadata()
-    return jsonify(model_card(info, info.name == scoring.default).model_dump())
+def get_model(served: Servable) -> ModelCard:
+    info = served.metadata()
+    return model_card(info, info.name == state().scoring.default)
 
 
 def model_card(info: ModelInfo, default: bool) -> ModelCard:

@@ -10,11 +10,11 @@ import dataclasses
 import os
 from typing import Any
 
-from flask import Blueprint, jsonify
+from flask import Blueprint
 from pydantic import BaseModel, Field
 
-from rmserve.http.openapi import Route, route
-from rmserve.http.state import state
+from rmserve.engine.servable import Servable
+from rmserve.http.model_route import model_route
 
 watching = Blueprint("watching", __name__)
 
@@ -61,22 +61,17 @@ class ReviewRecords(BaseModel):
     )
 
 
-@route(
+@model_route(
     watching,
-    Route(
-        "/v1/models/<name>/stats",
-        "get",
-        "Drift telemetry over this worker's rolling window: score quantiles, length-score correlation, "
-        "flag and duplicate rates, distance from training; an ensemble's mean disagreement.",
-        response=ModelStats,
-        errors=(401, 404, 503),
-    ),
+    "/v1/models/<name>/stats",
+    "Drift telemetry over this worker's rolling window: score quantiles, length-score correlation, "
+    "flag and duplicate rates, distance from training; an ensemble's mean disagreement.",
+    ModelStats,
 )
-def model_stats(name: str) -> Any:
-    served = state().scoring.model(name)
+def model_stats(served: Servable) -> ModelStats:
     stats = served.stats()
     window = stats.window
-    answer = ModelStats(
+    return ModelStats(
         model=served.name,
         version=served.served_version,
         worker_pid=os.getpid(),
@@ -92,21 +87,14 @@ def model_stats(name: str) -> Any:
         training_stats=None if stats.training_stats is None else stats.training_stats.model_dump(),
         mean_disagreement=window.mean_disagreement,
     )
-    return jsonify(answer.model_dump())
 
 
-@route(
+@model_route(
     watching,
-    Route(
-        "/v1/models/<name>/review",
-        "get",
-        "The review buffer (opt-in, RMSERVE_REVIEW_PROMPTS): recent flagged or extreme groups as ranking records.",
-        response=ReviewRecords,
-        errors=(401, 404, 503),
-    ),
+    "/v1/models/<name>/review",
+    "The review buffer (opt-in, RMSERVE_REVIEW_PROMPTS): recent flagged or extreme groups as ranking records.",
+    ReviewRecords,
 )
-def model_review(name: str) -> Any:
-    served = state().scoring.model(name)
+def model_review(served: Servable) -> ReviewRecords:
     records = served.review()
-    answer = ReviewRecords(model=served.name, version=served.served_version, worker_pid=os.getpid(), records=records)
-    return jsonify(answer.model_dump())
+    return ReviewRecords(model=served.name, version=served.served_version, worker_pid=os.getpid(), records=records)

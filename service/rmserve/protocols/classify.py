@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any, Literal
 
 from flask import Blueprint, Response, jsonify
@@ -21,7 +20,7 @@ from rmserve.core.formats import InputFormat
 from rmserve.engine.servable import Scored, Servable
 from rmserve.protocols.inputs import Limits, text_exchanges
 from rmserve.protocols.schemas import Lenient
-from rmserve.protocols.scoring_route import ScoringRoute, sigmoid
+from rmserve.protocols.scoring_route import BodyNamedRoute, sigmoid
 
 classify = Blueprint("classify", __name__)
 
@@ -99,14 +98,11 @@ def classify_answer(
     )
 
 
-class Classify(ScoringRoute[ClassifyRequest]):
+class Classify(BodyNamedRoute[ClassifyRequest]):
     path = "/classify"
     summary = "vLLM-style classification (veRL): one score per text, chat-formatted or plain."
     request_schema = ClassifyRequest
     response_schema = ClassifyResponse
-
-    def model_name(self, body: ClassifyRequest, path: Mapping[str, str]) -> str | None:
-        return body.model
 
     def exchanges(self, body: ClassifyRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
         """One text or a list; errors name `input`, or `input[i]` in a list."""

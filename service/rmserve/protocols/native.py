@@ -21,7 +21,7 @@ from rmserve.engine.servable import Scored, Servable
 from rmserve.http.request import request_id
 from rmserve.protocols.inputs import Limits, group_exchanges, item_exchanges
 from rmserve.protocols.schemas import Item, Strict
-from rmserve.protocols.scoring_route import ScoringRoute, sigmoid
+from rmserve.protocols.scoring_route import BodyNamedRoute, ScoringRoute, sigmoid
 
 native = Blueprint("native", __name__)
 
@@ -179,14 +179,11 @@ class Score(ScoringRoute[ScoreRequest]):
         return jsonify(answer.model_dump(exclude_unset=True))
 
 
-class Rank(ScoringRoute[RankRequest]):
+class Rank(BodyNamedRoute[RankRequest]):
     path = "/v1/rank"
     summary = "Rank a group of responses to one prompt, with z-scores and pairwise preferences."
     request_schema = RankRequest
     response_schema = RankResponse
-
-    def model_name(self, body: RankRequest, path: Mapping[str, str]) -> str | None:
-        return body.model
 
     def exchanges(self, body: RankRequest, input_format: InputFormat, limits: Limits) -> list[Exchange]:
         return request_exchanges(body, input_format, limits)

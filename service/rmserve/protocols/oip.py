@@ -29,6 +29,7 @@ from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
 from rmserve.engine.servable import ModelInfo, Scored, Servable
 from rmserve.errors import InvalidField
+from rmserve.http.model_route import model_route
 from rmserve.http.openapi import Route, route
 from rmserve.http.state import state
 from rmserve.protocols.inputs import Limits, paired_exchanges, text_exchanges
@@ -92,7 +93,7 @@ class ModelMetadata(BaseModel):
     platform: str = Field(description="onnxruntime_onnx, or ensemble (as Triton names it)")
     inputs: list[TensorMetadata]
     outputs: list[TensorMetadata]
-    parameters: dict[str, Any] | None = Field(None, description="an ensemble's members, k and reward")
+    parameters: dict[str, Any] | None = Field(default=None, description="an ensemble's members, k and reward")
 
 
 class ServerLive(BaseModel):
@@ -264,36 +265,24 @@ def server_metadata() -> Any:
     return jsonify({"name": "rmserve", "version": __version__, "extensions": ["binary_tensor_data"]})
 
 
-@route(
+@model_route(
     oip,
-    Route(
-        "/v2/models/<name>",
-        "get",
-        "Model metadata: BYTES prompt/response in, FP32 rewards out.",
-        response=ModelMetadata,
-        errors=(401, 404),
-    ),
+    "/v2/models/<name>",
+    "Model metadata: BYTES prompt/response in, FP32 rewards out.",
+    ModelMetadata,
+    errors=(401, 404),
+    exclude_none=True,
 )
-def get_model_metadata(name: str) -> Any:
-    info = state().scoring.model(name).metadata()
-    return jsonify(model_metadata(info).model_dump(exclude_none=True))
+def get_model_metadata(served: Servable) -> ModelMetadata:
+    return model_metadata(served.metadata())
 
 
-@route(
-    oip,
-    Route(
-        "/v2/models/<name>/ready",
-        "get",
-        "Model readiness: 503 while draining or a model's batcher is down.",
-        response=ModelReady,
-        errors=(401, 404, 503),
-    ),
+@model_route(
+    oip, "/v2/models/<name>/ready", "Model readiness: 503 while draining or a model's batcher is down.", ModelReady
 )
-def model_ready(name: str) -> Any:
-    scoring = state().scoring
-    served = scoring.model(name)
-    scoring.require_ready()
-    return jsonify(ModelReady(name=served.name, ready=True).model_dump())
+def model_ready(served: Servable) -> ModelReady:
+    state().scoring.require_ready()
+    return ModelReady(name=served.name, ready=True)
 
 
 class Infer(ScoringRoute[InferCall]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, Generic, TypeVar, cast
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 import numpy as np
 from flask import Blueprint, Response, request
@@ -93,6 +93,23 @@ class ScoringRoute(ABC, Generic[Body]):
 
     @abstractmethod
     def answer(self, body: Body, served: Servable, scored: Scored) -> Response: ...
+
+
+class NamesModel(Protocol):
+    """A request body whose `model` field names the model (None: the default model)."""
+
+    @property
+    def model(self) -> str | None: ...
+
+
+Named = TypeVar("Named", bound=NamesModel)
+
+
+class BodyNamedRoute(ScoringRoute[Named]):
+    """A scoring route whose body names the model in its `model` field."""
+
+    def model_name(self, body: Named, path: Mapping[str, str]) -> str | None:
+        return body.model
 
 
 def sigmoid(values: np.ndarray) -> np.ndarray:

@@ -7,6 +7,7 @@ logistic regression, it has learned surface features, not preferences.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
@@ -44,37 +45,44 @@ class BagOfWords:
             vectorizer.fit([response for c in comparisons for response in c.responses])
         better, worse = self._pair_rows(comparisons)
         differences = (better - worse).tocsr()
-        folds = np.arange(differences.shape[0]) % FOLDS
+        folds = np.arange(_rows(differences)) % FOLDS
         cv_accuracy = {
             strength: np.mean(
                 [
-                    np.mean(differences[folds == fold] @ _fit(differences[folds != fold], strength) > 0)
+                    np.mean(differences[folds == fold] @ pairwise_weights(differences[folds != fold], strength) > 0)
                     for fold in range(FOLDS)
                 ]
             )
             for strength in REGULARISATION_GRID
         }
         self.strength = max(cv_accuracy, key=cv_accuracy.__getitem__)
-        self.weights = _fit(differences, self.strength)
+        self.weights = pairwise_weights(differences, self.strength)
         return self
 
     def scores(self, comparisons: Sequence[Comparison]) -> list[np.ndarray]:
         return [self._features(list(c.responses)) @ self.weights for c in comparisons]
 
     def _features(self, texts: list[str]) -> sp.csr_matrix:
-        return sp.hstack([vectorizer.transform(texts) for vectorizer in self.vectorizers]).tocsr()
+        # scipy is untyped: hstack of matrices is a matrix, which pyright cannot infer
+        return cast(sp.csr_matrix, sp.hstack([vectorizer.transform(texts) for vectorizer in self.vectorizers]).tocsr())
 
     def _pair_rows(self, comparisons: Sequence[Comparison]) -> tuple[sp.csr_matrix, sp.csr_matrix]:
         implied = pairs(comparisons)
         return self._features([better for better, _ in implied]), self._features([worse for _, worse in implied])
 
 
-def _fit(differences: sp.csr_matrix, strength: float) -> np.ndarray:
+def pairwise_weights(differences: sp.csr_matrix, strength: float) -> np.ndarray:
     """Logistic regression on better-minus-worse rows, each also mirrored as a negative example."""
     features = sp.vstack([differences, -differences])
-    labels = np.r_[np.ones(differences.shape[0]), np.zeros(differences.shape[0])]
+    pairs_count = _rows(differences)
+    labels = np.r_[np.ones(pairs_count), np.zeros(pairs_count)]
     classifier = LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels)
     return np.asarray(classifier.coef_[0], dtype=np.float64)
+
+
+def _rows(matrix: sp.csr_matrix) -> int:
+    """The row count (scipy is untyped: pyright reads its `shape` as None)."""
+    return cast("tuple[int, int]", matrix.shape)[0]
 
 
 def baseline_accuracies(train: Sequence[Comparison], held_out: Sequence[Comparison]) -> dict[str, float]:

@@ -1,12 +1,21 @@
-"""What every training-side command shares on the command line: its parser, line ranges, summary tables."""
+"""What every training-side command shares on the command line: its parser, argument types, defaults, tables."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
+from pathlib import Path
+from typing import Any
 
 from rmserve.arguments import input_file
 from rmserve.training.data import LineRange
+
+DATA_FORMATS = (
+    "JSONL, plain or .gz, one object per line: HH-RLHF {chosen, rejected} transcripts; "
+    "{prompt, chosen, rejected}; TRL conversational message lists; or rankings "
+    "{prompt, responses: [best..worst]} / with ranking: [indices best first]"
+)
 
 
 class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
@@ -26,6 +35,22 @@ def line_range(text: str) -> LineRange:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def hf_checkpoint(text: str) -> Path:
+    """A local `save_pretrained()` directory; checked here, so a path that is not one is never looked up on a hub."""
+    path = Path(text)
+    if not (path / "config.json").is_file():
+        raise argparse.ArgumentTypeError(
+            f"no Hugging Face checkpoint at {path} (no config.json); nothing is downloaded: "
+            "pass a local save_pretrained() directory"
+        )
+    return path
+
+
+def config_defaults(config: type) -> dict[str, Any]:
+    """A config dataclass's field defaults, so each default is written once (in the dataclass)."""
+    return {field.name: field.default for field in dataclasses.fields(config)}
+
+
 def subcommand(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, description: str
 ) -> argparse.ArgumentParser:
@@ -42,6 +67,19 @@ def accuracy_rows(pairs: int, accuracies: dict[str, float]) -> list[tuple[str, s
     return [
         (label, f"{p:.4f}  ±{1.96 * math.sqrt(p * (1 - p) / max(pairs, 1)):.3f}") for label, p in accuracies.items()
     ]
+
+
+def print_accuracy_table(
+    data: str, pairs: int, accuracy: float, baselines: dict[str, float], label: str = "reward model"
+) -> None:
+    """Accuracy with a 95% interval beside each baseline."""
+    names = {
+        "shorter_wins": "shorter response wins",
+        "longer_wins": "longer response wins",
+        "bag_of_words": "bag of words (TF-IDF + logistic regression)",
+    }
+    accuracies = {label: accuracy} | {names.get(name, name): value for name, value in baselines.items()}
+    print_table(f"pairwise accuracy on {pairs} pairs of {data}", accuracy_rows(pairs, accuracies))
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:

@@ -227,7 +227,7 @@ def segment_separator(classifier: torch.nn.Module, hf_tokenizer: Any) -> int | N
         return None
     separator = hf_tokenizer.sep_token_id
     derived = None if separator is None else segments(torch.tensor([probe["input_ids"]]), separator)[0].tolist()
-    if derived != list(probe["token_type_ids"]):
+    if separator is None or derived != list(probe["token_type_ids"]):
         raise CheckpointError(
             "the model reads token_type_ids, and its pair template's segments are not `1 after the first [SEP]`; "
             "rmserve serves input_ids and attention_mask only, so this checkpoint would be scored wrong"

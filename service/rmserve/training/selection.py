@@ -91,7 +91,7 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = RESAMPLES, s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = CommandParser(prog="python -m rmserve.training.selection", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m rmserve.training.selection", description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--members", nargs="+", required=True, metavar="MODEL", help="repository models")
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY, help="model repository")
     parser.add_argument("--held-out", type=Path, help="the final choice's held-out file (instead of the dev table)")

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.linear_model import LogisticRegression
 from tokenizers import Tokenizer
 
 from rmserve.core.tokenizer import pad_batch
+from rmserve.training.baselines import pairwise_weights
 from rmserve.training.evaluate import EncodedComparison, pairwise_accuracy, regroup
 from rmserve.training.model import BagOfNgrams, response_mask
 
@@ -55,13 +56,10 @@ def fit_bag(
     train_rows = _feature_matrix(bag, train_sequences, pad_id, sep_id)
     dev_rows = _feature_matrix(bag, [seq for group in dev for seq in group], pad_id, sep_id)
     differences = _pair_differences(train_rows, train)
-    features = sp.vstack([differences, -differences])
-    labels = np.r_[np.ones(differences.shape[0]), np.zeros(differences.shape[0])]
 
     best: tuple[float, float, np.ndarray] | None = None
     for strength in REGULARISATION_GRID:
-        classifier = LogisticRegression(C=strength, fit_intercept=False, max_iter=5000).fit(features, labels)
-        weights = classifier.coef_[0]
+        weights = pairwise_weights(differences, strength)
         accuracy = pairwise_accuracy(regroup(dev_rows @ weights, dev))
         if best is None or accuracy > best[1]:
             best = (strength, accuracy, weights)
@@ -83,7 +81,7 @@ def _feature_matrix(bag: BagOfNgrams, sequences: Sequence[Sequence[int]], pad_id
             ngrams = _to_scipy(bag.tfidf(input_ids, in_response))
         length = sp.csr_matrix(bag.log_length(in_response).numpy()[:, None])
         blocks.append(sp.hstack([ngrams, length]))
-    return sp.vstack(blocks).tocsr()
+    return cast(sp.csr_matrix, sp.vstack(blocks).tocsr())  # scipy is untyped: a stack of matrices is a matrix
 
 
 def _pair_differences(rows: sp.csr_matrix, groups: Sequence[EncodedComparison]) -> sp.csr_matrix:
