@@ -27,7 +27,9 @@ def test_hh_texts_score_as_the_training_layout_byte_for_byte(make_app: Callable[
         # Lines 1840-1859 include a turn with odd leading spaces (line 1850), which must survive as written.
         texts = [json.loads(line)["chosen"] for number, line in enumerate(lines, 1) if 1840 <= number < 1860]
     split = [version.format.transcript.split_transcript(text) for text in texts]
-    encodings = version.format.encoder.encode([prompt for prompt, _ in split], [response for _, response in split])
+    # Training read a transcript's prompt up to its last `Assistant:` and the response stripped (the model's layout).
+    trained = [(prompt.removesuffix(" "), response.strip()) for prompt, response in split]
+    encodings = version.format.encoder.encode([prompt for prompt, _ in trained], [response for _, response in trained])
     expected = version.scorer(*pad_batch([e.input_ids for e in encodings], version.manifest.tokens.pad_id))
 
     full_texts = client.post("/get_reward", json={"query": texts}).get_json()["extra_logs"]["rm_raw_score"]
