@@ -63,6 +63,11 @@ class Settings:
     max_queue_tokens: int = setting(262144, "Tokens waiting per model before requests get 429.")
     max_items: int = setting(512, "Items per request.")
     max_text_chars: int = setting(65536, "Characters per prompt, response or message.")
+    prompt_cache_bytes: int = setting(
+        8 * 1024 * 1024,
+        "Bytes of recent prompts' tokens each model keeps per worker, so a prompt sent again is not tokenized "
+        "again; 0 turns the cache off.",
+    )
     max_body_bytes: int = setting(8 * 1024 * 1024, "Request body size in bytes.")
     max_inflight_body_bytes: int = setting(
         16 * 1024 * 1024,
@@ -113,6 +118,7 @@ class Settings:
             ("inference_threads", "automatic"),
             ("telemetry_window", "off"),
             ("review_prompts", "off"),
+            ("prompt_cache_bytes", "off"),
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
