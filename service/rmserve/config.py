@@ -73,6 +73,12 @@ class Settings:
         16 * 1024 * 1024,
         "Bytes of the request bodies in progress per worker (a chunked body counts as `max_body_bytes`).",
     )
+    max_inflight_memory_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Bytes the requests being scored may take per worker, estimated from what each holds once parsed (its "
+        "texts, and the tokens each model keeps of each item); a request over what is left gets 429 (one larger "
+        "than all of it is scored only when it is the only one).",
+    )
     request_timeout_s: float = setting(
         60.0, "Default deadline in seconds; `X-Timeout-Ms` may shorten or lengthen it up to `max_timeout_s`."
     )
@@ -110,6 +116,7 @@ class Settings:
             "max_batch_size",
             "max_queue_tokens",
             "max_items",
+            "max_inflight_memory_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import tokenizers
@@ -84,7 +84,7 @@ class TranscriptFormat(InputFormat):
         self.layouts = self.prompts.layouts
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = [self.prompts.text(exchange.prompt, exchange.prompt_text) for exchange in exchanges]
+        prompts = per_prompt(exchanges, lambda exchange: self.prompts.text(exchange.prompt, exchange.prompt_text))
         return self.encoder.encode(prompts, [exchange.response for exchange in exchanges])
 
     def to_manifest(self) -> dict[str, Any]:
@@ -105,7 +105,7 @@ class PairFormat(InputFormat):
         self.window = TextWindow(self.tokenizer, max_length)
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = self.window.encode([pair_prompt(e.prompt) for e in exchanges], "end")
+        prompts = self.window.encode(per_prompt(exchanges, lambda exchange: pair_prompt(exchange.prompt)), "end")
         responses = self.window.encode([e.response for e in exchanges], "start")
         return [
             self._join(prompt.encoding, response.encoding) for prompt, response in zip(prompts, responses, strict=True)
@@ -121,6 +121,16 @@ class PairFormat(InputFormat):
 
     def to_manifest(self) -> dict[str, Any]:
         return {"style": self.style}
+
+
+def per_prompt(exchanges: Sequence[Exchange], render: Callable[[Exchange], str]) -> list[str]:
+    """Each exchange's prompt text, rendered once per distinct prompt: the responses of a group share one text."""
+    rendered: dict[tuple[tuple[Turn, ...], str | None], str] = {}
+    for exchange in exchanges:
+        key = (exchange.prompt, exchange.prompt_text)
+        if key not in rendered:
+            rendered[key] = render(exchange)
+    return [rendered[exchange.prompt, exchange.prompt_text] for exchange in exchanges]
 
 
 def pair_prompt(turns: Sequence[Turn]) -> str:
@@ -148,7 +158,7 @@ class ChatTemplateFormat(InputFormat):
     def _windowed(self, exchange: Exchange) -> Exchange:
         """Each turn cut to the window that can reach the model (its end; the response's start) before rendering."""
         contents = self.window.encode([turn.content for turn in exchange.prompt], "end")
-        (response,) = self.window.encode([exchange.response], "start")
+        (response,) = list(self.window.encode([exchange.response], "start"))
         turns = tuple(Turn(turn.role, window.text) for turn, window in zip(exchange.prompt, contents, strict=True))
         return dataclasses.replace(exchange, prompt=turns, response=response.text)
 

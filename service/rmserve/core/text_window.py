@@ -22,7 +22,7 @@ the estimate, only the work does.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +31,8 @@ from tokenizers import Tokenizer
 
 # Tokens between the kept ones and a window's cut: more than any cut can change (WordPiece: 100, its word limit).
 MARGIN = 128
+# Characters of windows tokenized in one call: bounds the tokens a request holds at once (about 100 bytes each).
+CHUNK_CHARS = 1 << 17
 Side = Literal["start", "end"]  # which end of a text the model reads: a response's start, a prompt's end
 # The last run of whitespace after a word (a response's window ends before it), and the first (a prompt's starts at
 # it); matched from a position, so each runs in time linear in the window.
@@ -56,8 +58,20 @@ class TextWindow:
         longest = max((len(token) for token in tokenizer.get_vocab(with_added_tokens=True)), default=1)
         self.first_chars = (keep + MARGIN) * max(longest, 1)
 
-    def encode(self, texts: Sequence[str], side: Side) -> list[Windowed]:
-        """Each text's window and its tokens (no special tokens), in one batch call per round of doubling."""
+    def encode(self, texts: Sequence[str], side: Side) -> Iterator[Windowed]:
+        """Each text's window and its tokens (no special tokens), in order, tokenized about CHUNK_CHARS characters at
+        a time: a caller that keeps only what it needs of each holds one chunk's tokens at once, however many texts."""
+        start = 0
+        while start < len(texts):
+            end, chars = start + 1, min(len(texts[start]), self.first_chars)
+            while end < len(texts) and chars + min(len(texts[end]), self.first_chars) <= CHUNK_CHARS:
+                chars += min(len(texts[end]), self.first_chars)
+                end += 1
+            yield from self._encode_chunk(texts[start:end], side)
+            start = end
+
+    def _encode_chunk(self, texts: Sequence[str], side: Side) -> list[Windowed]:
+        """In one batch call per round of doubling."""
         windowed: list[Windowed | None] = [None] * len(texts)
         pending, chars = list(range(len(texts))), self.first_chars
         while pending:
