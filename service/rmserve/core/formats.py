@@ -124,13 +124,16 @@ class PairFormat(InputFormat):
 
 
 def per_prompt(exchanges: Sequence[Exchange], render: Callable[[Exchange], str]) -> list[str]:
-    """Each exchange's prompt text, rendered once per distinct prompt: the responses of a group share one text."""
-    rendered: dict[tuple[tuple[Turn, ...], str | None], str] = {}
+    """Each exchange's prompt text, rendered once per prompt it shares with others: a group's responses share one
+    text. Keyed by identity: hashing a prompt of thousands of turns per item would cost more than rendering it."""
+    rendered: dict[tuple[int, int], str] = {}
+    texts = []
     for exchange in exchanges:
-        key = (exchange.prompt, exchange.prompt_text)
+        key = (id(exchange.prompt), id(exchange.prompt_text))
         if key not in rendered:
             rendered[key] = render(exchange)
-    return [rendered[exchange.prompt, exchange.prompt_text] for exchange in exchanges]
+        texts.append(rendered[key])
+    return texts
 
 
 def pair_prompt(turns: Sequence[Turn]) -> str:
