@@ -65,10 +65,21 @@ class Settings:
     max_queue_tokens: int = setting(262144, "Tokens waiting per model before requests get 429.")
     max_items: int = setting(512, "Items per request.")
     max_text_chars: int = setting(65536, "Characters per prompt, response or message.")
+    prompt_cache_bytes: int = setting(
+        8 * 1024 * 1024,
+        "Bytes of recent prompts' tokens each model keeps per worker, so a prompt sent again is not tokenized "
+        "again; 0 turns the cache off.",
+    )
     max_body_bytes: int = setting(8 * 1024 * 1024, "Request body size in bytes.")
     max_inflight_body_bytes: int = setting(
         16 * 1024 * 1024,
         "Bytes of the request bodies in progress per worker (a chunked body counts as `max_body_bytes`).",
+    )
+    max_inflight_memory_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Bytes the requests being scored may take per worker, estimated from what each holds once parsed (its "
+        "texts, and the tokens each model keeps of each item); a request over what is left gets 429 (one larger "
+        "than all of it is scored only when it is the only one).",
     )
     request_timeout_s: float = setting(
         60.0, "Default deadline in seconds; `X-Timeout-Ms` may shorten or lengthen it up to `max_timeout_s`."
@@ -107,6 +118,7 @@ class Settings:
             "max_batch_size",
             "max_queue_tokens",
             "max_items",
+            "max_inflight_memory_bytes",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
@@ -115,6 +127,7 @@ class Settings:
             ("inference_threads", "automatic"),
             ("telemetry_window", "off"),
             ("review_prompts", "off"),
+            ("prompt_cache_bytes", "off"),
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")

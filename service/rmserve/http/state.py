@@ -26,7 +26,7 @@ class AppState:
     admission: Admission = field(init=False)  # scoring slots and the body-bytes budget
 
     def __post_init__(self) -> None:
-        self.scoring = ScoringService(self.registry)
+        self.scoring = ScoringService(self.registry, self.settings.max_inflight_memory_bytes)
         self.admission = Admission(self.settings)
 
     def start_draining(self) -> None:
