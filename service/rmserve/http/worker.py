@@ -1,0 +1,293 @@
+"""The gunicorn worker `rmserve serve` runs: a request reaches a thread only once it has arrived whole.
+
+gunicorn's gthread worker gives a connection a thread as soon as its first byte arrives, and the thread
+waits for the rest: clients sending a header line or a body byte every few seconds hold every thread,
+and probes find none. Here the event loop receives each request's head and body without a thread,
+within RMSERVE_HEADER_TIMEOUT_S and RMSERVE_BODY_TIMEOUT_S (408 past them, like nginx's
+client_header_timeout and client_body_timeout), charging body bytes against the worker's body budget
+as they arrive (429 when they do not fit). A thread then parses the request from memory and runs the
+app. Accepting, threads, keep-alive, pipelining and the SIGTERM drain stay gunicorn's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import socket
+import time
+from concurrent.futures import Future
+from enum import Enum, auto
+from functools import partial
+from http import HTTPStatus
+from selectors import EVENT_READ
+from typing import Any
+
+import orjson
+from gunicorn.http.parser import RequestParser
+from gunicorn.workers.gthread import TConn, ThreadWorker
+
+from rmserve import metrics
+from rmserve.config import Settings
+from rmserve.errors import HeadersTooLarge, QueueFull, RequestTimeout, ServiceError
+from rmserve.http.admission import Admission
+from rmserve.http.error_handlers import error_document
+from rmserve.http.framing import MAX_HEAD_BYTES, ChunkedBody, Head, parse_head
+from rmserve.http.state import EXTENSION
+
+RECEIVE_BYTES = 1024 * 1024  # per recv(): each wake-up of the loop may wait for the GIL, so few per large body
+LINGER_S = 2.0  # after the loop's own answer, how long the rest of a request is read and dropped (RFC 9112 9.6)
+CHECK_EVERY_S = 0.25  # how often deadlines are checked
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class Phase(Enum):
+    IDLE = auto()  # kept alive, waiting for the next request's first byte
+    HEAD = auto()  # receiving a request's head
+    BODY = auto()  # receiving its body
+    SERVING = auto()  # a thread has the request
+    CLOSING = auto()  # answered by the loop; what the client still sends is dropped until it closes
+
+
+class Connection(TConn):  # type: ignore[misc]  # gunicorn is untyped
+    """A client connection and the request arriving on it."""
+
+    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any, deadline: float):
+        super().__init__(cfg, sock, client, server)
+        self.initialized = True  # plain HTTP/1.1, parsed from memory: gunicorn never reads this socket
+        self.received = bytearray()
+        self.searched = 0  # bytes of `received` looked through for the end of the head
+        self.phase = Phase.HEAD
+        self.deadline = deadline
+        self.head: Head | None = None
+        self.chunks: ChunkedBody | None = None
+        self.charged = 0  # body bytes counted against the worker's budget
+        self.whole = True  # the request a thread has arrived whole (if not, the connection closes after it)
+        self.answered = 0  # requests handed to a thread
+
+
+class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
+    """gthread, with every request received by the event loop before a thread serves it."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.settings = Settings.from_env()
+        self.watched: set[Connection] = set()  # registered with the poller: receiving, or closing
+        self.next_check = 0.0
+
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        super().check_config(cfg, log)
+        if cfg.is_ssl or cfg.proxy_protocol != "off" or cfg.protocol != "http" or cfg.http2_cleartext != "off":
+            raise RuntimeError(f"{cls.__name__} serves plain HTTP/1.1 only: terminate TLS and HTTP/2 in front of it")
+
+    def run(self) -> None:
+        self.admission: Admission = self.wsgi.extensions[EXTENSION].admission
+        self.admission.receive_bodies_in_server()
+        super().run()
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, client = listener.accept()
+        except OSError as error:
+            if error.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                raise
+            return
+        self.nr_conns += 1
+        # The first request's head is due within the header timeout of connecting (nginx's rule too).
+        deadline = time.monotonic() + self.settings.header_timeout_s
+        self.receive(Connection(self.cfg, sock, client, listener.getsockname(), deadline))
+
+    def receive(self, conn: Connection) -> None:
+        """Hand the next request on `conn` to a thread if it is here, or wait for the rest of it."""
+        self.advance(conn)
+        if conn.phase in (Phase.IDLE, Phase.HEAD, Phase.BODY):
+            self.watch(conn)
+
+    def on_readable(self, conn: Connection, _sock: socket.socket) -> None:
+        try:
+            data = conn.sock.recv(RECEIVE_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset by the client: as good as closed
+            data = b""
+        if conn.phase is Phase.CLOSING:
+            if not data:
+                self.close(conn)
+            return
+        if not data:
+            if conn.received:
+                metrics.UNFINISHED_REQUESTS.labels("client_closed").inc()
+            self.close(conn)
+            return
+        conn.received += data
+        self.advance(conn)
+
+    def advance(self, conn: Connection) -> None:
+        """Take in what has arrived: the head, then the body; dispatch the request once it is whole."""
+        if conn.phase is Phase.IDLE and conn.received:
+            conn.phase, conn.deadline = Phase.HEAD, time.monotonic() + self.settings.header_timeout_s
+        if conn.phase is Phase.HEAD:
+            self.advance_head(conn)
+        if conn.phase is Phase.BODY:
+            self.advance_body(conn)
+
+    def advance_head(self, conn: Connection) -> None:
+        head = parse_head(self.cfg, conn.received, conn.client, conn.searched)
+        conn.searched = len(conn.received)
+        if head is None:
+            if len(conn.received) > MAX_HEAD_BYTES:
+                self.answer(conn, HeadersTooLarge(f"the request's head is over {MAX_HEAD_BYTES} bytes"))
+            return
+        if head.malformed:  # gunicorn's thread answers the error
+            self.dispatch(conn, head.end, whole=False)
+            return
+        if head.length is not None and head.length > self.settings.max_body_bytes:
+            self.dispatch(conn, head.end, whole=False)  # the app answers 413 from the declared length
+            return
+        # A declared length is reserved before the body is read: a refusal costs a 429 and nothing else.
+        if head.length and not self.charge(conn, head.length):
+            return
+        conn.head, conn.chunks = head, ChunkedBody(head.end) if head.length is None else None
+        conn.phase, conn.deadline = Phase.BODY, time.monotonic() + self.settings.body_timeout_s
+        if head.expects_continue and head.length != 0 and len(conn.received) == head.end:
+            self.send(conn, CONTINUE)
+
+    def advance_body(self, conn: Connection) -> None:
+        assert conn.head is not None
+        if conn.chunks is None:
+            end = conn.head.end + (conn.head.length or 0)
+            if len(conn.received) >= end:
+                self.dispatch(conn, end, whole=True)
+            return
+        chunks = conn.chunks
+        chunks.follow(conn.received)
+        arrived = (chunks.end or len(conn.received)) - conn.head.end  # a chunked body is charged as it arrives
+        if not self.charge(conn, arrived - conn.charged):
+            return
+        if chunks.end is not None:
+            self.dispatch(conn, chunks.end, whole=True)
+        elif chunks.malformed or chunks.data_bytes > self.settings.max_body_bytes:
+            # gunicorn refuses the framing; or the app reads one byte past the limit and answers 413
+            self.dispatch(conn, len(conn.received), whole=False)
+
+    def charge(self, conn: Connection, more_bytes: int) -> bool:
+        """Count more body bytes of `conn`'s request, or answer 429 and say no."""
+        try:
+            self.admission.charge(more_bytes)
+        except QueueFull as refusal:
+            self.answer(conn, refusal)
+            return False
+        conn.charged += more_bytes
+        return True
+
+    def dispatch(self, conn: Connection, end: int, whole: bool) -> None:
+        """Give the request in `received[:end]` to a thread, which parses it from memory."""
+        self.unwatch(conn)
+        with memoryview(conn.received) as received:
+            request = bytes(received[:end])
+        del conn.received[:end]
+        conn.searched = 0
+        conn.parser = RequestParser(self.cfg, [request], conn.client)
+        conn.phase, conn.whole = Phase.SERVING, whole
+        conn.answered += 1
+        self.enqueue_req(conn)
+
+    def handle_request(self, req: Any, conn: Connection) -> bool:
+        # The loop sent "100 Continue" already, or the body came without it: no second go-ahead.
+        req._expected_100_continue = False
+        return bool(super().handle_request(req, conn))
+
+    def finish_request(self, conn: Connection, fs: Future[Any]) -> None:
+        """A thread answered: wait for the next request on the connection, or close it."""
+        self.release(conn)
+        try:
+            keep_alive = fs.result() is True
+        except BaseException:  # the thread died with the request (gunicorn logged it)
+            keep_alive = False
+        # Bytes gunicorn's parse left over mean it framed the request differently: trust nothing after it.
+        framed_alike = not conn.parser.unreader.buf.getvalue()
+        conn.sock.setblocking(False)
+        if not (keep_alive and conn.whole and framed_alike):
+            self.linger(conn)
+            return
+        conn.parser, conn.head, conn.chunks = None, None, None
+        conn.phase, conn.deadline = Phase.IDLE, time.monotonic() + self.cfg.keepalive
+        self.receive(conn)
+
+    def murder_pending(self) -> None:
+        """Every CHECK_EVERY_S: close kept-alive connections idle too long, answer 408 to requests too slow."""
+        now = time.monotonic()
+        if now < self.next_check:
+            return
+        self.next_check = now + CHECK_EVERY_S
+        for conn in [conn for conn in self.watched if conn.deadline <= now]:
+            if conn.phase is Phase.HEAD and not conn.received:  # connected and never sent a byte
+                metrics.UNFINISHED_REQUESTS.labels("header_timeout").inc()
+                self.close(conn)
+            elif conn.phase is Phase.HEAD:
+                metrics.UNFINISHED_REQUESTS.labels("header_timeout").inc()
+                self.answer(conn, RequestTimeout(self.too_slow("headers", self.settings.header_timeout_s)))
+            elif conn.phase is Phase.BODY:
+                metrics.UNFINISHED_REQUESTS.labels("body_timeout").inc()
+                self.answer(conn, RequestTimeout(self.too_slow("body", self.settings.body_timeout_s)))
+            else:  # kept alive and idle, or lingering after an answer
+                self.close(conn)
+
+    def _cap_keepalive(self, deadline: float) -> None:
+        """Stopping: idle kept-alive connections close by `deadline`; requests under way are still received."""
+        super()._cap_keepalive(deadline)
+        for conn in self.watched:
+            if conn.phase is Phase.IDLE:
+                conn.deadline = min(conn.deadline, deadline)
+
+    @staticmethod
+    def too_slow(part: str, timeout_s: float) -> str:
+        setting = "RMSERVE_HEADER_TIMEOUT_S" if part == "headers" else "RMSERVE_BODY_TIMEOUT_S"
+        return f"the request's {part} did not arrive within {timeout_s:g} s ({setting})"
+
+    def answer(self, conn: Connection, error: ServiceError) -> None:
+        """Answer `error` from the loop (the request never reaches a route) and close the connection."""
+        metrics.FAILURES.labels(error.code).inc()
+        body = orjson.dumps(error_document(error))
+        headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close"}
+        head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n" + "".join(
+            f"{name}: {value}\r\n" for name, value in {**headers, **error.headers}.items()
+        )
+        self.send(conn, head.encode("latin-1") + b"\r\n" + body)
+        self.linger(conn)
+
+    def send(self, conn: Connection, data: bytes) -> None:
+        """A few hundred bytes, without blocking: a fresh socket's buffer takes them, or the client is gone."""
+        with contextlib.suppress(OSError):  # the client left; reading says so next
+            conn.sock.send(data)
+
+    def linger(self, conn: Connection) -> None:
+        """Close gracefully without blocking the loop: send FIN, drop what still arrives, close on EOF or LINGER_S."""
+        self.release(conn)
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:  # already gone
+            self.close(conn)
+            return
+        conn.phase, conn.deadline = Phase.CLOSING, time.monotonic() + LINGER_S
+        self.watch(conn)
+
+    def release(self, conn: Connection) -> None:
+        self.admission.release(conn.charged)
+        conn.charged = 0
+
+    def close(self, conn: Connection) -> None:
+        self.unwatch(conn)
+        self.release(conn)
+        self.nr_conns -= 1
+        conn.close()
+
+    def watch(self, conn: Connection) -> None:
+        if conn not in self.watched:
+            self.watched.add(conn)
+            self.poller.register(conn.sock, EVENT_READ, partial(self.on_readable, conn))
+
+    def unwatch(self, conn: Connection) -> None:
+        if conn in self.watched:
+            self.watched.remove(conn)
+            self.poller.unregister(conn.sock)
