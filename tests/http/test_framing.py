@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import pytest
 from gunicorn.config import Config
+from gunicorn.http.body import LengthReader
+from gunicorn.http.message import Request
+from gunicorn.http.unreader import IterUnreader
 
 from rmserve.http.framing import MAX_CHUNK_LINE, ChunkedBody, Head, parse_head
 
-PEER = ("127.0.0.1", 40000)
 NEXT = b"GET /healthz HTTP/1.1\r\n\r\n"  # a pipelined request behind the body
 
 
@@ -32,20 +34,36 @@ def followed(body: bytes, step: int) -> ChunkedBody:
         (b"POST /v1/score HTTP/1.1\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n", 5, True, False),
         # Both lengths: gunicorn refuses it (request smuggling), so the head goes to it as it is.
         (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", 0, False, True),
-        (b"NOT HTTP AT ALL\r\n\r\n", 0, False, True),
+        (b"POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", 0, False, True),
+        (b"POST / HTTP/1.1\r\nContent-Length: -5\r\n\r\n", 0, False, True),
+        (b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 0, False, True),
+        (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 0, False, True),
+        (b"POST / HTTP/1.1\r\nX-Folded: a\r\n  b\r\nContent-Length: 5\r\n\r\n", 0, False, True),
+        (b"POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n", 0, False, True),
     ],
 )
-def test_a_head_is_framed_the_way_gunicorn_reads_it(
+def test_a_head_is_framed_as_strictly_as_gunicorn_reads_it(
     head: bytes, length: int | None, expects_continue: bool, malformed: bool
 ) -> None:
-    assert parse_head(Config(), head + b"body bytes", PEER) == Head(len(head), length, expects_continue, malformed)
+    assert parse_head(head + b"body bytes") == Head(len(head), length, expects_continue, malformed)
+    assert gunicorn_framing(head) == ("refused" if malformed else length)  # the loop and gunicorn agree
+
+
+def gunicorn_framing(head: bytes) -> int | str | None:
+    """The body length gunicorn's parser reads from `head` (None: chunked), or "refused"."""
+    try:
+        request = Request(Config(), IterUnreader([head]), ("127.0.0.1", 40000))
+    except Exception:
+        return "refused"
+    reader = request.body.reader
+    return reader.length if isinstance(reader, LengthReader) else None
 
 
 def test_a_head_is_found_however_it_trickles_in() -> None:
     head = b"POST /v1/score HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\n"
     searched, found = 0, None
     for received in arriving(head + b"abc", 1):
-        found = found or parse_head(Config(), received, PEER, searched)
+        found = found or parse_head(received, searched)
         searched = len(received)
     assert found == Head(len(head), 3, expects_continue=False)
 

@@ -1,23 +1,20 @@
 """Where an HTTP/1.1 request ends, found as its bytes arrive (rmserve.http.worker receives requests whole).
 
-gunicorn's own parser reads the head, so the body's length is the one gunicorn will read; a chunked body's
-chunks are followed here only to find their end. Anything malformed is left for gunicorn to refuse: the
-request is handed over as it is, and gunicorn, reading the same bytes, answers the error.
+The head is read here only as far as the body's framing needs (RFC 9112 section 6), as strictly as
+gunicorn reads it; a chunked body's chunks are followed only to find their end. gunicorn's own parser
+then reads the whole request in a thread: anything malformed is handed to it as it is, and it answers
+the error; a request it frames differently closes the connection (rmserve.http.worker).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
-
-from gunicorn.http.body import LengthReader
-from gunicorn.http.message import Request
-from gunicorn.http.unreader import IterUnreader
 
 HEAD_END = b"\r\n\r\n"
 CRLF = b"\r\n"
 CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]+")
+DIGITS = re.compile(rb"[0-9]+")
 # Longest head (request line and headers) or trailer section received: real clients send a few hundred bytes,
 # nginx refuses past 32 KiB, and a connection's buffer must stay small while it waits.
 MAX_HEAD_BYTES = 64 * 1024
@@ -34,8 +31,8 @@ class Head:
     malformed: bool = False  # gunicorn refuses it: hand it over as it is
 
 
-def parse_head(cfg: Any, received: bytes | bytearray, peer: Any, searched: int = 0) -> Head | None:
-    """The head at the start of `received` once its blank line has arrived (None before), parsed by gunicorn.
+def parse_head(received: bytes | bytearray, searched: int = 0) -> Head | None:
+    """The head at the start of `received` once its blank line has arrived (None before).
 
     `searched`: how many bytes an earlier call looked through (a trickled head is not scanned again and again).
     """
@@ -43,15 +40,28 @@ def parse_head(cfg: Any, received: bytes | bytearray, peer: Any, searched: int =
     if blank_line < 0:
         return None
     end = blank_line + len(HEAD_END)
-    try:
-        request = Request(cfg, IterUnreader([bytes(received[:end])]), peer)
-    except Exception:  # any parse error: gunicorn's thread reads the same bytes and answers it
+    lines = bytes(received[:blank_line]).removeprefix(CRLF).split(CRLF)  # one empty line may come first
+    http_1_1 = lines[0].endswith(b" HTTP/1.1")
+    lengths, codings, expects_continue = [], [], False
+    for line in lines[1:]:
+        name, colon, value = line.partition(b":")
+        if not colon or name != name.strip(b" \t") or not name:  # folded or broken lines: gunicorn refuses them
+            return Head(end, 0, expects_continue=False, malformed=True)
+        name, value = name.lower(), value.strip(b" \t")
+        if name == b"content-length":
+            lengths.append(value)
+        elif name == b"transfer-encoding":
+            codings += [coding.strip(b" \t").lower() for coding in value.split(b",")]
+        elif name == b"expect":
+            expects_continue = http_1_1 and value.lower() == b"100-continue"
+    if codings:  # chunked, last, once, in HTTP/1.1, with no Content-Length; or refused (smuggling)
+        chunked_only_last = codings[-1] == b"chunked" and codings.count(b"chunked") == 1
+        if not (chunked_only_last and http_1_1 and not lengths):
+            return Head(end, 0, expects_continue=False, malformed=True)
+        return Head(end, None, expects_continue)
+    if len(lengths) > 1 or (lengths and not DIGITS.fullmatch(lengths[0])):
         return Head(end, 0, expects_continue=False, malformed=True)
-    reader = request.body.reader
-    expects_continue = request.version >= (1, 1) and any(
-        name == "EXPECT" and value.lower() == "100-continue" for name, value in request.headers
-    )
-    return Head(end, reader.length if isinstance(reader, LengthReader) else None, expects_continue)
+    return Head(end, int(lengths[0]) if lengths else 0, expects_continue)
 
 
 class ChunkedBody:
