@@ -11,88 +11,31 @@ app. Accepting, threads, keep-alive, pipelining and the SIGTERM drain stay gunic
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import socket
 import time
 from concurrent.futures import Future
-from enum import Enum, auto
 from functools import partial
-from http import HTTPStatus
 from selectors import EVENT_READ
 from typing import Any
 
-import orjson
 from gunicorn.http.parser import RequestParser
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import ThreadWorker
 
 from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.errors import HeadersTooLarge, QueueFull, RequestTimeout, ServiceError
 from rmserve.http.admission import Admission
-from rmserve.http.error_handlers import error_document
-from rmserve.http.framing import MAX_HEAD_BYTES, ChunkedBody, Head, parse_head
+from rmserve.http.connection import Connection, Phase, ReceivedRequest
+from rmserve.http.framing import MAX_HEAD_BYTES, ChunkedBody, parse_head
 from rmserve.http.state import EXTENSION
 
 HEAD_RECEIVE_BYTES = 64 * 1024  # per recv() of a head (and the small body that usually comes with it)
 # Per recv() of a body: each wake-up of the loop may wait for the GIL, so a large body takes few of them.
 BODY_RECEIVE_BYTES = 1024 * 1024
-PIECE_BYTES = 64 * 1024  # a received request is handed to gunicorn's parser this much at a time
 LINGER_S = 2.0  # after the loop's own answer, how long the rest of a request is read and dropped (RFC 9112 9.6)
 CHECK_EVERY_S = 0.25  # how often deadlines are checked
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class Phase(Enum):
-    IDLE = auto()  # kept alive, waiting for the next request's first byte
-    HEAD = auto()  # receiving a request's head
-    BODY = auto()  # receiving its body
-    SERVING = auto()  # a thread has the request
-    CLOSING = auto()  # answered by the loop; what the client still sends is dropped until it closes
-
-
-class Request:
-    """A received request's bytes, handed to gunicorn's parser a piece at a time.
-
-    gunicorn's in-memory reader copies what it holds on every read: given a large body whole, reading
-    it 64 KiB at a time would copy it again and again (0.25 s for 6 MB instead of 0.015 s).
-    """
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.offset = 0
-
-    def __iter__(self) -> Request:
-        return self
-
-    def __next__(self) -> bytes:
-        if self.offset >= len(self.data):
-            raise StopIteration
-        piece = self.data[self.offset : self.offset + PIECE_BYTES]
-        self.offset += len(piece)
-        return piece
-
-    def handed_over(self) -> bool:
-        """Whether gunicorn took every byte (it reads to the end of the request it framed)."""
-        return self.offset >= len(self.data)
-
-
-class Connection(TConn):  # type: ignore[misc]  # gunicorn is untyped
-    """A client connection and the request arriving on it."""
-
-    def __init__(self, cfg: Any, sock: socket.socket, client: Any, server: Any, deadline: float):
-        super().__init__(cfg, sock, client, server)
-        self.initialized = True  # plain HTTP/1.1, parsed from memory: gunicorn never reads this socket
-        self.received = bytearray()
-        self.searched = 0  # bytes of `received` looked through for the end of the head
-        self.phase = Phase.HEAD
-        self.deadline = deadline
-        self.head: Head | None = None
-        self.request = Request(b"")  # the one a thread has
-        self.chunks: ChunkedBody | None = None
-        self.charged = 0  # body bytes counted against the worker's budget
-        self.whole = True  # the request a thread has arrived whole (if not, the connection closes after it)
-        self.answered = 0  # requests handed to a thread
 
 
 class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untyped
@@ -180,7 +123,7 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         conn.head, conn.chunks = head, ChunkedBody(head.end) if head.length is None else None
         conn.phase, conn.deadline = Phase.BODY, time.monotonic() + self.settings.body_timeout_s
         if head.expects_continue and head.length != 0 and len(conn.received) == head.end:
-            self.send(conn, CONTINUE)
+            conn.send(CONTINUE)
 
     def advance_body(self, conn: Connection) -> None:
         assert conn.head is not None
@@ -214,12 +157,11 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         """Give the request in `received[:end]` to a thread, which parses it from memory."""
         self.unwatch(conn)
         with memoryview(conn.received) as received:
-            conn.request = Request(bytes(received[:end]))
+            conn.request = ReceivedRequest(bytes(received[:end]))
         del conn.received[:end]
         conn.searched = 0
         conn.parser = RequestParser(self.cfg, conn.request, conn.client)
         conn.phase, conn.whole = Phase.SERVING, whole
-        conn.answered += 1
         self.enqueue_req(conn)
 
     def handle_request(self, req: Any, conn: Connection) -> bool:
@@ -287,18 +229,8 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
     def answer(self, conn: Connection, error: ServiceError) -> None:
         """Answer `error` from the loop (the request never reaches a route) and close the connection."""
         metrics.FAILURES.labels(error.code).inc()
-        body = orjson.dumps(error_document(error))
-        headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close"}
-        head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n" + "".join(
-            f"{name}: {value}\r\n" for name, value in {**headers, **error.headers}.items()
-        )
-        self.send(conn, head.encode("latin-1") + b"\r\n" + body)
+        conn.send_error(error)
         self.linger(conn)
-
-    def send(self, conn: Connection, data: bytes) -> None:
-        """A few hundred bytes, without blocking: a fresh socket's buffer takes them, or the client is gone."""
-        with contextlib.suppress(OSError):  # the client left; reading says so next
-            conn.sock.send(data)
 
     def linger(self, conn: Connection) -> None:
         """Close gracefully without blocking the loop: send FIN, drop what still arrives, close on EOF or LINGER_S."""
