@@ -19,6 +19,10 @@ class ServiceError(Exception):
         self.field = field
         self.headers = headers or {}
 
+    def document(self) -> dict[str, dict[str, str | None]]:
+        """The error body's JSON document."""
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
 
 class MalformedJSON(ServiceError):
     status, code = 400, "malformed_json"

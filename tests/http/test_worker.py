@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -183,3 +185,11 @@ def test_a_head_over_64_kib_is_431(server: RunningServer) -> None:
         sock.sendall(b"GET /healthz HTTP/1.1\r\n" + b"X-Padding: " + b"a" * 70_000)
         status, _, body = response(sock.makefile("rb"))
     assert (status, body["error"]["code"]) == (431, "headers_too_large")
+
+
+def test_gunicorns_master_imports_the_worker_without_a_model_runtime() -> None:
+    """The master imports the worker class before it forks; ONNX Runtime loaded there aborts every worker at exit."""
+    heavy = ("onnxruntime", "tokenizers", "prometheus_client", "flask")
+    probe = f"import sys, rmserve.http.worker; print([m for m in {heavy!r} if m in sys.modules])"
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert imported.strip() == "[]"

@@ -12,7 +12,6 @@ import orjson
 from gunicorn.workers.gthread import TConn
 
 from rmserve.errors import ServiceError
-from rmserve.http.error_handlers import error_document
 from rmserve.http.framing import ChunkedBody, Head
 
 PIECE_BYTES = 64 * 1024  # a received request is handed to gunicorn's parser this much at a time
@@ -75,7 +74,7 @@ class Connection(TConn):  # type: ignore[misc]  # gunicorn is untyped
 
     def send_error(self, error: ServiceError) -> None:
         """The error body every route answers with, from the event loop, before the request reaches a route."""
-        body = orjson.dumps(error_document(error))
+        body = orjson.dumps(error.document())
         headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), "Connection": "close"}
         head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n" + "".join(
             f"{name}: {value}\r\n" for name, value in {**headers, **error.headers}.items()

@@ -26,14 +26,9 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
-def error_document(error: ServiceError) -> dict[str, dict[str, str | None]]:
-    """The error body's JSON document (rmserve.http.worker answers with it too, before a request is routed)."""
-    return {"error": {"code": error.code, "message": error.message, "field": error.field}}
-
-
 def error_response(error: ServiceError) -> Response:
     metrics.FAILURES.labels(error.code).inc()
-    response = jsonify(error_document(error))
+    response = jsonify(error.document())
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

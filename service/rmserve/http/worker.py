@@ -22,13 +22,11 @@ from typing import Any
 from gunicorn.http.parser import RequestParser
 from gunicorn.workers.gthread import ThreadWorker
 
-from rmserve import metrics
 from rmserve.config import Settings
 from rmserve.errors import HeadersTooLarge, QueueFull, RequestTimeout, ServiceError
 from rmserve.http.admission import Admission
 from rmserve.http.connection import Connection, Phase, ReceivedRequest
 from rmserve.http.framing import MAX_HEAD_BYTES, ChunkedBody, parse_head
-from rmserve.http.state import EXTENSION
 
 HEAD_RECEIVE_BYTES = 64 * 1024  # per recv() of a head (and the small body that usually comes with it)
 # Per recv() of a body: each wake-up of the loop may wait for the GIL, so a large body takes few of them.
@@ -54,6 +52,12 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
             raise RuntimeError(f"{cls.__name__} serves plain HTTP/1.1 only: terminate TLS and HTTP/2 in front of it")
 
     def run(self) -> None:
+        # Imported after fork, as the app itself is: gunicorn's master imports this module, and must load
+        # neither ONNX Runtime (its threads do not survive a fork) nor the metrics' multiprocess storage.
+        from rmserve import metrics
+        from rmserve.http.state import EXTENSION
+
+        self.unfinished, self.failures = metrics.UNFINISHED_REQUESTS, metrics.FAILURES
         self.admission: Admission = self.wsgi.extensions[EXTENSION].admission
         self.admission.receive_bodies_in_server()
         super().run()
@@ -89,7 +93,7 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
             return
         if not data:
             if conn.received:
-                metrics.UNFINISHED_REQUESTS.labels("client_closed").inc()
+                self.unfinished.labels("client_closed").inc()
             self.close(conn)
             return
         conn.received += data
@@ -203,13 +207,13 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
         self.next_check = now + CHECK_EVERY_S
         for conn in [conn for conn in self.watched if conn.deadline <= now]:
             if conn.phase is Phase.HEAD and not conn.received:  # connected and never sent a byte
-                metrics.UNFINISHED_REQUESTS.labels("header_timeout").inc()
+                self.unfinished.labels("header_timeout").inc()
                 self.close(conn)
             elif conn.phase is Phase.HEAD:
-                metrics.UNFINISHED_REQUESTS.labels("header_timeout").inc()
+                self.unfinished.labels("header_timeout").inc()
                 self.answer(conn, RequestTimeout(self.too_slow("headers", self.settings.header_timeout_s)))
             elif conn.phase is Phase.BODY:
-                metrics.UNFINISHED_REQUESTS.labels("body_timeout").inc()
+                self.unfinished.labels("body_timeout").inc()
                 self.answer(conn, RequestTimeout(self.too_slow("body", self.settings.body_timeout_s)))
             else:  # kept alive and idle, or lingering after an answer
                 self.close(conn)
@@ -228,7 +232,7 @@ class ReceivingWorker(ThreadWorker):  # type: ignore[misc]  # gunicorn is untype
 
     def answer(self, conn: Connection, error: ServiceError) -> None:
         """Answer `error` from the loop (the request never reaches a route) and close the connection."""
-        metrics.FAILURES.labels(error.code).inc()
+        self.failures.labels(error.code).inc()
         conn.send_error(error)
         self.linger(conn)
 
