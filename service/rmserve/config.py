@@ -73,7 +73,8 @@ class Settings:
     max_body_bytes: int = setting(8 * 1024 * 1024, "Request body size in bytes.")
     max_inflight_body_bytes: int = setting(
         16 * 1024 * 1024,
-        "Bytes of the request bodies in progress per worker (a chunked body counts as `max_body_bytes`).",
+        "Bytes of the request bodies in progress per worker: a declared length is reserved before the body is "
+        "read, a chunked body is counted as it arrives.",
     )
     max_inflight_memory_bytes: int = setting(
         256 * 1024 * 1024,
@@ -85,6 +86,12 @@ class Settings:
         60.0, "Default deadline in seconds; `X-Timeout-Ms` may shorten or lengthen it up to `max_timeout_s`."
     )
     max_timeout_s: float = setting(300.0, "The longest deadline `X-Timeout-Ms` may ask for, in seconds.")
+    header_timeout_s: float = setting(
+        10.0, "Seconds a client has to send a request's headers, from its first byte (or from connecting); then 408."
+    )
+    body_timeout_s: float = setting(
+        60.0, "Seconds a client has to send a request's body once its headers are in; then 408."
+    )
     graceful_timeout_s: float = setting(30.0, "Seconds to finish accepted work after SIGTERM.")
     boot_timeout_s: float = setting(180.0, "Seconds a worker may take to load and warm its models.")
     telemetry_window: int = setting(
@@ -139,6 +146,9 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}ACCESS_LOG must be one of {', '.join(ACCESS_LOG_CHOICES)}, got {self.access_log!r}"
             )
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
         if self.max_inflight_body_bytes < self.max_body_bytes:

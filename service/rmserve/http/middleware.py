@@ -48,10 +48,7 @@ def _admit() -> None:
     """Take a scoring slot and the body's bytes before reading it, or answer 429 at once."""
     if request.path in OPEN_PATHS:
         return
-    registry = state().registry
-    g.admitted_bytes = state().admission.admit(
-        request.content_length, lambda: max(1, math.ceil(registry.seconds_to_drain()))
-    )
+    g.admitted_bytes = state().admission.admit(request.content_length)
 
 
 def _leave(error: BaseException | None) -> None:
