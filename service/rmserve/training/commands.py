@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from rmserve.core.manifest import Parity
 from rmserve.training import ensemble_build
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
 from rmserve.training.data import LineRange
-from rmserve.training.options import EVAL_THREADS, ExportConfig, ImportConfig, ModelConfig, TrainConfig
+from rmserve.training.options import EVAL_THREADS, ExportConfig, HeadChoice, ImportConfig, ModelConfig, TrainConfig
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
 
 DATA_FORMATS = (
@@ -42,12 +43,23 @@ DATA_FORMATS = (
 def hf_checkpoint(text: str) -> Path:
     """A local `save_pretrained()` directory; checked here, so a path that is not one is never looked up on a hub."""
     path = Path(text)
-    if not (path / "config.json").is_file():
+    if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise argparse.ArgumentTypeError(
-            f"no Hugging Face checkpoint at {path} (no config.json); nothing is downloaded: "
+            f"no Hugging Face checkpoint at {path} (no config.json or adapter_config.json); nothing is downloaded: "
             "pass a local save_pretrained() directory"
         )
     return path
+
+
+def head_weights(text: str) -> tuple[float, ...]:
+    """`--head-weights 0.5,0.5`: one finite number per output of the head."""
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = (math.nan,)
+    if not all(math.isfinite(weight) for weight in weights):
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, got {text!r}")
+    return weights
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -213,9 +225,10 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         subparsers,
         "import",
         "turn a Hugging Face reward model checkpoint into a repository version (needs the [train] extra)",
-        "Import a local AutoModelForSequenceClassification checkpoint with one label (encoder or decoder) "
-        "without training: ONNX graph, tokenizer, the input format from its tokenizer config (chat template, "
-        "else pair template), normalization from --calibration responses, parity against transformers' "
+        "Import a local reward model checkpoint without training: an AutoModelForSequenceClassification "
+        "(encoder or decoder), an OpenRLHF reward model, a TRL or LLaMA-Factory value-head model, or a PEFT "
+        "LoRA adapter (merged into its base). ONNX graph, tokenizer, the input format from its tokenizer config "
+        "(chat template, else pair template), normalization from --calibration responses, parity against transformers' "
         "forward pass, optional int8, sha256 of every file.",
     )
     defaults = _defaults(ImportConfig)
@@ -237,6 +250,17 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="tokens per item (capped by the model's positions and its tokenizer's limit)",
     )
     parser.add_argument("--int8", action="store_true", help="quantize to dynamic int8 and report agreement with fp32")
+    parser.add_argument(
+        "--base", type=hf_checkpoint, metavar="HF_DIR", help="a PEFT adapter's base model (default: the adapter's own)"
+    )
+    head = parser.add_mutually_exclusive_group()
+    head.add_argument("--head", type=non_negative_int, metavar="INDEX", help="the reward is this output of the head")
+    head.add_argument(
+        "--head-weights",
+        type=head_weights,
+        metavar="W1,W2,...",
+        help="the reward is this weighted sum of the head's outputs, one weight per output",
+    )
     parser.set_defaults(handler=_import)
 
 
@@ -386,7 +410,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     _require_new_version(args)  # before torch and transformers load
-    from rmserve.training.importer import CheckpointError, import_checkpoint
+    from rmserve.training.checkpoint_formats import CheckpointError
+    from rmserve.training.importer import import_checkpoint
 
     config = ImportConfig(
         checkpoint=args.checkpoint,
@@ -397,6 +422,8 @@ def _import(args: argparse.Namespace) -> int:
         calibration_lines=args.calibration_lines,
         max_length=args.max_length,
         int8=args.int8,
+        base=args.base,
+        head=HeadChoice(index=args.head, weights=args.head_weights),
     )
     try:
         manifest = import_checkpoint(config)
@@ -406,6 +433,8 @@ def _import(args: argparse.Namespace) -> int:
     assert source is not None  # an import records its source
     rows = [
         ("version directory", str(args.repository / manifest.name / str(manifest.version))),
+        ("checkpoint format", str(manifest.architecture["checkpoint_format"])),
+        ("reward", str(manifest.architecture["reward"])),
         ("model type", str(manifest.architecture["model_type"])),
         ("input format", str(manifest.input_format["style"])),
         ("max_length", str(manifest.max_length)),
@@ -419,6 +448,7 @@ def _import(args: argparse.Namespace) -> int:
         rows.append(("int8 agreement with fp32", f"{parity.int8_agreement_with_fp32:.4f}"))
     rows += [
         ("normalization mean / std", f"{manifest.normalization.mean:.4f} / {manifest.normalization.std:.4f}"),
+        ("normalization from", source.normalization),
         ("calibration pairwise accuracy", f"{source.calibration_pairwise_accuracy:.4f}"),
     ]
     print_table("import summary", rows)
