@@ -75,7 +75,7 @@ class RewardCheckpoint:
 
     def architecture(self) -> dict[str, Any]:
         """What the manifest records about the network beside its model type."""
-        read_at = "last attended token" if self.value_head is not None else "the classifier's own pooling"
+        read_at = "last attended token" if self.value_head is not None else "classifier's own pooling"
         return {"checkpoint_format": self.format, "reward": f"{self.choice.describe()}, read at the {read_at}"}
 
 
