@@ -132,9 +132,12 @@ def test_a_peft_lora_reward_adapter_is_merged_and_scores_as_peft_does(
     assert manifest.architecture["checkpoint_format"] == "sequence-classification + peft-lora"
 
 
-def test_a_lora_adapter_with_llama_factory_value_head_is_merged(
-    base: Path, tmp_path: Path, make_app: Callable[..., Flask]
+@pytest.mark.parametrize("head_file", ["value_head.safetensors", "pytorch_model.bin"], ids=["llama-factory", "trl"])
+def test_a_lora_adapter_with_a_value_head_is_merged(
+    head_file: str, base: Path, tmp_path: Path, make_app: Callable[..., Flask]
 ) -> None:
+    """LLaMA-Factory saves the head in value_head.safetensors; TRL's value-head wrapper of a PeftModel saves only the
+    head's state dict as pytorch_model.bin beside the adapter."""
     peft = pytest.importorskip("peft", reason="the [train] extra installs peft")
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -145,7 +148,10 @@ def test_a_lora_adapter_with_llama_factory_value_head_is_merged(
     adapted.save_pretrained(adapter)
     torch.manual_seed(5)
     head = {"v_head.summary.weight": torch.randn(1, 32), "v_head.summary.bias": torch.randn(1)}
-    save_file(head, adapter / "value_head.safetensors", metadata={"format": "pt"})
+    if head_file.endswith(".safetensors"):
+        save_file(head, adapter / head_file, metadata={"format": "pt"})
+    else:
+        torch.save(head, adapter / head_file)
 
     config = ImportConfig(checkpoint=adapter, name="lora-vhead", repository=tmp_path / "repo", max_length=256)
     manifest, client = served(make_app, config)
@@ -239,7 +245,6 @@ def test_an_adapter_over_a_base_not_on_disk_asks_for_base(base: Path, tmp_path: 
     adapter.mkdir()
     record = {"base_model_name_or_path": "meta-llama/Meta-Llama-3-8B", "task_type": "SEQ_CLS", "peft_type": "LORA"}
     (adapter / "adapter_config.json").write_text(json.dumps(record))
-    pytest.importorskip("peft", reason="the [train] extra installs peft")
     with pytest.raises(CheckpointError, match="'meta-llama/Meta-Llama-3-8B', which is not a local checkpoint; pass"):
         import_checkpoint(ImportConfig(checkpoint=adapter, name="lora", repository=tmp_path / "repo"))
 

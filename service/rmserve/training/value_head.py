@@ -108,6 +108,9 @@ def linear_head(tensors: dict[str, torch.Tensor], prefix: str) -> nn.Linear:
     return head.eval()
 
 
-def llama_factory_head(checkpoint: Path) -> Path | None:
-    """LLaMA-Factory's separate value-head file, if the checkpoint has one."""
-    return next((checkpoint / name for name in LLAMA_FACTORY_HEAD_FILES if (checkpoint / name).is_file()), None)
+def value_head_weights(directory: Path) -> dict[str, Path] | None:
+    """Where `v_head.summary` is: LLaMA-Factory's value_head file, else the weight files (TRL's, with the LM's
+    weights, or alone beside a PEFT adapter); None if nowhere."""
+    separate = next((directory / name for name in LLAMA_FACTORY_HEAD_FILES if (directory / name).is_file()), None)
+    names = weight_names(directory) if separate is None else file_weight_names(separate)
+    return names if f"{TRL_HEAD}.weight" in names else None
