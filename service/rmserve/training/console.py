@@ -38,9 +38,9 @@ def line_range(text: str) -> LineRange:
 def hf_checkpoint(text: str) -> Path:
     """A local `save_pretrained()` directory; checked here, so a path that is not one is never looked up on a hub."""
     path = Path(text)
-    if not (path / "config.json").is_file():
+    if not any((path / name).is_file() for name in ("config.json", "adapter_config.json")):
         raise argparse.ArgumentTypeError(
-            f"no Hugging Face checkpoint at {path} (no config.json); nothing is downloaded: "
+            f"no Hugging Face checkpoint at {path} (no config.json or adapter_config.json); nothing is downloaded: "
             "pass a local save_pretrained() directory"
         )
     return path
