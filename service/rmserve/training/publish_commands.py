@@ -15,6 +15,7 @@ from rmserve.training.console import (
     add_held_out,
     config_defaults,
     hf_checkpoint,
+    hf_checkpoint_or_adapter,
     line_range,
     print_accuracy_table,
     print_table,
@@ -83,7 +84,7 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     defaults = config_defaults(ImportConfig)
     parser.add_argument(
-        "checkpoint", type=hf_checkpoint, metavar="HF_DIR", help="save_pretrained() directory of the model"
+        "checkpoint", type=hf_checkpoint_or_adapter, metavar="HF_DIR", help="save_pretrained() directory of the model"
     )
     _add_version_written(parser, "my-rm")
     parser.add_argument(
