@@ -32,9 +32,7 @@ def plot_report(report: Report, path: Path) -> None:
         _signals(axes[1][column], run)
     axes[0][0].set_ylabel("mean normalized score per step")
     axes[1][0].set_ylabel("share of the step's completions")
-    figure.suptitle(
-        f"GRPO against rmserve: proxy climbs, gold (a model the policy never sees) does not (seed {runs[0].seed})"
-    )
+    figure.suptitle(f"GRPO against a live rmserve: proxy and gold (a model the policy never sees), seed {runs[0].seed}")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)

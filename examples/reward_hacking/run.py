@@ -26,11 +26,11 @@ RewardKind = Literal["single", "conservative"]
 class RunConfig:
     """The RL loop's knobs: the same for both runs."""
 
-    steps: int = 120
+    steps: int = 240
     prompts_per_step: int = 4
     num_generations: int = 8  # a GRPO group per prompt
     max_completion_length: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 4e-4
     beta: float = 0.0  # no KL penalty: nothing holds the policy near what it was
     temperature: float = 1.0
     telemetry_window: int = 256  # items per model in the server's window: 8 steps of 32 completions

@@ -20,6 +20,8 @@ from examples.reward_hacking.run import RunConfig
 from examples.reward_hacking.signals import StepRecord
 from tests.reliability_report import record
 
+# About 4 minutes on 2 quiet cores (calibrating the ensemble, pre-training, two runs of 60 steps); twice that shared.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 STEPS = 60
 SEED = 0
 RISE = 3.0  # a gaming signal's last-quarter mean over its first-quarter mean
@@ -55,10 +57,9 @@ def rises(run: RunReport) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def report(tmp_path_factory: pytest.TempPathFactory) -> Report:
     out = tmp_path_factory.mktemp("reward-hacking")
-    return demo(out, [SEED], RunConfig(steps=STEPS), PolicyConfig(pretrain_steps=150))
+    return demo(out, [SEED], RunConfig(steps=STEPS), PolicyConfig())
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("reward", ["single", "conservative"])
 def test_the_policy_games_the_reward_and_the_alert_fires_before_the_end(report: Report, reward: str) -> None:
     run = next(run for run in report.runs if run.reward == reward)
@@ -70,7 +71,6 @@ def test_the_policy_games_the_reward_and_the_alert_fires_before_the_end(report: 
     assert run.alert_step is not None and run.alert_step < STEPS, "RmserveRewardHackingSuspected never fired"
 
 
-@pytest.mark.slow
 def test_gold_against_proxy_is_recorded(report: Report) -> None:
     """Reported, not asserted: the issue's two questions about the real quality (gold)."""
     single, conservative = (
