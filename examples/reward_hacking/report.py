@@ -62,4 +62,5 @@ def versions() -> dict[str, str]:
 
 def write_report(report: Report, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dataclasses.asdict(report), indent=1) + "\n", encoding="utf-8")
+    compact = json.dumps(dataclasses.asdict(report), separators=(",", ":"))  # every step's gauges: ~1 MB a seed
+    path.write_text(compact + "\n", encoding="utf-8")

@@ -26,7 +26,7 @@ RewardKind = Literal["single", "conservative"]
 class RunConfig:
     """The RL loop's knobs: the same for both runs."""
 
-    steps: int = 240
+    steps: int = 160
     prompts_per_step: int = 4
     num_generations: int = 8  # a GRPO group per prompt
     max_completion_length: int = 32
