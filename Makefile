@@ -132,7 +132,7 @@ bench: $(BENCH_VENV)/.installed
 
 # A real GRPO run gaming the reward model, and rmserve's signals catching it (docs/guides/watching.md): a tiny
 # policy trained on CPU against a live `rmserve serve` of models/, twice (reward = the single model, then the
-# ensemble's conservative score). Writes $(DEMO_OUT)/report.json and report.png; about 12 minutes on 2 cores.
+# ensemble's conservative score). Writes $(DEMO_OUT)/report.json and report.png; about 4 minutes on 2 cores.
 DEMO_OUT   ?= $(RUNS)/reward-hacking
 DEMO_FLAGS ?=
 demo: $(VENV)/.installed-dev
