@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # `make serve PORT=9000`; unset, RMSERVE_PORT (default 8000) decides.
 PORT   ?=
 
-.PHONY: serve test lint test-slow reliability docs model minilm bench clean
+.PHONY: serve test lint test-slow reliability docs model minilm bench demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -129,6 +129,14 @@ bench: $(BENCH_VENV)/.installed
 	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk (.ci/install-tools.sh installs it)"; exit 1; }
 	$(BENCH_VENV)/bin/rmserve bench --rounds 2 --padding-ratios 1.25 2.0 -o bench/results.md
 	@cat bench/results.md
+
+# A real GRPO run gaming the reward model, and rmserve's signals catching it (docs/guides/watching.md): a tiny
+# policy trained on CPU against a live `rmserve serve` of models/, twice (reward = the single model, then the
+# ensemble's conservative score). Writes $(DEMO_OUT)/report.json and report.png; about 4 minutes on 2 cores.
+DEMO_OUT   ?= $(RUNS)/reward-hacking
+DEMO_FLAGS ?=
+demo: $(VENV)/.installed-dev
+	$(BIN)/python -m examples.reward_hacking -o $(DEMO_OUT) $(DEMO_FLAGS)
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .pytest_cache .mypy_cache build site

@@ -1,0 +1,1 @@
+"""Watch a real GRPO policy game rmserve's reward model, and rmserve's signals catch it (`make demo`)."""
