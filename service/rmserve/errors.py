@@ -44,6 +44,12 @@ class NotEnabled(ServiceError):
     status, code = 404, "not_enabled"
 
 
+class LeaseLost(ServiceError):
+    """A labeller saves a task they no longer hold: their lease expired and someone else has it now."""
+
+    status, code = 409, "lease_lost"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 
