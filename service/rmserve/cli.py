@@ -13,6 +13,7 @@ from types import ModuleType
 
 from rmserve.arguments import input_file, model_name, positive_int, server_url
 from rmserve.config import Settings
+from rmserve.labels.commands import register as register_labels
 from rmserve.training.commands import register as register_training
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
 
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_training(commands)
     for command in commands.choices.values():
         add_debug_flag(command)
+    register_labels(commands)  # after: its --debug is on each action
     return parser
 
 

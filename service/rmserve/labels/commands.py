@@ -1,0 +1,95 @@
+"""`rmserve label add | export | stats`: tasks into the label store, orderings out of it, and their agreement.
+
+The store is the one the server uses (`RMSERVE_LABEL_DB`, or the SQLite file under `RMSERVE_DATA_DIR`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from rmserve.arguments import input_file, positive_int
+from rmserve.config import Settings
+from rmserve.labels.agreement import agreement
+from rmserve.labels.database import database_url
+from rmserve.labels.store import LabelStore
+from rmserve.labels.task_file import ranking_records, read_tasks, write_records
+from rmserve.usage import UsageError
+
+
+def _store(args: argparse.Namespace) -> tuple[LabelStore, Settings]:
+    try:
+        settings = Settings.from_env(label_db=args.label_db, data_dir=args.data_dir)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    return LabelStore(database_url(settings), settings.label_lease_s), settings
+
+
+def add(args: argparse.Namespace) -> int:
+    store, settings = _store(args)
+    new_tasks = read_tasks(args.file, args.orderings or settings.label_orderings)
+    added = store.add(new_tasks)
+    print(f"{added} tasks added ({len(new_tasks) - added} were already in the store)", file=sys.stderr)
+    return 0
+
+
+def export(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    answers = list(store.orderings())
+    records = ranking_records(answers)
+    write_records(args.file, records)
+    skips = len(answers) - len(records)
+    print(f"{len(records)} ranking records written to {args.file} ({skips} skips left out)", file=sys.stderr)
+    return 0
+
+
+def stats(args: argparse.Namespace) -> int:
+    store, _ = _store(args)
+    counts = store.counts()
+    agreed = agreement(store.orderings())
+    rows = [
+        ("tasks queued", str(counts.queued)),
+        ("tasks leased", str(counts.leased)),
+        ("tasks done", str(counts.done)),
+        ("orderings", str(counts.orderings)),
+        ("skips", str(counts.skips)),
+        ("tasks ordered twice or more", str(agreed.tasks)),
+        ("labeller pairs compared", str(agreed.pairs)),
+        ("Kendall's tau (mean)", "-" if agreed.kendall_tau is None else f"{agreed.kendall_tau:.3f}"),
+        ("same best response", "-" if agreed.top1 is None else f"{agreed.top1:.1%}"),
+    ]
+    width = max(len(name) for name, _ in rows)
+    print("\n".join(f"{name:<{width}}  {value}" for name, value in rows))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add `rmserve label` and its subcommands."""
+    label = subparsers.add_parser(
+        "label",
+        help="the label store: add tasks for people to order at /label, export their orderings for training",
+        description="Tasks (a prompt and 2-9 responses) wait in the label store for people to order at /label "
+        "(RMSERVE_LABELLING=true); the finished orderings train the next model (`rmserve train`).",
+    )
+    actions = label.add_subparsers(dest="action", required=True, metavar="ACTION", help="add, export or stats")
+    add_parser = actions.add_parser("add", help="add tasks from a JSONL file")
+    add_parser.add_argument("file", type=input_file, help='JSONL: {"prompt": str, "responses": [2 to 9 str]} per line')
+    add_parser.add_argument(
+        "--orderings", type=positive_int, help="independent orderings wanted per task (RMSERVE_LABEL_ORDERINGS)"
+    )
+    add_parser.set_defaults(handler=add)
+    export_parser = actions.add_parser(
+        "export", help="write the finished orderings as ranking records `rmserve train` reads"
+    )
+    export_parser.add_argument(
+        "file", type=Path, help='output JSONL: {"prompt", "responses": [best, ..., worst]}, one per ordering'
+    )
+    export_parser.set_defaults(handler=export)
+    stats_parser = actions.add_parser("stats", help="tasks by state, orderings, and agreement between labellers")
+    stats_parser.set_defaults(handler=stats)
+    for action in actions.choices.values():
+        action.add_argument("--label-db", help="database URL (RMSERVE_LABEL_DB; default: DATA_DIR/labels.sqlite)")
+        action.add_argument("--data-dir", type=Path, help="data directory (RMSERVE_DATA_DIR, default data)")
+        action.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
