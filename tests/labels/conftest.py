@@ -81,12 +81,13 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'labels.sqlite'}"
     import psycopg
+    from psycopg import sql
 
     server: str = request.getfixturevalue("postgres_server")
     name = f"labels_{os.getpid()}_{next(_databases)}"
     with psycopg.connect(server.format(database="postgres")) as admin:
         admin.autocommit = True
-        admin.execute(f"CREATE DATABASE {name}")
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return server.format(database=name)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from rmserve.errors import InvalidField, LeaseLost
 from rmserve.labels.database import connect
@@ -191,7 +192,7 @@ class LabelStore:
             try:
                 with self.engine.begin() as connection:
                     return change(connection)
-            except sa.exc.IntegrityError:
+            except IntegrityError:
                 if attempt == INSERT_RETRIES - 1:
                     raise
         raise AssertionError("not reached")
