@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from prometheus_client import REGISTRY
 
 from rmserve.labels.store import LabelStore
 from rmserve.labels.tasks import NewTask
@@ -57,16 +58,24 @@ def test_responses_and_prompts_are_text_never_markup(label_app: Flask) -> None:
     assert page.count("&lt;script&gt;") == 2  # the prompt and the response
 
 
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
 def test_an_ordering_saved_by_position_shown_is_stored_best_first(label_app: Flask) -> None:
     store = store_of(label_app)
     store.add([NewTask("Which is kind?", ("rude", "kind", "neutral"))])
     client = label_app.test_client()
+    ordered_before = metric("rmserve_label_answers_total", outcome="ordered")
     task_id, token, responses = shown(client.get("/label?labeller=ana").text)
+    assert metric("rmserve_label_tasks", state="leased") == 1
     order = [responses.index(text) for text in ("kind", "neutral", "rude")]
     answer = client.post("/label/answers", json={"task_id": task_id, "token": token, "order": order, "labeller": "ana"})
     assert answer.status_code == 200 and answer.json == {"saved": True, "remaining": 0}
     (ordering,) = store.orderings()
     assert ordering.ranked_responses() == ["kind", "neutral", "rude"]
+    assert metric("rmserve_label_answers_total", outcome="ordered") == ordered_before + 1
+    assert (metric("rmserve_label_tasks", state="leased"), metric("rmserve_label_tasks", state="done")) == (0, 1)
     assert "Nothing left for you to order" in client.get("/label?labeller=ana").text
 
 

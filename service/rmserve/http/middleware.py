@@ -53,7 +53,9 @@ def install(app: Flask) -> None:
 
 def _admit() -> None:
     """Take a scoring slot and the body's bytes before reading it, or answer 429 at once."""
-    if request.path in OPEN_PATHS:
+    # The labelling page is people, not scoring: a page without a body would count as a chunked one of the
+    # largest size, and a few labellers would hold the whole body budget.
+    if request.path in OPEN_PATHS or request.path.startswith(LABEL_PREFIX):
         return
     registry = state().registry
     g.admitted_bytes = state().admission.admit(
