@@ -67,7 +67,7 @@ def test_added_tasks_are_ordered_and_exported_for_training(
     )
     assert main(["label", "add", str(tasks)]) == 0
     assert main(["label", "add", str(tasks)]) == 0  # adding again adds nothing
-    assert "0 tasks added (2 were already in the store)" in capsys.readouterr().err
+    assert "0 tasks added (2 were already in the store)" in capsys.readouterr().out
     store = store_in(data_dir)
     order_as_best_first(store, "ana", ["kind", "neutral", "rude"])
     skipped = store.lease("ana")
@@ -78,7 +78,7 @@ def test_added_tasks_are_ordered_and_exported_for_training(
     assert main(["label", "export", str(exported)]) == 0
     records = [json.loads(line) for line in exported.read_text().splitlines()]
     assert records == [{"prompt": "Which is kind?", "responses": ["kind", "neutral", "rude"]}]
-    message = capsys.readouterr().err
+    message = capsys.readouterr().out
     assert "1 ranking records written" in message and "(1 skips left out)" in message
     (comparison,) = read_comparisons(exported)  # what `rmserve train` reads
     assert comparison.responses == ("kind", "neutral", "rude")

@@ -6,7 +6,6 @@ The store is the one the server uses (`RMSERVE_LABEL_DB`, or the SQLite file und
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ def add(args: argparse.Namespace) -> int:
     store, settings = _store(args)
     new_tasks = read_tasks(args.file, args.orderings or settings.label_orderings)
     added = store.add(new_tasks)
-    print(f"{added} tasks added ({len(new_tasks) - added} were already in the store)", file=sys.stderr)
+    print(f"{added} tasks added ({len(new_tasks) - added} were already in the store)")
     return 0
 
 
@@ -41,7 +40,7 @@ def export(args: argparse.Namespace) -> int:
     records = ranking_records(answers)
     write_records(args.file, records)
     skips = len(answers) - len(records)
-    print(f"{len(records)} ranking records written to {args.file} ({skips} skips left out)", file=sys.stderr)
+    print(f"{len(records)} ranking records written to {args.file} ({skips} skips left out)")
     return 0
 
 
