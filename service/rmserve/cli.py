@@ -203,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
         bench_parser.set_defaults(handler=harness.run)
 
     register_training(commands)
+    register_labels(commands)
     for command in commands.choices.values():
         add_debug_flag(command)
-    register_labels(commands)  # after: its --debug is on each action
     return parser
 
 

@@ -91,4 +91,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     for action in actions.choices.values():
         action.add_argument("--label-db", help="database URL (RMSERVE_LABEL_DB; default: DATA_DIR/labels.sqlite)")
         action.add_argument("--data-dir", type=Path, help="data directory (RMSERVE_DATA_DIR, default data)")
-        action.add_argument("--debug", action="store_true", help="on an error, show the full traceback")
+        # Unset unless given, so `rmserve label --debug add` keeps the --debug given before the action.
+        action.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help="on an error, show the full traceback"
+        )

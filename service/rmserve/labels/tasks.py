@@ -85,6 +85,8 @@ def parse_task(record: Any, wanted: int) -> NewTask:
     if not isinstance(prompt, str) or not prompt.strip():
         raise InvalidField("prompt", "must be a non-empty string")
     responses = record.get("responses")
+    if responses is None:
+        raise InvalidField("responses", f"is required: a list of {MIN_RESPONSES} to {MAX_RESPONSES} strings")
     if not isinstance(responses, list) or not MIN_RESPONSES <= len(responses) <= MAX_RESPONSES:
         count = len(responses) if isinstance(responses, list) else type(responses).__name__
         raise InvalidField("responses", f"must be a list of {MIN_RESPONSES} to {MAX_RESPONSES} strings, got {count}")
