@@ -23,7 +23,8 @@ LIMITS = Limits(max_items=8, max_text_chars=1000)
 
 @pytest.fixture
 def scoring(tiny_repository: Path) -> Iterator[ScoringService]:
-    service = ScoringService(ModelRegistry.load(Settings.from_env({}, model_repository=tiny_repository)).start())
+    settings = Settings.from_env({}, model_repository=tiny_repository)
+    service = ScoringService(ModelRegistry.load(settings).start(), settings.max_inflight_memory_bytes)
     yield service
     service.drain(timeout=5)
 

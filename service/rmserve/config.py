@@ -67,15 +67,33 @@ class Settings:
     max_queue_tokens: int = setting(262144, "Tokens waiting per model before requests get 429.")
     max_items: int = setting(512, "Items per request.")
     max_text_chars: int = setting(65536, "Characters per prompt, response or message.")
+    prompt_cache_bytes: int = setting(
+        8 * 1024 * 1024,
+        "Bytes of recent prompts' tokens each model keeps per worker, so a prompt sent again is not tokenized "
+        "again; 0 turns the cache off.",
+    )
     max_body_bytes: int = setting(8 * 1024 * 1024, "Request body size in bytes.")
     max_inflight_body_bytes: int = setting(
         16 * 1024 * 1024,
-        "Bytes of the request bodies in progress per worker (a chunked body counts as `max_body_bytes`).",
+        "Bytes of the request bodies in progress per worker: a declared length is reserved before the body is "
+        "read, a chunked body is counted as it arrives.",
+    )
+    max_inflight_memory_bytes: int = setting(
+        256 * 1024 * 1024,
+        "Bytes the requests being scored may take per worker, estimated from what each holds once parsed (its "
+        "texts, and the tokens each model keeps of each item); a request over what is left gets 429 (one larger "
+        "than all of it is scored only when it is the only one).",
     )
     request_timeout_s: float = setting(
         60.0, "Default deadline in seconds; `X-Timeout-Ms` may shorten or lengthen it up to `max_timeout_s`."
     )
     max_timeout_s: float = setting(300.0, "The longest deadline `X-Timeout-Ms` may ask for, in seconds.")
+    header_timeout_s: float = setting(
+        10.0, "Seconds a client has to send a request's headers, from its first byte (or from connecting); then 408."
+    )
+    body_timeout_s: float = setting(
+        60.0, "Seconds a client has to send a request's body once its headers are in; then 408."
+    )
     graceful_timeout_s: float = setting(30.0, "Seconds to finish accepted work after SIGTERM.")
     boot_timeout_s: float = setting(180.0, "Seconds a worker may take to load and warm its models.")
     telemetry_window: int = setting(
@@ -123,6 +141,7 @@ class Settings:
             "max_batch_size",
             "max_queue_tokens",
             "max_items",
+            "max_inflight_memory_bytes",
             "label_orderings",
         ):
             if getattr(self, name) <= 0:
@@ -132,6 +151,7 @@ class Settings:
             ("inference_threads", "automatic"),
             ("telemetry_window", "off"),
             ("review_prompts", "off"),
+            ("prompt_cache_bytes", "off"),
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be 0 ({zero}) or positive, got {getattr(self, name)}")
@@ -143,8 +163,9 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}ACCESS_LOG must be one of {', '.join(ACCESS_LOG_CHOICES)}, got {self.access_log!r}"
             )
-        if self.label_lease_s <= 0:
-            raise ValueError(f"{PREFIX}LABEL_LEASE_S must be positive, got {self.label_lease_s}")
+        for name in ("header_timeout_s", "body_timeout_s", "label_lease_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
             raise ValueError(f"{PREFIX}MAX_PADDING_RATIO must be >= 1.0, got {self.max_padding_ratio}")
         if self.max_inflight_body_bytes < self.max_body_bytes:

@@ -19,9 +19,19 @@ class ServiceError(Exception):
         self.field = field
         self.headers = headers or {}
 
+    def document(self) -> dict[str, dict[str, str | None]]:
+        """The error body's JSON document."""
+        return {"error": {"code": self.code, "message": self.message, "field": self.field}}
+
 
 class MalformedJSON(ServiceError):
     status, code = 400, "malformed_json"
+
+
+class IncompleteBody(ServiceError):
+    """The body stopped before its end: the client left mid-upload, or its chunked framing broke."""
+
+    status, code = 400, "incomplete_body"
 
 
 class Unauthorized(ServiceError):
@@ -44,6 +54,12 @@ class NotEnabled(ServiceError):
     status, code = 404, "not_enabled"
 
 
+class RequestTimeout(ServiceError):
+    """The client did not send its request's headers or body in time (answered before the request is routed)."""
+
+    status, code = 408, "request_timeout"
+
+
 class LeaseLost(ServiceError):
     """A labeller saves a task they no longer hold: their lease expired and someone else has it now."""
 
@@ -52,6 +68,10 @@ class LeaseLost(ServiceError):
 
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
+
+
+class HeadersTooLarge(ServiceError):
+    status, code = 431, "headers_too_large"
 
 
 class InvalidField(ServiceError):

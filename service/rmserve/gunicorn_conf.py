@@ -4,7 +4,7 @@ gunicorn's server and worker objects are untyped, so the hooks take them as `Any
 
 Each worker process loads its own copy of the models *after* fork (no preload), so every
 ONNX Runtime session and its executor threads belong to the process that uses it. Request
-threads mostly wait on the executors, so gthread workers with many threads are cheap. The
+threads mostly wait on the executors, so threaded workers with many threads are cheap. The
 executors and ONNX Runtime threads of a worker are its share of the usable CPUs (affinity and
 cgroup quota) unless RMSERVE_EXECUTORS / RMSERVE_INFERENCE_THREADS say otherwise.
 """
@@ -27,7 +27,9 @@ settings = Settings.from_env()
 
 wsgi_app = "rmserve.gunicorn_conf:worker_app()"
 bind = [f"{settings.host}:{settings.port}"]
-worker_class = "gthread"
+# gthread, except that the event loop receives each request whole (headers and body, within their timeouts)
+# before a thread serves it: clients that trickle bytes hold no thread (rmserve/http/worker.py).
+worker_class = "rmserve.http.worker.ReceivingWorker"
 workers = settings.workers
 threads = settings.request_threads()  # RMSERVE_THREADS for scoring + 2 kept for probes
 preload_app = False

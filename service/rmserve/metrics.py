@@ -49,6 +49,12 @@ TOKENS_SCORED = Counter("rmserve_tokens_scored_total", "Real (unpadded) tokens s
 SCORES = Histogram("rmserve_score", "Distribution of normalized scores served.", ["model"], buckets=SCORE_BUCKETS)
 TRUNCATIONS = Counter("rmserve_truncations_total", "Items cut to the model's max_length.", ["model"])
 FAILURES = Counter("rmserve_failures_total", "Failed requests, by reason (the error code).", ["reason"])
+UNFINISHED_REQUESTS = Counter(
+    "rmserve_unfinished_requests_total",
+    "Requests whose connection closed before they were received whole: too slow (header_timeout, body_timeout: "
+    "answered 408) or the client left mid-request (client_closed).",
+    ["reason"],
+)
 ITEMS_FAILED = Counter("rmserve_items_failed_total", "Accepted items never scored, by reason.", ["model", "reason"])
 BATCHER_RESTARTS = Counter(
     "rmserve_batcher_restarts_total", "Crashes of a model's batcher loop, each followed by a restart.", ["model"]

@@ -87,7 +87,7 @@ def score_file(
     settings: Settings, input_path: Path, output_path: Path | None, model_name: str | None, chunk_size: int
 ) -> int:
     """Score every line of `input_path`; write one JSON result per line, in input order."""
-    scoring = ScoringService(ModelRegistry.load(settings).start())
+    scoring = ScoringService(ModelRegistry.load(settings).start(), settings.max_inflight_memory_bytes)
     model = scoring.model(model_name)
     limits = Limits(max_items=None, max_text_chars=settings.max_text_chars)  # a chunk may hold any number of items
     with input_path.open(encoding="utf-8") as lines:  # counted first, for the progress bar's total

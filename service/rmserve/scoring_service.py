@@ -7,12 +7,14 @@ explicitly. It also answers whether the process may take traffic, and what the m
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 from rmserve import metrics
 from rmserve.core.conversation import Exchange
 from rmserve.core.formats import InputFormat
 from rmserve.engine.registry import ModelRegistry
+from rmserve.engine.request_cost import MemoryBudget, request_bytes
 from rmserve.engine.servable import ModelInfo, Scored, Servable
 from rmserve.errors import NotReady
 
@@ -23,9 +25,10 @@ BuildExchanges = Callable[[InputFormat], Sequence[Exchange]]
 class ScoringService:
     """The models of one process (its registry) and whether it is draining; thread-safe to call."""
 
-    def __init__(self, registry: ModelRegistry):
+    def __init__(self, registry: ModelRegistry, memory_budget_bytes: int):
         self.registry = registry
         self.draining = False
+        self.memory = MemoryBudget(memory_budget_bytes)  # RMSERVE_MAX_INFLIGHT_MEMORY_BYTES
 
     def model(self, name: str | None) -> Servable:
         """The servable called `name` (the default model for None), or ModelNotFound (404)."""
@@ -38,7 +41,11 @@ class ScoringService:
         (monotonic s); `reward` picks an ensemble's combination (a 422 naming `reward` for a single model)."""
         served = self.registry.get(model)
         choice = served.reward_choice(reward)  # checked before the body is laid out, so it is the error reported
-        return served, served.score(exchanges(served.input_format), deadline, choice)
+        laid_out = exchanges(served.input_format)
+        # Held while the request is scored: a body's size says little about the memory its items take.
+        cost = request_bytes(laid_out, served.max_lengths)
+        with self.memory.reserve(cost, lambda: max(1, math.ceil(self.registry.seconds_to_drain()))):
+            return served, served.score(laid_out, deadline, choice)
 
     def models(self) -> list[ModelInfo]:
         """Every servable's metadata, in the order the registry lists them."""

@@ -168,3 +168,16 @@ def test_any_text_parses_or_is_a_422_never_a_crash(pieces: list[str]) -> None:
             parse(text, "input")
         except InvalidField as error:
             assert error.field == "input"
+
+
+def test_mistral_turns_end_at_the_first_closing_marker() -> None:
+    text = "<s>[SYSTEM_PROMPT]Be kind.[/SYSTEM_PROMPT][INST] say [INST] [/INST]</s>[INST] and? [/INST] done"
+    assert parse_text(text, "input") == [
+        Turn("system", "Be kind."),
+        Turn("user", "say [INST]"),
+        Turn("assistant", ""),
+        Turn("user", "and?"),
+        Turn("assistant", "done"),
+    ]
+    with pytest.raises(InvalidField, match="text outside any turn"):
+        parse_text("[INST] hi [/INST] there[INST] no closing", "input")

@@ -5,14 +5,17 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rmserve.core.tokenizer import PairEncoder, PromptCache, PromptTokens, SpecialTokens
+from rmserve.core.prompt_cache import PromptCache
+from rmserve.core.tokenizer import PairEncoder, SpecialTokens, fit_pair
+from tests.core.test_text_window import texts
 from tests.tiny_model import TOKENS, train_tokenizer
 
 TOKENIZER = train_tokenizer()
+CACHE_BYTES = 1024 * 1024
 
 
 def encoder(max_length: int = 32, special: SpecialTokens = TOKENS) -> PairEncoder:
-    return PairEncoder(train_tokenizer(), max_length, special)
+    return PairEncoder(train_tokenizer(), max_length, special, CACHE_BYTES)
 
 
 def ids(text: str) -> list[int]:
@@ -70,12 +73,38 @@ def test_a_repeated_prompt_encodes_the_same_from_the_cache() -> None:
     assert warm == encoder(32).encode([prompt, "short"], ["short answer", "a much longer answer " * 4])
 
 
+@settings(max_examples=100, deadline=None)
+@given(prompt=texts, response=texts, max_length=st.integers(8, 80))
+def test_long_texts_encode_as_if_tokenized_whole(prompt: str, response: str, max_length: int) -> None:
+    """Only windows of long texts are tokenized (rmserve.core.text_window); the model reads the same tokens."""
+    (encoding,) = PairEncoder(TOKENIZER, max_length, TOKENS).encode([prompt], [response])
+    prompt_ids, response_ids = ids(prompt), ids(response)
+    prompt_kept, response_kept = fit_pair(len(prompt_ids), len(response_ids), max_length - TOKENS.count)
+    kept_prompt = prompt_ids[len(prompt_ids) - prompt_kept :]
+    assert encoding.input_ids == [2, *kept_prompt, 3, *response_ids[:response_kept], 3]
+    assert encoding.truncated == (prompt_kept < len(prompt_ids) or response_kept < len(response_ids))
+    assert encoding.response_tokens == len(response_ids) or encoding.response_tokens > max_length
+
+
 def test_the_prompt_cache_forgets_the_least_recently_used() -> None:
-    cache = PromptCache(size=2, keep=3)
-    cache.store("a", [1, 2, 3, 4])
-    cache.store("b", [5])
+    one_entry = PromptCache(CACHE_BYTES, keep=3)
+    size = one_entry.store("a", 4, [1, 2, 3, 4]).size
+    cache = PromptCache(2 * size, keep=3)
+    cache.store("a", 4, [1, 2, 3, 4])
+    cache.store("b", 1, [5])
     cache.lookup(["a"])  # "a" is now the most recent
-    cache.store("c", [6])
+    cache.store("c", 1, [6])
     found, missing = cache.lookup(["a", "b", "c"])
     assert missing == ["b"]
-    assert found["a"] == PromptTokens(length=4, tail=[2, 3, 4])
+    assert (found["a"].length, found["a"].tail.tolist()) == (4, [2, 3, 4])
+
+
+def test_the_prompt_cache_holds_long_prompts_within_its_bytes() -> None:
+    pair_encoder = PairEncoder(TOKENIZER, 64, TOKENS, prompt_cache_bytes=64 * 1024)
+    for index in range(300):
+        pair_encoder.encode([f"prompt {index} " + "and so on " * 6500], ["ok"])  # 65k characters each
+    cache = pair_encoder.prompt_cache
+    assert cache.bytes <= 64 * 1024
+    assert 0 < len(cache) < 300
+    recent = "prompt 299 " + "and so on " * 6500
+    assert cache.lookup([recent])[1] == []  # the most recent prompt is still there

@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from bench.live_server import running_server, wait_until
+from tests.degenerate import degenerate_text
 from tests.load import Load, percentile, rss_mib, worker_pids
 from tests.reliability_report import record
 from tests.tiny_model import write_slow_version, write_version
@@ -51,6 +52,12 @@ def score_body(model: str = "slow") -> Callable[[int, int], dict[str, object]]:
         }
 
     return body
+
+
+def hostile_body(client: int, sequence: int) -> dict[str, object]:
+    """Every other request a degenerate response of ~65k characters (runs of whitespace, repeated markers, ...)."""
+    text = degenerate_text(client + sequence) if (client + sequence) % 2 else TEXTS[client % len(TEXTS)]
+    return {"model": "slow", "prompt": "How do I bake bread?", "responses": [text]}
 
 
 def metric(base_url: str, name: str, session: requests.Session | None = None) -> float:
@@ -152,7 +159,7 @@ def test_overload_gets_honest_429s_and_accepted_requests_finish(repository: Path
     with running_server(repository, tmp_path / "server.log", env=env) as server:
         (worker,) = worker_pids(server.process.pid)
         idle_rss = rss_mib(worker)
-        load = Load(f"{server.base_url}/v1/score", clients, score_body(), timeout_s=60).start()
+        load = Load(f"{server.base_url}/v1/score", clients, hostile_body, timeout_s=60).start()
         time.sleep(10)
         peak_rss = rss_mib(worker)
         outcomes = load.stop()
@@ -169,8 +176,8 @@ def test_overload_gets_honest_429s_and_accepted_requests_finish(repository: Path
     assert p99 < 30.0
     record(
         "Overload",
-        f"{clients} closed-loop clients (no pause) on a slow model, queue {env['RMSERVE_MAX_QUEUE_TOKENS']} tokens, "
-        "RMSERVE_THREADS=16, for 10 s",
+        f"{clients} closed-loop clients (no pause) on a slow model, every other request a degenerate response of "
+        f"~65k characters, queue {env['RMSERVE_MAX_QUEUE_TOKENS']} tokens, RMSERVE_THREADS=16, for 10 s",
         f"{len(accepted)} x 200 (p50 {percentile([o.latency for o in accepted], 0.5) * 1000:.0f} ms, "
         f"p99 {p99 * 1000:.0f} ms), {len(refused)} x 429 with Retry-After {retry_after[0]}-{retry_after[-1]} s "
         f"(the very first 429: {first_refusal.retry_after} s), 0 x 5xx; "
@@ -247,9 +254,14 @@ SOAK_S = float(os.environ.get("RMSERVE_TEST_SOAK_S", "150"))  # a longer soak: R
 
 
 def mixed_body(client: int, sequence: int) -> dict[str, object]:
-    """Single items, groups, conversations and over-long texts, as RL trainers send them."""
+    """Single items, groups, conversations, over-long texts and degenerate ones, as RL trainers send them."""
     text = TEXTS[(client + sequence) % len(TEXTS)]
-    shape = (client * 7 + sequence) % 4
+    shape = (client * 7 + sequence) % 6
+    if shape == 4:
+        return {"model": "slow", "prompt": "Name a city.", "responses": [degenerate_text(client + sequence), text]}
+    if shape == 5:
+        degenerate = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": degenerate_text(sequence)}]
+        return {"model": "slow", "items": [{"messages": degenerate}]}
     if shape == 0:
         return {"model": "slow", "items": [{"prompt": "How do I bake bread?", "response": text}]}
     if shape == 1:
@@ -290,8 +302,8 @@ def test_soak_at_70_percent_of_capacity_stays_flat(repository: Path, tmp_path: P
     record(
         "Soak at ~70 % of capacity",
         f"capacity measured first ({capacity:.1f} requests/s, mixed shapes: single items, groups of 6, "
-        f"conversations, over-long texts); then {clients} paced clients at 70 % of it for {SOAK_S:.0f} s "
-        "(RMSERVE_TEST_SOAK_S)",
+        f"conversations, over-long texts, degenerate texts of ~65k characters); then {clients} paced clients at "
+        f"70 % of it for {SOAK_S:.0f} s (RMSERVE_TEST_SOAK_S)",
         f"{len(outcomes)} requests ({offered:.1f}/s), all 200; worker RSS {rss[0]:.0f} -> {rss[-1]:.0f} MiB "
         f"(max {max(rss):.0f}); p50/p99 latency first third {percentile(early, 0.5) * 1000:.0f}/"
         f"{percentile(early, 0.99) * 1000:.0f} ms, last third {percentile(late, 0.5) * 1000:.0f}/"

@@ -20,7 +20,7 @@ from tests.test_cli import user_error
 CASES = [
     (
         ["import", "{missing}", "--name", "x"],
-        "argument HF_DIR: no Hugging Face checkpoint at {missing} (no config.json)",
+        "argument HF_DIR: no Hugging Face checkpoint at {missing} (no config.json or adapter_config.json)",
     ),
     (["import", "{prefs}", "--name", "x"], "argument HF_DIR: no Hugging Face checkpoint at {prefs}"),
     (["import", "{hf}", "--name", "tiny"], "{repository}/tiny/1 already exists: pick another --version"),

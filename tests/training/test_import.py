@@ -19,8 +19,9 @@ from flask import Flask
 from rmserve.core.embedding import EMBEDDING_FILE, EmbeddingGaussian
 from rmserve.core.manifest import MODEL_FILE, Manifest, file_digests
 from rmserve.core.repository import InvalidModel, verify_version
+from rmserve.training.checkpoint_formats import CheckpointError
 from rmserve.training.commands import main as cli_main
-from rmserve.training.importer import CheckpointError, import_checkpoint
+from rmserve.training.importer import import_checkpoint
 from rmserve.training.onnx_files import EXTERNAL_DATA_FILE
 from rmserve.training.options import ImportConfig
 from tests.hf_checkpoints import ENCODERS, FAMILIES, write_checkpoint
@@ -266,7 +267,7 @@ def test_a_checkpoint_with_several_labels_is_refused(tmp_path: Path) -> None:
     config = AutoConfig.from_pretrained(checkpoint)
     config.num_labels = 2
     config.save_pretrained(checkpoint)
-    with pytest.raises(CheckpointError, match="has 2 labels"):
+    with pytest.raises(CheckpointError, match="has 2 outputs; name the reward with --head INDEX"):
         import_checkpoint(ImportConfig(checkpoint=checkpoint, name="two", repository=tmp_path / "repo"))
     assert not (tmp_path / "repo" / "two" / "1").exists()
 

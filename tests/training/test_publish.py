@@ -192,7 +192,7 @@ def test_an_existing_version_is_refused_before_any_work(
     for module, function in [
         (export_module, "load_run"),
         (export_module, "verify_version"),
-        (importer, "load_classifier"),
+        (importer, "load_reward_checkpoint"),
     ]:
         monkeypatch.setattr(module, function, expensive)
     with pytest.raises(VersionExists, match=rf"{NAME}/{NEW} already exists; pick another --version"):

@@ -20,6 +20,7 @@ response and the end of the conversation, and reports per item that it did.
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -30,6 +31,7 @@ from tokenizers import Tokenizer
 from rmserve.core.chat_template import ChatTemplate, TemplateError
 from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.layouts import HH, LAYOUTS, Layout, detect, prompt_turns, transcript_layout
+from rmserve.core.text_window import TextWindow
 from rmserve.core.tokenizer import Encoding, PairEncoder, SpecialTokens, fit_pair, plain
 from rmserve.core.transcript import Transcript
 from rmserve.core.truncation import fit_rendered, token_count
@@ -97,7 +99,7 @@ class TranscriptFormat(InputFormat):
         self.layouts = self.prompts.layouts
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = [self.prompts.text(exchange.prompt, exchange.prompt_text) for exchange in exchanges]
+        prompts = per_prompt(exchanges, lambda exchange: self.prompts.text(exchange.prompt, exchange.prompt_text))
         return self.encoder.encode(prompts, [transcript_response(exchange.response) for exchange in exchanges])
 
     def to_manifest(self) -> dict[str, Any]:
@@ -131,12 +133,16 @@ class PairFormat(InputFormat):
         self.budget = max_length - tokenizer.num_special_tokens_to_add(is_pair=True)
         if self.budget < 2:
             raise ValueError(f"max_length {max_length} leaves no room for text")
+        self.window = TextWindow(self.tokenizer, max_length)
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        prompts = [PAIR_PROMPTS.text(exchange.prompt, exchange.prompt_text) for exchange in exchanges]
-        prompt_tokens = self.tokenizer.encode_batch_fast(prompts, add_special_tokens=False)
-        responses = self.tokenizer.encode_batch_fast([e.response for e in exchanges], add_special_tokens=False)
-        return [self._join(prompt, response) for prompt, response in zip(prompt_tokens, responses, strict=True)]
+        prompts = self.window.encode(
+            per_prompt(exchanges, lambda exchange: PAIR_PROMPTS.text(exchange.prompt, exchange.prompt_text)), "end"
+        )
+        responses = self.window.encode([e.response for e in exchanges], "start")
+        return [
+            self._join(prompt.encoding, response.encoding) for prompt, response in zip(prompts, responses, strict=True)
+        ]
 
     def _join(self, prompt: tokenizers.Encoding, response: tokenizers.Encoding) -> Encoding:
         full = (len(prompt.ids), len(response.ids))
@@ -162,9 +168,12 @@ class TextFormat(InputFormat):
         self.tokenizer = plain(tokenizer)
         self.max_length = max_length
         self.eos_token = eos_token
+        self.window = TextWindow(self.tokenizer, max_length)
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        return [self._fit(text_prompt(exchange), exchange.response) for exchange in exchanges]
+        prompts = self.window.encode(per_prompt(exchanges, text_prompt), "end")
+        responses = self.window.encode([exchange.response for exchange in exchanges], "start")
+        return [self._fit(prompt.text, response.text) for prompt, response in zip(prompts, responses, strict=True)]
 
     def text(self, prompt: str, response: str) -> str:
         """The sequence the trainer tokenized."""
@@ -189,6 +198,19 @@ def text_prompt(exchange: Exchange) -> str:
     return exchange.prompt_text if exchange.prompt_text is not None else pair_prompt(exchange.prompt)
 
 
+def per_prompt(exchanges: Sequence[Exchange], render: Callable[[Exchange], str]) -> list[str]:
+    """Each exchange's prompt text, rendered once per prompt it shares with others: a group's responses share one
+    text. Keyed by identity: hashing a prompt of thousands of turns per item would cost more than rendering it."""
+    rendered: dict[tuple[int, int], str] = {}
+    texts = []
+    for exchange in exchanges:
+        key = (id(exchange.prompt), id(exchange.prompt_text))
+        if key not in rendered:
+            rendered[key] = render(exchange)
+        texts.append(rendered[key])
+    return texts
+
+
 class ChatTemplateFormat(InputFormat):
     """The whole conversation, response included, through the model's chat template, tokenized as rendered."""
 
@@ -199,9 +221,17 @@ class ChatTemplateFormat(InputFormat):
         self.source = source
         self.tokenizer = plain(tokenizer)
         self.max_length = max_length
+        self.window = TextWindow(self.tokenizer, max_length)
 
     def encode(self, exchanges: Sequence[Exchange]) -> list[Encoding]:
-        return [self._fit(exchange) for exchange in exchanges]
+        return [self._fit(self._windowed(exchange)) for exchange in exchanges]
+
+    def _windowed(self, exchange: Exchange) -> Exchange:
+        """Each turn cut to the window that can reach the model (its end; the response's start) before rendering."""
+        contents = self.window.encode([turn.content for turn in exchange.prompt], "end")
+        (response,) = list(self.window.encode([exchange.response], "start"))
+        turns = tuple(Turn(turn.role, window.text) for turn, window in zip(exchange.prompt, contents, strict=True))
+        return dataclasses.replace(exchange, prompt=turns, response=response.text)
 
     def render(self, turns: Sequence[Turn], response: str, field: str) -> str:
         messages = [{"role": turn.role, "content": turn.content} for turn in (*turns, Turn("assistant", response))]
@@ -241,11 +271,15 @@ class ChatTemplateFormat(InputFormat):
         return {"style": self.style, "template": self.source, "special_tokens": dict(self.template.special_tokens)}
 
 
-def load_format(spec: Mapping[str, Any], tokenizer: Tokenizer, max_length: int, special: SpecialTokens) -> InputFormat:
-    """The manifest's `input_format` over the version's tokenizer; ValueError names what is wrong."""
+def load_format(
+    spec: Mapping[str, Any], tokenizer: Tokenizer, max_length: int, special: SpecialTokens, prompt_cache_bytes: int = 0
+) -> InputFormat:
+    """The manifest's `input_format` over the version's tokenizer (`prompt_cache_bytes` for a transcript model's
+    prompt cache, rmserve.core.prompt_cache); ValueError names what is wrong."""
     style = spec.get("style", "transcript")
     if style == "transcript":
-        return TranscriptFormat(Transcript.from_manifest(spec), PairEncoder(tokenizer, max_length, special))
+        encoder = PairEncoder(tokenizer, max_length, special, prompt_cache_bytes)
+        return TranscriptFormat(Transcript.from_manifest(spec), encoder)
     if style == "pair":
         return PairFormat(tokenizer, max_length)
     if style == "text":

@@ -30,10 +30,19 @@ FILLER_TOKENS = (
     "<end_of_turn>",
     "<|end|>",
 )
-_FILLER = re.compile("|".join(re.escape(token) for token in FILLER_TOKENS) + r"|\s")
-_TRAILING_FILLER = re.compile(rf"(?:{_FILLER.pattern})+\Z")
-_LEADING_FILLER = re.compile(rf"\A(?:{_FILLER.pattern})+")
-_END_TOKEN = re.compile("|".join(re.escape(token) for token in FILLER_TOKENS))
+# Every pattern here runs on client text of up to RMSERVE_MAX_TEXT_CHARS, so each one matches in time linear in
+# it: no search for a repeated group that can fail at its end (`(?:...)+\Z` retries from every position of a run
+# of whitespace, quadratic), possessive repeats where nothing follows, literal markers found with str.find.
+_LEADING_FILLER = re.compile(r"(?:" + "|".join(map(re.escape, FILLER_TOKENS)) + r"|\s)*+")
+# Trailing filler is leading filler of the reversed text, with the tokens spelled backwards.
+_TRAILING_FILLER_REVERSED = re.compile(r"(?:" + "|".join(re.escape(token[::-1]) for token in FILLER_TOKENS) + r"|\s)*+")
+_END_TOKEN = re.compile("|".join(map(re.escape, FILLER_TOKENS)))  # literals: linear from a position
+
+
+def _filler_end(text: str, start: int, end: int) -> int:
+    """Where the special tokens and whitespace from `start` (up to `end`) end."""
+    filler = _LEADING_FILLER.match(text, start, end)
+    return filler.end() if filler else start
 
 
 class LayoutError(ValueError):
@@ -61,23 +70,23 @@ def _turns_by_pattern(pattern: re.Pattern[str], roles: dict[str, str]) -> Callab
     def parse(text: str) -> list[Turn]:
         turns, position = [], 0
         for match in pattern.finditer(text):
-            _check_filler(text[position : match.start()])
+            _check_filler(text, position, match.start())
             role = match.group("role")
             if role not in roles:
                 raise LayoutError(f"unknown role {role!r} (known: {', '.join(roles)})")
             turns.append(Turn(roles[role], match.group("content")))
             position = match.end()
-        _check_filler(text[position:])
+        _check_filler(text, position, len(text))
         return turns
 
     return parse
 
 
-def _check_filler(between: str) -> None:
+def _check_filler(text: str, start: int, end: int) -> None:
     """Text outside turns may only be special tokens and whitespace; anything else is not this layout."""
-    rest = _FILLER.sub("", between)
-    if rest:
-        raise LayoutError(f"text outside any turn: {rest[:40]!r}")
+    filler_end = _filler_end(text, start, end)
+    if filler_end < end:
+        raise LayoutError(f"text outside any turn: {text[filler_end : min(end, filler_end + 40)]!r}")
 
 
 def _closed(open_token: str, separator: str, close_token: str) -> re.Pattern[str]:
@@ -112,27 +121,43 @@ def _render_gemma(turns: Sequence[Turn]) -> str:
     return "<bos>" + "".join(f"<start_of_turn>{names[turn.role]}\n{turn.content}<end_of_turn>\n" for turn in turns)
 
 
-_MISTRAL_SYSTEM = re.compile(r"\[SYSTEM_PROMPT\](?P<content>.*?)\[/SYSTEM_PROMPT\]", re.DOTALL)
-_MISTRAL_EXCHANGE = re.compile(r"\[INST\](?P<user>.*?)\[/INST\](?P<assistant>.*?)(?:</s>|(?=\[INST\])|\Z)", re.DOTALL)
+class _Next:
+    """Where `needle` next occurs at or after a position that only grows, so each part of the text is searched once
+    (a lazy `[INST](.*?)[/INST]` pattern rescans the rest of the text from every `[INST]` without a `[/INST]`)."""
+
+    def __init__(self, text: str, needle: str):
+        self.text, self.needle = text, needle
+        self.found: int | None = None  # the occurrence found last; -1: none after the position searched from
+
+    def at(self, position: int) -> int:
+        if self.found is None or 0 <= self.found < position:
+            self.found = self.text.find(self.needle, position)
+        return self.found
 
 
 def _parse_mistral(text: str) -> list[Turn]:
     """`<s>[SYSTEM_PROMPT]s[/SYSTEM_PROMPT][INST] u [/INST] a</s>[INST] u2 [/INST]`: a reply may be open."""
     turns, position = [], 0
-    system = _MISTRAL_SYSTEM.search(text)
-    if system is not None:
-        _check_filler(text[: system.start()])
-        turns.append(Turn("system", system.group("content")))
-        position = system.end()
-    for match in _MISTRAL_EXCHANGE.finditer(text, position):
-        _check_filler(text[position : match.start()])
+    system_start = text.find("[SYSTEM_PROMPT]")
+    system_end = text.find("[/SYSTEM_PROMPT]", system_start) if system_start >= 0 else -1
+    if system_end >= 0:
+        _check_filler(text, 0, system_start)
+        turns.append(Turn("system", text[system_start + len("[SYSTEM_PROMPT]") : system_end]))
+        position = system_end + len("[/SYSTEM_PROMPT]")
+    opening, closing, end_of_reply = _Next(text, "[INST]"), _Next(text, "[/INST]"), _Next(text, "</s>")
+    while (start := opening.at(position)) >= 0 and (user_end := closing.at(start + len("[INST]"))) >= 0:
+        _check_filler(text, position, start)
         # The spaces around `[INST] u [/INST] a` are the layout's own (as _render_mistral writes them).
-        turns.append(Turn("user", match.group("user").removeprefix(" ").removesuffix(" ")))
-        reply = match.group("assistant").removeprefix(" ")
-        if reply.strip() or match.group(0).endswith("</s>"):
+        turns.append(Turn("user", text[start + len("[INST]") : user_end].removeprefix(" ").removesuffix(" ")))
+        reply_start = user_end + len("[/INST]")
+        ends = [found for found in (end_of_reply.at(reply_start), opening.at(reply_start)) if found >= 0]
+        reply_end = min(ends, default=len(text))  # at `</s>`, the next `[INST]` or the end: a reply may be open
+        closed = reply_end == end_of_reply.at(reply_start)
+        reply = text[reply_start:reply_end].removeprefix(" ")
+        if reply.strip() or closed:
             turns.append(Turn("assistant", reply))
-        position = match.end()
-    _check_filler(text[position:])
+        position = reply_end + len("</s>") if closed else reply_end
+    _check_filler(text, position, len(text))
     return turns
 
 
@@ -182,8 +207,10 @@ LAYOUTS = (CHATML, LLAMA3, GEMMA, MISTRAL, HH)
 KNOWN = ", ".join(layout.name for layout in LAYOUTS)
 
 # A response holding any of these starts a turn of its own: a policy steering where the split falls.
+# A role name after a line break and whitespace: `\n[^\S\n]*` finds what `\n\s*` would (from the run's last line
+# break) without rescanning a run of line breaks from each of them.
 _TURN_MARKER = re.compile(
-    r"<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|\[INST\]|(?:^|\n)\s*(?:Human|Assistant):"
+    r"<\|im_start\|>|<\|start_header_id\|>|<start_of_turn>|\[INST\]|(?:^|\n)[^\S\n]*(?:Human|Assistant):"
 )
 
 
@@ -217,7 +244,7 @@ def split_text(text: str, field: str, layouts: Sequence[Layout] = LAYOUTS) -> tu
 
 def opens_with_turn(text: str, layouts: Sequence[Layout] = LAYOUTS) -> bool:
     """Whether `text` is formatted: it starts with a turn marker (after special tokens and whitespace)."""
-    opening = _LEADING_FILLER.sub("", text)
+    opening = text[_filler_end(text, 0, len(text)) :]
     return any(layout.marker.match(opening) for layout in layouts)
 
 
@@ -235,10 +262,9 @@ def prompt_turns(prompt: str, field: str, layouts: Sequence[Layout] = LAYOUTS) -
 def strip_end_tokens(response: str) -> str:
     """A decoded response without the end-of-turn, end-of-text and padding tokens after it; its own text, spaces
     included, stays as written."""
-    trailing = _TRAILING_FILLER.search(response)
-    if trailing is None:
-        return response
-    end_token = _END_TOKEN.search(response, trailing.start())  # whitespace before it is the response's own
+    reversed_filler = _TRAILING_FILLER_REVERSED.match(response[::-1])
+    filler_start = len(response) - (reversed_filler.end() if reversed_filler else 0)
+    end_token = _END_TOKEN.search(response, filler_start)  # whitespace before it is the response's own
     return response if end_token is None else response[: end_token.start()]
 
 

@@ -50,7 +50,7 @@ class VerifiedVersion:
         return self.directory / MODEL_FILE
 
 
-def verify_version(directory: Path) -> VerifiedVersion:
+def verify_version(directory: Path, prompt_cache_bytes: int = 0) -> VerifiedVersion:
     """Check one version directory, or raise InvalidModel saying why."""
     try:
         manifest = Manifest.read(directory)
@@ -69,7 +69,9 @@ def verify_version(directory: Path) -> VerifiedVersion:
     _verify_files(directory, manifest)
     try:
         tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-        input_format = load_format(manifest.input_format, tokenizer, manifest.max_length, manifest.tokens)
+        input_format = load_format(
+            manifest.input_format, tokenizer, manifest.max_length, manifest.tokens, prompt_cache_bytes
+        )
     except Exception as error:  # tokenizers and jinja raise their own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
     _check_token_ids(directory, manifest.tokens, tokenizer.get_vocab_size(with_added_tokens=True))

@@ -8,19 +8,17 @@ Training and serving both encode through this class.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from tokenizers import Tokenizer
 
+from rmserve.core.prompt_cache import PromptCache, PromptTokens
+from rmserve.core.text_window import TextWindow
+
 # Share of the token budget kept for the prompt when a long response would crowd it out.
 PROMPT_FLOOR = 0.25
-# Prompts whose tokens are remembered: RL trainers send each prompt with 8-16 sampled responses,
-# often one per request, and an HH prompt takes several times as long to tokenize as its response.
-PROMPT_CACHE_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -41,41 +39,41 @@ class SpecialTokens:
 class Encoding:
     input_ids: list[int]
     truncated: bool
-    response_tokens: int  # the whole response's tokens, before any truncation (the length flags read it)
+    # The response's tokens before truncation (the length flags read it); of one longer than the model reads, the
+    # tokens of the part tokenized (rmserve.core.text_window), more than max_length.
+    response_tokens: int
 
 
 class PairEncoder:
     """Tokenizes prompt/response pairs into model inputs no longer than `max_length`."""
 
-    def __init__(self, tokenizer: Tokenizer, max_length: int, special: SpecialTokens):
+    def __init__(self, tokenizer: Tokenizer, max_length: int, special: SpecialTokens, prompt_cache_bytes: int = 0):
         if max_length <= special.count + 1:
             raise ValueError(f"max_length {max_length} leaves no room for text")
         self.tokenizer = plain(tokenizer)
         self.max_length = max_length
         self.special = special
-        self._prompt_cache = PromptCache(PROMPT_CACHE_SIZE, keep=max_length)
+        self.window = TextWindow(self.tokenizer, max_length)
+        self.prompt_cache = PromptCache(prompt_cache_bytes, keep=max_length)
 
     def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> list[Encoding]:
-        """Encode pairs in one batch call of tokenizers (outside the GIL; the server turns its thread
-        pool off, rmserve/gunicorn_conf.py).
+        """Encode pairs in batch calls of tokenizers (outside the GIL; the server turns its thread pool off,
+        rmserve/gunicorn_conf.py), each text only as far as it can reach the model (rmserve.core.text_window).
 
         A group of responses to one prompt (GRPO) tokenizes that prompt once, and a prompt seen
-        in a recent request is not tokenized again. The `_fast` call skips the character offsets,
-        which nothing here reads (the same ids).
+        in a recent request is not tokenized again.
         """
-        prompt_tokens, missing = self._prompt_cache.lookup(list(dict.fromkeys(prompts)))
-        encoded = self.tokenizer.encode_batch_fast([*missing, *responses], add_special_tokens=False)
-        for prompt, encoding in zip(missing, encoded, strict=False):  # the first len(missing) are the prompts
-            prompt_tokens[prompt] = self._prompt_cache.store(prompt, encoding.ids)
-        response_ids = encoded[len(missing) :]
+        prompt_tokens, missing = self.prompt_cache.lookup(list(dict.fromkeys(prompts)))
+        for prompt, window in zip(missing, self.window.encode(missing, "end"), strict=True):
+            prompt_tokens[prompt] = self.prompt_cache.store(prompt, len(window.encoding), window.encoding.ids)
         return [
-            self._join(prompt_tokens[prompt], response.ids)
-            for prompt, response in zip(prompts, response_ids, strict=True)
+            self._join(prompt_tokens[prompt], response.encoding.ids)
+            for prompt, response in zip(prompts, self.window.encode(responses, "start"), strict=True)
         ]
 
     def _join(self, prompt: PromptTokens, response: list[int]) -> Encoding:
         prompt_length, response_length = fit_pair(prompt.length, len(response), self.max_length - self.special.count)
-        prompt_kept = prompt.tail[len(prompt.tail) - prompt_length :]
+        prompt_kept = prompt.tail[len(prompt.tail) - prompt_length :].tolist()
         response_kept = response[:response_length]
         truncated = prompt_length < prompt.length or response_length < len(response)
         special = self.special
@@ -87,45 +85,6 @@ class PairEncoder:
             + _optional(special.eos_id)
         )
         return Encoding(input_ids=ids, truncated=truncated, response_tokens=len(response))
-
-
-@dataclass(frozen=True)
-class PromptTokens:
-    """A prompt's token count and its last tokens (truncation keeps the end of a prompt, never more)."""
-
-    length: int
-    tail: list[int]
-
-
-class PromptCache:
-    """Least-recently-used prompt tokens, shared by the request threads."""
-
-    def __init__(self, size: int, keep: int):
-        self.size = size
-        self.keep = keep
-        self._entries: OrderedDict[str, PromptTokens] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def lookup(self, prompts: Sequence[str]) -> tuple[dict[str, PromptTokens], list[str]]:
-        """(tokens of the prompts cached, the prompts not cached)."""
-        found, missing = {}, []
-        with self._lock:
-            for prompt in prompts:
-                tokens = self._entries.get(prompt)
-                if tokens is None:
-                    missing.append(prompt)
-                else:
-                    found[prompt] = tokens
-                    self._entries.move_to_end(prompt)
-        return found, missing
-
-    def store(self, prompt: str, ids: list[int]) -> PromptTokens:
-        tokens = PromptTokens(len(ids), ids[-self.keep :])
-        with self._lock:
-            self._entries[prompt] = tokens
-            if len(self._entries) > self.size:
-                self._entries.popitem(last=False)
-        return tokens
 
 
 def fit_pair(prompt_length: int, response_length: int, budget: int) -> tuple[int, int]:

@@ -135,7 +135,13 @@ class _Loading:
             return
         settings = self.settings
         try:
-            version = load_model(settings.model_repository, name, self.threads, settings.pinned_version(name))
+            version = load_model(
+                settings.model_repository,
+                name,
+                self.threads,
+                settings.pinned_version(name),
+                settings.prompt_cache_bytes,
+            )
         except InvalidModel as error:
             self.refuse(name, str(error), "no_valid_version", named_by)
             return

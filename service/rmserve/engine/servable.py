@@ -105,6 +105,11 @@ class Servable(ABC):
     def batchers(self) -> tuple[Batcher[Any], ...]:
         """The batchers it scores through; it is ready while every one of them runs."""
 
+    @property
+    @abstractmethod
+    def max_lengths(self) -> tuple[int, ...]:
+        """The tokens each of its models reads of an item (an ensemble: one per member), which memory is budgeted by."""
+
     @abstractmethod
     def score(self, exchanges: Sequence[Exchange], deadline: float, reward: Reward | None = None) -> Scored:
         """Score `exchanges` by `deadline` (monotonic s); `reward` picks an ensemble's combination."""

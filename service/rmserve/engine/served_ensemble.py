@@ -67,6 +67,10 @@ class ServedEnsemble(Servable):
         """Its members': an ensemble has no batcher of its own."""
         return tuple(member.batcher for member in self.members)
 
+    @property
+    def max_lengths(self) -> tuple[int, ...]:
+        return tuple(length for member in self.members for length in member.max_lengths)
+
     def metadata(self) -> ModelInfo:
         versions = {member.name: member.version.manifest.version for member in self.members}
         return ModelInfo(

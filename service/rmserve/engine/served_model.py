@@ -78,6 +78,10 @@ class ServedModel(Servable):
     def batchers(self) -> tuple[Batcher[Any], ...]:
         return (self.batcher,)
 
+    @property
+    def max_lengths(self) -> tuple[int, ...]:
+        return (self.version.format.max_length,)
+
     def metadata(self) -> ModelInfo:
         manifest = self.version.manifest
         return ModelInfo(

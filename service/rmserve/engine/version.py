@@ -82,9 +82,9 @@ def _non_finite(raw: float, distance: float | None) -> FailedRow:
     return FailedRow(f"the model returned a non-finite score ({raw}, {distance})", "non_finite")
 
 
-def load_version(directory: Path, intra_op_threads: int) -> ModelVersion:
+def load_version(directory: Path, intra_op_threads: int, prompt_cache_bytes: int = 0) -> ModelVersion:
     """Verify and load one version directory, or raise InvalidModel saying why."""
-    verified = verify_version(directory)
+    verified = verify_version(directory, prompt_cache_bytes)
     stats = verified.manifest.training_stats
     output = stats.embedding.output if stats is not None and stats.embedding is not None else EMBEDDING_OUTPUT
     try:
@@ -153,7 +153,9 @@ def _warm_up(words: int) -> Exchange:
     return Exchange((Turn("user", text),), text, "warm-up")
 
 
-def load_model(repository: Path, name: str, intra_op_threads: int, pinned: int | None = None) -> ModelVersion:
+def load_model(
+    repository: Path, name: str, intra_op_threads: int, pinned: int | None = None, prompt_cache_bytes: int = 0
+) -> ModelVersion:
     """The pinned version, or the highest version that verifies; log every version skipped."""
     candidates = version_dirs(repository, name)
     if pinned is not None:
@@ -161,7 +163,7 @@ def load_model(repository: Path, name: str, intra_op_threads: int, pinned: int |
     refusals = []
     for directory in candidates:
         try:
-            model = load_version(directory, intra_op_threads)
+            model = load_version(directory, intra_op_threads, prompt_cache_bytes)
         except InvalidModel as error:
             log.error("refusing model version: %s", error)
             metrics.REPOSITORY_REFUSED.labels(f"{name}/{directory.name}", "invalid_version").set(1)

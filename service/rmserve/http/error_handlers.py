@@ -28,7 +28,7 @@ class ErrorBody(BaseModel):
 
 def error_response(error: ServiceError) -> Response:
     metrics.FAILURES.labels(error.code).inc()
-    response = jsonify({"error": {"code": error.code, "message": error.message, "field": error.field}})
+    response = jsonify(error.document())
     response.status_code = error.status
     response.headers.update(error.headers)
     return response

@@ -53,14 +53,11 @@ def install(app: Flask) -> None:
 
 def _admit() -> None:
     """Take a scoring slot and the body's bytes before reading it, or answer 429 at once."""
-    # The labelling page is people, not scoring: a page without a body would count as a chunked one of the
-    # largest size, and a few labellers would hold the whole body budget.
+    # The labelling page is people, not scoring: its short requests must not wait for (or be refused by) a
+    # trainer that fills every scoring slot. Their bodies are still charged where bodies are read.
     if request.path in OPEN_PATHS or request.path.startswith(LABEL_PREFIX):
         return
-    registry = state().registry
-    g.admitted_bytes = state().admission.admit(
-        request.content_length, lambda: max(1, math.ceil(registry.seconds_to_drain()))
-    )
+    g.admitted_bytes = state().admission.admit(request.content_length)
 
 
 def _leave(error: BaseException | None) -> None:

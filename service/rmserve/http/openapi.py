@@ -23,7 +23,7 @@ REF = "#/components/schemas/{model}"
 DOCUMENT_EXTENSION = "rmserve.openapi"  # where create_app keeps the app's document
 
 ERRORS = {
-    400: "Malformed JSON",
+    400: "Malformed JSON, or a chunked body that did not arrive whole",
     401: "Missing or wrong API key (only when keys are configured)",
     404: "Unknown model",
     409: "The labelling task's lease expired and another labeller holds it now",

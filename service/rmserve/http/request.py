@@ -9,11 +9,13 @@ from typing import Any
 from flask import g, request
 
 from rmserve.config import Settings
-from rmserve.errors import InvalidField, MalformedJSON, PayloadTooLarge
+from rmserve.errors import IncompleteBody, InvalidField, MalformedJSON, PayloadTooLarge
 from rmserve.http import codec
 from rmserve.http.scan import check_shape
+from rmserve.http.state import state
 
 TIMEOUT_HEADER = "X-Timeout-Ms"
+READ_PIECE_BYTES = 64 * 1024  # a chunked body is read, and charged, this much at a time
 
 # A body -> its JSON document and the binary data after it (Triton's binary tensor extension; none elsewhere).
 SplitBody = Callable[[bytes], tuple[bytes, bytes]]
@@ -41,11 +43,38 @@ def _body(limit: int) -> bytes:
     """The raw body, never more than `limit` bytes read, whether its length is declared or not."""
     if request.content_length is not None or "wsgi.input_terminated" not in request.environ:
         return request.get_data(cache=False)  # a declared length over the limit is 413 already (Flask)
-    # Chunked: nothing declares the length, so read one byte past the limit to tell.
-    raw: bytes = request.environ["wsgi.input"].read(limit + 1)
-    if len(raw) > limit:
+    # Chunked: nothing declares the length, so the bytes are charged as they are read, and one byte is read
+    # past the limit to tell.
+    pieces: list[bytes] = []
+    received = 0
+    while received <= limit:
+        piece = _read(min(READ_PIECE_BYTES, limit + 1 - received))
+        if not piece:
+            break
+        _charge(len(piece))
+        pieces.append(piece)
+        received += len(piece)
+    if received > limit:
         raise PayloadTooLarge(f"request body is over {limit} bytes (RMSERVE_MAX_BODY_BYTES)")
-    return raw
+    return b"".join(pieces)
+
+
+def _read(size: int) -> bytes:
+    """Up to `size` bytes of a chunked body; the server's error (client gone, broken chunks) is the client's 400."""
+    try:
+        piece: bytes = request.environ["wsgi.input"].read(size)
+    except Exception as error:  # gunicorn's NoMoreData or ParseException, werkzeug's ClientDisconnected, ...
+        # Its text may quote the body: only its kind is told.
+        raise IncompleteBody(f"the request body did not arrive whole ({type(error).__name__})") from None
+    return piece
+
+
+def _charge(more_bytes: int) -> None:
+    """Count body bytes against the worker's budget as they are read (unless the server counted them already)."""
+    admission = state().admission
+    if not admission.bodies_received_by_server:
+        admission.charge(more_bytes)
+        g.admitted_bytes += more_bytes
 
 
 def deadline(settings: Settings) -> float:

@@ -5,6 +5,7 @@ Routes fetch it with `state()`; this module imports no route, so nothing imports
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from flask import current_app
@@ -30,8 +31,12 @@ class AppState:
     admission: Admission = field(init=False)  # scoring slots and the body-bytes budget
 
     def __post_init__(self) -> None:
-        self.scoring = ScoringService(self.registry)
-        self.admission = Admission(self.settings)
+        self.scoring = ScoringService(self.registry, self.settings.max_inflight_memory_bytes)
+        self.admission = Admission(self.settings, self.retry_after_s)
+
+    def retry_after_s(self) -> int:
+        """What a refused client is told to wait: the time the queued work takes to score, at least 1 s."""
+        return max(1, math.ceil(self.registry.seconds_to_drain()))
 
     def start_draining(self) -> None:
         """SIGTERM: from now on /readyz answers 503 and `rmserve_ready` is 0."""

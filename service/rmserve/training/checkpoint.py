@@ -24,7 +24,8 @@ from rmserve.core.manifest import TOKENIZER_FILE
 from rmserve.core.tokenizer import PairEncoder, SpecialTokens
 from rmserve.core.transcript import Transcript
 from rmserve.training.model import RewardModel
-from rmserve.training.options import ModelConfig
+from rmserve.training.options import HeadChoice, ModelConfig
+from rmserve.training.value_head import LastTokenReward
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -36,25 +37,38 @@ TRANSCRIPT = Transcript()  # how trained models read text: HH-RLHF transcripts
 
 
 class HFReward(nn.Module):
-    """A Hugging Face sequence classifier with one label, as `(input_ids, attention_mask) -> [batch]`.
+    """A Hugging Face sequence classifier as `(input_ids, attention_mask) -> [batch]`: its one output, or the output
+    (or weighted sum of outputs) `choice` names when its head has several.
 
     Its embedding is what the classification head reads: the input of the one linear layer that
-    outputs the label (an encoder's pooled/CLS state; for a decoder, which scores every position,
+    outputs the labels (an encoder's pooled/CLS state; for a decoder, which scores every position,
     the hidden state of the last non-padding token, the position transformers keeps the score of).
+    With a `separator`, a BERT-style pair model gets the segment ids its tokenizer gives, derived from the
+    ids in the graph (serving sends input_ids and attention_mask only): `[CLS] a [SEP] b [SEP]` -> `0 0 0 1 1`.
     """
 
-    def __init__(self, classifier: PreTrainedModel):
+    def __init__(self, classifier: PreTrainedModel, choice: HeadChoice | None = None, separator: int | None = None):
         super().__init__()
         self.classifier = classifier
         self.head = score_head(classifier)
+        self.separator = separator
+        choice = choice or HeadChoice()
+        self.output = choice.index or 0
+        weights = None if choice.weights is None else torch.tensor(choice.weights, dtype=torch.float32)
+        self.output_weights: torch.Tensor | None
+        self.register_buffer("output_weights", weights)
 
     def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The classifier's forward pass. -> [batch, 1]"""
-        logits: torch.Tensor = self.classifier(input_ids=input_ids, attention_mask=attention_mask).logits
+        """The classifier's forward pass. -> [batch, outputs]"""
+        segment_ids = {} if self.separator is None else {"token_type_ids": segments(input_ids, self.separator)}
+        logits: torch.Tensor = self.classifier(input_ids=input_ids, attention_mask=attention_mask, **segment_ids).logits
         return logits
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.logits(input_ids, attention_mask)[:, 0]
+        logits = self.logits(input_ids, attention_mask)
+        if self.output_weights is None:
+            return logits[:, self.output]
+        return logits @ self.output_weights  # [batch, outputs] @ [outputs] -> [batch]
 
     def score_and_embedding(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor
@@ -77,8 +91,16 @@ class HFReward(nn.Module):
         return (torch.arange(input_ids.shape[1]) * not_pad).argmax(-1)
 
 
-# What `rmserve export` traces: `(input_ids, attention_mask) -> [batch]`, with `score_and_embedding` beside it.
-RewardNetwork = RewardModel | HFReward
+def segments(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
+    """[batch, seq] ids -> [batch, seq] segment ids: how many separators come strictly before, capped at 1."""
+    is_separator = (input_ids == separator).long()
+    return (torch.cumsum(is_separator, dim=1) - is_separator).clamp(max=1)
+
+
+# What `rmserve train` trains, and what `rmserve export` and `import` trace: `(input_ids, attention_mask) -> [batch]`,
+# with `score_and_embedding` beside it.
+TrainedNetwork = RewardModel | HFReward
+RewardNetwork = TrainedNetwork | LastTokenReward
 
 
 def score_head(classifier: PreTrainedModel) -> nn.Linear:
@@ -96,7 +118,7 @@ def score_head(classifier: PreTrainedModel) -> nn.Linear:
 
 @dataclass
 class TrainedModel:
-    network: RewardNetwork
+    network: TrainedNetwork
     tokenizer: Tokenizer
     special: SpecialTokens
     max_length: int
@@ -131,7 +153,7 @@ def load_run(run_dir: Path) -> TrainedModel:
     """Reload what `TrainedModel.save` wrote, in eval mode."""
     record = json.loads((run_dir / TRAINING_FILE).read_text(encoding="utf-8"))
     if (run_dir / HF_DIR).is_dir():
-        network: RewardNetwork = HFReward(load_hf_classifier(run_dir / HF_DIR))
+        network: TrainedNetwork = HFReward(load_hf_classifier(run_dir / HF_DIR))
     else:
         saved = torch.load(run_dir / CHECKPOINT_FILE, map_location="cpu", weights_only=True)
         network = RewardModel(ModelConfig(**saved["config"]))

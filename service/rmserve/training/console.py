@@ -36,11 +36,20 @@ def line_range(text: str) -> LineRange:
 
 
 def hf_checkpoint(text: str) -> Path:
-    """A local `save_pretrained()` directory; checked here, so a path that is not one is never looked up on a hub."""
+    """A local `save_pretrained()` model directory, checked here so a path that is not one never goes to a hub."""
+    return _local_checkpoint(text, ("config.json",))
+
+
+def hf_checkpoint_or_adapter(text: str) -> Path:
+    """A local `save_pretrained()` directory of a model or of a PEFT adapter."""
+    return _local_checkpoint(text, ("config.json", "adapter_config.json"))
+
+
+def _local_checkpoint(text: str, markers: tuple[str, ...]) -> Path:
     path = Path(text)
-    if not (path / "config.json").is_file():
+    if not any((path / name).is_file() for name in markers):
         raise argparse.ArgumentTypeError(
-            f"no Hugging Face checkpoint at {path} (no config.json); nothing is downloaded: "
+            f"no Hugging Face checkpoint at {path} (no {' or '.join(markers)}); nothing is downloaded: "
             "pass a local save_pretrained() directory"
         )
     return path

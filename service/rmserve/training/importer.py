@@ -13,9 +13,9 @@ statistics come from the calibration responses.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -25,7 +25,8 @@ from rmserve.core.formats import load_format
 from rmserve.core.layouts import prompt_turns
 from rmserve.core.manifest import TOKENIZER_FILE, ImportSource, Manifest
 from rmserve.core.tokenizer import SpecialTokens
-from rmserve.training.checkpoint import HFReward
+from rmserve.training.checkpoint import RewardNetwork
+from rmserve.training.checkpoint_formats import CheckpointError, load_reward_checkpoint
 from rmserve.training.data import Comparison, read_comparisons
 from rmserve.training.evaluate import EncodedComparison, encode_comparisons, pairwise_accuracy
 from rmserve.training.export import traced
@@ -49,10 +50,6 @@ PROBE_TEXTS = [
 PROBES = [Comparison(prompt_turns(text, "prompt"), responses, prompt_text=text) for text, responses in PROBE_TEXTS]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be imported as it is; the message says what to change."""
-
-
 @dataclass(frozen=True)
 class LayoutChoice:
     """The manifest's `input_format`, and how it was chosen (the manifest's `source.layout`)."""
@@ -64,13 +61,9 @@ class LayoutChoice:
 
 def import_checkpoint(config: ImportConfig) -> Manifest:
     """Publish a local checkpoint as `<repository>/<name>/<version>`, scoring as transformers does."""
-    from transformers import AutoTokenizer
-
     target = claim_version(config.repository, config.name, config.version)
-    hf_tokenizer = AutoTokenizer.from_pretrained(config.checkpoint, local_files_only=True)
-    if not hf_tokenizer.is_fast:
-        raise CheckpointError(f"{config.checkpoint}: needs a fast tokenizer (tokenizer.json) so serving can load it")
-    classifier = load_classifier(config.checkpoint, hf_tokenizer.pad_token_id)
+    checkpoint = load_reward_checkpoint(config)  # the format its library saved: rmserve.training.checkpoint_formats
+    hf_tokenizer, classifier = checkpoint.tokenizer, checkpoint.model
     max_length = _max_length(config, classifier, hf_tokenizer)
     layout = choose_layout(config.layout, hf_tokenizer)
     if layout.guessed:  # one line, before the long part, so a wrong guess can be stopped
@@ -78,8 +71,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
     spec = layout.spec
     special = SpecialTokens(pad_id=classifier.config.pad_token_id, bos_id=None, sep_id=None, eos_id=None)
     input_format = load_format(spec, hf_tokenizer.backend_tokenizer, max_length, special)
-    separator = segment_separator(classifier, hf_tokenizer)
-    network = (HFReward(classifier) if separator is None else SegmentedReward(classifier, separator)).eval()
+    network = checkpoint.network(pair_segments=spec["style"] == "pair")
 
     comparisons = (
         read_comparisons(config.calibration, config.calibration_lines, input_format.layouts)
@@ -97,19 +89,25 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
     )
 
     def describe(measured: Measured) -> Manifest:
+        separator = getattr(network, "separator", None)
         architecture = {
             "type": "hf-sequence-classification",
             "model_type": classifier.config.model_type,
             "architectures": list(classifier.config.architectures or []),
-            "parameters": sum(parameter.numel() for parameter in classifier.parameters()),
+            "parameters": sum(parameter.numel() for parameter in network.parameters()),
             "segment_ids": "none" if separator is None else f"in the graph: 1 after the first id {separator}",
+            **checkpoint.architecture(),
         }
+        normalization = "calibration responses" if config.calibration else "none (no --calibration)"
+        if checkpoint.normalization is not None:  # the checkpoint's own, as its library serves it
+            measured = dataclasses.replace(measured, normalization=checkpoint.normalization)
+            normalization = "checkpoint config.json (OpenRLHF normalize_reward, mean, std)"
         source = ImportSource(
             checkpoint=str(config.checkpoint),
             calibration=data,
             calibration_comparisons=len(comparisons),
             calibration_pairwise_accuracy=pairwise_accuracy(measured.served_scores),
-            normalization="calibration responses" if config.calibration else "none (no --calibration)",
+            normalization=normalization,
             layout=layout.reason,
         )
         return measured.manifest(
@@ -131,27 +129,6 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
             external_data_above=config.external_data_above,
         )
     )
-
-
-def load_classifier(checkpoint: Path, tokenizer_pad_id: int | None) -> PreTrainedModel:
-    """The checkpoint's one-label classifier (in eval mode, as from_pretrained returns it), with the pad id its
-    last-token pooling needs."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification
-
-    hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True)
-    if hf_config.num_labels != 1:
-        raise CheckpointError(f"{checkpoint}: has {hf_config.num_labels} labels; a reward model has one")
-    classifier: PreTrainedModel = AutoModelForSequenceClassification.from_pretrained(
-        checkpoint, attn_implementation="eager", dtype=torch.float32, local_files_only=True
-    )
-    if classifier.config.pad_token_id is None:
-        if tokenizer_pad_id is None:
-            raise CheckpointError(
-                f"{checkpoint}: neither the model config nor the tokenizer names a pad token; set pad_token_id in "
-                "config.json to the id the model was trained with (decoders read the score at the last non-pad token)"
-            )
-        classifier.config.pad_token_id = tokenizer_pad_id
-    return classifier
 
 
 def choose_layout(requested: ImportLayout, hf_tokenizer: Any) -> LayoutChoice:
@@ -196,46 +173,7 @@ def _max_length(config: ImportConfig, classifier: PreTrainedModel, hf_tokenizer:
     return int(min(limits))
 
 
-class SegmentedReward(HFReward):
-    """A BERT-style pair model whose segment ids the graph derives itself: 1 after the first [SEP], else 0.
-
-    Serving sends input_ids and attention_mask only (the repository contract), so `[CLS] a [SEP] b [SEP]` gets the
-    token_type_ids `0 0 0 1 1` its tokenizer would give, computed from the ids.
-    """
-
-    def __init__(self, classifier: PreTrainedModel, separator: int):
-        super().__init__(classifier)
-        self.separator = separator
-
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        logits: torch.Tensor = self.classifier(
-            input_ids=input_ids, attention_mask=attention_mask, token_type_ids=segments(input_ids, self.separator)
-        ).logits
-        return logits
-
-
-def segments(input_ids: torch.Tensor, separator: int) -> torch.Tensor:
-    """[batch, seq] ids -> [batch, seq] segment ids: how many separators come strictly before, capped at 1."""
-    is_separator = (input_ids == separator).long()
-    return (torch.cumsum(is_separator, dim=1) - is_separator).clamp(max=1)
-
-
-def segment_separator(classifier: torch.nn.Module, hf_tokenizer: Any) -> int | None:
-    """The [SEP] id when the model reads segment ids from its pair template, after checking the rule above."""
-    probe = hf_tokenizer("How do I bake bread?", "Knead it.", return_token_type_ids=True)
-    if getattr(classifier.config, "type_vocab_size", 0) <= 1 or not any(probe["token_type_ids"]):
-        return None
-    separator = hf_tokenizer.sep_token_id
-    derived = None if separator is None else segments(torch.tensor([probe["input_ids"]]), separator)[0].tolist()
-    if separator is None or derived != list(probe["token_type_ids"]):
-        raise CheckpointError(
-            "the model reads token_type_ids, and its pair template's segments are not `1 after the first [SEP]`; "
-            "rmserve serves input_ids and attention_mask only, so this checkpoint would be scored wrong"
-        )
-    return int(separator)
-
-
-def _reference(network: HFReward, encoded: list[EncodedComparison]) -> tuple[list[np.ndarray], np.ndarray]:
+def _reference(network: RewardNetwork, encoded: list[EncodedComparison]) -> tuple[list[np.ndarray], np.ndarray]:
     """transformers' forward pass on each item alone (no padding, so nothing for pooling to get wrong):
     scores per comparison, and the embeddings [items, hidden] its head read."""
     scores, embeddings = [], []

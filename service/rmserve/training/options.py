@@ -62,12 +62,31 @@ class TrainConfig:
     threads: int = 2
 
 
+@dataclass(frozen=True)
+class HeadChoice:
+    """Which output of a multi-output head is the reward: one (`--head INDEX`) or a weighted sum (`--head-weights`).
+
+    Neither: the head must have one output.
+    """
+
+    index: int | None = None
+    weights: tuple[float, ...] | None = None
+
+    def describe(self) -> str:
+        """How the manifest records it: "output 2", "weighted sum 0.5, 0.5", or "the one output"."""
+        if self.weights is not None:
+            return "weighted sum " + ", ".join(f"{weight:g}" for weight in self.weights)
+        return "the one output" if self.index is None else f"output {self.index}"
+
+
 @dataclass
 class ImportConfig:
     """`rmserve import`: a Hugging Face reward model checkpoint -> a repository version."""
 
     checkpoint: Path
     name: str
+    base: Path | None = None  # a PEFT adapter's base model directory (default: the adapter's own record of it)
+    head: HeadChoice = field(default_factory=HeadChoice)
     repository: Path = DEFAULT_REPOSITORY
     version: int = 1
     calibration: Path | None = None  # preference file: normalization, parity and int8 agreement on its responses

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rmserve.arguments import input_file, model_name, positive_int, sequence_length
+from rmserve.arguments import input_file, model_name, non_negative_int, positive_int, sequence_length
 from rmserve.core.manifest import Parity
 from rmserve.training.console import (
     DATA_FORMATS,
     add_held_out,
     config_defaults,
     hf_checkpoint,
+    hf_checkpoint_or_adapter,
     line_range,
     print_accuracy_table,
     print_table,
     subcommand,
 )
-from rmserve.training.options import IMPORT_LAYOUTS, ExportConfig, ImportConfig
+from rmserve.training.options import IMPORT_LAYOUTS, ExportConfig, HeadChoice, ImportConfig
 from rmserve.usage import UsageError
 
 if TYPE_CHECKING:
@@ -73,14 +75,16 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         subparsers,
         "import",
         "turn a Hugging Face reward model checkpoint into a repository version (needs the [train] extra)",
-        "Import a local AutoModelForSequenceClassification checkpoint with one label (encoder or decoder) "
-        "without training: ONNX graph, tokenizer, text laid out as the model was trained (--layout), "
+        "Import a local reward model checkpoint without training: an AutoModelForSequenceClassification "
+        "(encoder or decoder), an OpenRLHF reward model, a TRL or LLaMA-Factory value-head model, or a PEFT "
+        "LoRA adapter (merged into its base). ONNX graph, tokenizer, text laid out as the model was trained "
+        "(--layout), "
         "normalization from --calibration responses, parity against transformers' forward pass and the "
         "trainer's tokenization, optional int8, sha256 of every file.",
     )
     defaults = config_defaults(ImportConfig)
     parser.add_argument(
-        "checkpoint", type=hf_checkpoint, metavar="HF_DIR", help="save_pretrained() directory of the model"
+        "checkpoint", type=hf_checkpoint_or_adapter, metavar="HF_DIR", help="save_pretrained() directory of the model"
     )
     _add_version_written(parser, "my-rm")
     parser.add_argument(
@@ -105,7 +109,29 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         "cross-encoders); auto takes the checkpoint's chat template, else guesses and says so",
     )
     parser.add_argument("--int8", action="store_true", help="quantize to dynamic int8 and report agreement with fp32")
+    parser.add_argument(
+        "--base", type=hf_checkpoint, metavar="HF_DIR", help="a PEFT adapter's base model (default: the adapter's own)"
+    )
+    head = parser.add_mutually_exclusive_group()
+    head.add_argument("--head", type=non_negative_int, metavar="INDEX", help="the reward is this output of the head")
+    head.add_argument(
+        "--head-weights",
+        type=head_weights,
+        metavar="W1,W2,...",
+        help="the reward is this weighted sum of the head's outputs, one weight per output",
+    )
     parser.set_defaults(handler=_import)
+
+
+def head_weights(text: str) -> tuple[float, ...]:
+    """`--head-weights 0.5,0.5`: one finite number per output of the head."""
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = (math.nan,)
+    if not all(math.isfinite(weight) for weight in weights):
+        raise argparse.ArgumentTypeError(f"must be numbers separated by commas, got {text!r}")
+    return weights
 
 
 def _add_quantize(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -159,7 +185,8 @@ def _export(args: argparse.Namespace) -> int:
 
 def _import(args: argparse.Namespace) -> int:
     _require_new_version(args)  # before torch and transformers load
-    from rmserve.training.importer import CheckpointError, import_checkpoint
+    from rmserve.training.checkpoint_formats import CheckpointError
+    from rmserve.training.importer import import_checkpoint
 
     config = ImportConfig(
         checkpoint=args.checkpoint,
@@ -171,6 +198,8 @@ def _import(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         layout=args.layout,
         int8=args.int8,
+        base=args.base,
+        head=HeadChoice(index=args.head, weights=args.head_weights),
     )
     try:
         manifest = import_checkpoint(config)
@@ -179,6 +208,8 @@ def _import(args: argparse.Namespace) -> int:
     parity, source = manifest.parity or Parity(), manifest.source
     assert source is not None  # an import records its source
     measured = [
+        ("checkpoint format", str(manifest.architecture["checkpoint_format"])),
+        ("reward", str(manifest.architecture["reward"])),
         ("model type", str(manifest.architecture["model_type"])),
         ("layout", f"{manifest.input_format['style']} ({source.layout})"),
         ("max_length", str(manifest.max_length)),
@@ -189,7 +220,10 @@ def _import(args: argparse.Namespace) -> int:
         ("tokens equal transformers'", f"{parity.tokenization_matches_transformers:.4f}"),
         *_int8_rows(manifest),
     ]
-    calibration = [("calibration pairwise accuracy", f"{source.calibration_pairwise_accuracy:.4f}")]
+    calibration = [
+        ("normalization from", source.normalization),
+        ("calibration pairwise accuracy", f"{source.calibration_pairwise_accuracy:.4f}"),
+    ]
     _print_summary("import", args.repository, manifest, measured, calibration)
     return 0
 
