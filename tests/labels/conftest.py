@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import pwd
 import shutil
 import socket
 import subprocess
@@ -16,10 +17,12 @@ import pytest
 from rmserve.labels.store import LabelStore
 
 # Debian's `postgresql` package puts its server tools here, off PATH.
-POSTGRES_BIN = [Path(found).parent for found in [shutil.which("pg_ctl")] if found] + sorted(
+POSTGRES_BIN = [Path(found).parent for found in [shutil.which("initdb")] if found] + sorted(
     Path("/usr/lib/postgresql").glob("*/bin"), reverse=True
 )
-PG_USER = "postgres"  # initdb refuses root; the Debian package creates this account
+# initdb refuses to run as root: as root (CI's containers), the server runs as an account of no privilege.
+SERVER_ACCOUNTS = ("postgres", "nobody")  # Debian's package creates the first; every system has the second
+START_TIMEOUT_S = 60
 
 
 def _free_port() -> int:
@@ -28,47 +31,65 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _as_server_user(command: list[str]) -> list[str]:
-    return ["runuser", "-u", PG_USER, "--", *command] if os.geteuid() == 0 else command
+def _server_account() -> str | None:
+    """Whom the server runs as: None for ourselves, else the first account of SERVER_ACCOUNTS that exists."""
+    if os.geteuid() != 0:
+        return None
+    for name in SERVER_ACCOUNTS:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return name
+    pytest.skip(f"running as root and none of the accounts {SERVER_ACCOUNTS} exists: initdb refuses root")
+
+
+def _run(command: list[str], account: str | None) -> None:
+    """Run a server tool (as `account`); skip the tests, with the tool's own words, if it fails."""
+    try:
+        subprocess.run(
+            command,
+            user=account,
+            group=None if account is None else pwd.getpwnam(account).pw_gid,
+            extra_groups=None if account is None else [],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        said = error.stderr if isinstance(error, subprocess.CalledProcessError) and error.stderr else str(error)
+        pytest.skip(f"could not start a PostgreSQL server ({Path(command[0]).name}): {said.strip()[-500:]}")
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL server on a Unix socket; yields its URL without a database name."""
+    """A throwaway PostgreSQL server on a Unix socket; yields its URL with `{database}` to fill in."""
     binaries = next((path for path in POSTGRES_BIN if (path / "initdb").is_file()), None)
     if binaries is None:
         pytest.skip("no PostgreSQL server here (Debian's `postgresql` package provides it; .ci/install-tools.sh)")
-    if os.geteuid() == 0 and shutil.which("runuser") is None:
-        pytest.skip("running as root without runuser: initdb cannot run as root")
-    # Not under pytest's tmp directory: as root that is private to root, and the server runs as `postgres`.
+    account = _server_account()
+    # Not under pytest's tmp directory: as root that is private to root, and the server may run as another account.
     data = Path(tempfile.mkdtemp(prefix="rmserve-postgres-"))
-    if os.geteuid() == 0:
-        shutil.chown(data, PG_USER)
+    if account is not None:
+        shutil.chown(data, account)
     port = _free_port()
-    subprocess.run(
-        _as_server_user([str(binaries / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", PG_USER]),
-        check=True,
-        capture_output=True,
-    )
-    options = f"-k {data} -p {port} -c listen_addresses='' -c fsync=off"
-    # The server's output goes to a log file: a pipe it inherited would never close, and run() would wait on it.
-    log = data / "server.log"
-    subprocess.run(
-        _as_server_user(
-            [str(binaries / "pg_ctl"), "-D", str(data / "db"), "-l", str(log), "-o", options, "-w", "start"]
-        ),
-        check=True,
-        stdout=subprocess.DEVNULL,
-        timeout=60,
-    )
+    user = pwd.getpwuid(os.geteuid()).pw_name if account is None else account
+    cluster, log = data / "db", data / "server.log"
     try:
-        yield f"postgresql://{PG_USER}@/{{database}}?host={data}&port={port}"
+        _run([str(binaries / "initdb"), "-D", str(cluster), "-A", "trust", "-U", user], account)
+        options = f"-k {data} -p {port} -c listen_addresses='' -c fsync=off"
+        # The server's output goes to a log file: a pipe it inherited would never close, and run() would wait on it.
+        _run([str(binaries / "pg_ctl"), "-D", str(cluster), "-l", str(log), "-o", options, "-w", "start"], account)
+        yield f"postgresql://{user}@/{{database}}?host={data}&port={port}"
     finally:
-        subprocess.run(
-            _as_server_user([str(binaries / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"]),
-            check=False,
-            capture_output=True,
-        )
+        if (cluster / "postmaster.pid").exists():
+            subprocess.run(
+                [str(binaries / "pg_ctl"), "-D", str(cluster), "-m", "immediate", "stop"],
+                user=account,
+                check=False,
+                capture_output=True,
+            )
         shutil.rmtree(data, ignore_errors=True)
 
 

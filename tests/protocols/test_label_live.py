@@ -25,6 +25,14 @@ from bench.live_server import RunningServer, running_server
 
 RMSERVE = Path(sys.executable).with_name("rmserve")
 TASK = re.compile(r'data-task="(\d+)"')
+# A policy's output that would run as a script, or turn bold, were it markup.
+HOSTILE = "<script>window.owned = true</script><b>rude</b>"
+# True once the page after `arguments[0]`'s has loaded (its script ran); asked in one call, so of one document.
+NEXT_PAGE_LOADED = """
+  if (document.readyState !== "complete") return false;
+  const prompt = document.getElementById("prompt");
+  return document.getElementById("empty") !== null || (prompt !== null && prompt.textContent !== arguments[0]);
+"""
 
 
 def add_tasks(data_dir: Path, tasks: list[dict[str, object]]) -> None:
@@ -79,13 +87,14 @@ def drag(driver: webdriver.Chrome, source: WebElement, onto: WebElement) -> None
     chain.move_to_element_with_offset(onto, 0, -onto.size["height"] // 4).release().perform()
 
 
+@pytest.mark.slow  # a browser and a server: about 20 s
 def test_a_person_orders_by_keyboard_and_by_dragging_and_export_holds_exactly_that(
     tiny_repository: Path, tmp_path: Path
 ) -> None:
     driver = browser()
     data_dir = tmp_path / "data"
     wanted = {
-        "Which is kind?": ["kind", "neutral", "rude"],
+        "Which is kind?": ["kind", "neutral", HOSTILE],
         "Which is short?": ["short", "medium one", "a rather long answer"],
     }
     add_tasks(data_dir, [{"prompt": prompt, "responses": sorted(order)} for prompt, order in wanted.items()])
@@ -101,18 +110,25 @@ def test_a_person_orders_by_keyboard_and_by_dragging_and_export_holds_exactly_th
         driver.find_element(By.TAG_NAME, "body").send_keys(*keys)
 
     def save_and_wait(prompt: str) -> None:
+        """Enter saves and reloads: wait for the next page to have run its script (a drag before that does nothing)."""
         press(Keys.ENTER)
-        WebDriverWait(driver, 30).until(lambda _: "Nothing left" in driver.page_source or shown()[0] != prompt)
+        WebDriverWait(driver, 30).until(lambda _: driver.execute_script(NEXT_PAGE_LOADED, prompt))
 
     try:
         with running_server(tiny_repository, tmp_path / "rmserve.log", env=env) as server:
             driver.get(f"{server.base_url}/label?labeller=ana")
             prompt, _, texts = shown()
+            assert prompt == "Which is kind?"  # tasks come in the order added
+            assert sorted(texts) == sorted(wanted[prompt])  # the hostile response as its text
+            assert driver.execute_script("return window.owned") is None
+            assert not driver.find_elements(By.CSS_SELECTOR, "li.response b, li.response script")
             press(*[str(texts.index(text) + 1) for text in wanted[prompt][:-1]])  # numbers as shown; last follows
             save_and_wait(prompt)
 
-            prompt, items, _ = shown()
-            drag(driver, items[-1], items[0])  # at least one drag, should the order shown already be the one wanted
+            prompt, _, _ = shown()
+            for _ in range(2):  # two drags whatever the order shown: the second once met the first's text selection
+                _, items, _ = shown()
+                drag(driver, items[-1], items[0])
             for place, text in enumerate(wanted[prompt]):
                 _, items, texts = shown()
                 if texts[place] != text:
