@@ -125,3 +125,11 @@ def make_store(store_url: str) -> Iterator[Callable[..., LabelStore]]:
     yield build
     for store in opened:
         store.close()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The data directory `rmserve label` uses (its SQLite store), the environment pointing at it."""
+    monkeypatch.delenv("RMSERVE_LABEL_DB", raising=False)
+    monkeypatch.setenv("RMSERVE_DATA_DIR", str(tmp_path / "data"))
+    return tmp_path / "data"

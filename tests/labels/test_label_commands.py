@@ -10,31 +10,8 @@ import pytest
 
 from rmserve.cli import main
 from rmserve.labels.agreement import kendall_tau
-from rmserve.labels.store import LabelStore
 from rmserve.training.data import read_comparisons
-
-
-@pytest.fixture
-def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.delenv("RMSERVE_LABEL_DB", raising=False)
-    monkeypatch.setenv("RMSERVE_DATA_DIR", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
-def store_in(data_dir: Path) -> LabelStore:
-    return LabelStore(f"sqlite:///{data_dir / 'labels.sqlite'}", lease_s=60.0)
-
-
-def write_lines(path: Path, *records: object) -> Path:
-    path.write_text("".join((record if isinstance(record, str) else json.dumps(record)) + "\n" for record in records))
-    return path
-
-
-def order_as_best_first(store: LabelStore, labeller: str, best_first: list[str]) -> None:
-    """Lease the labeller's next task and order it so that `best_first` is the result."""
-    lease = store.lease(labeller)
-    assert lease is not None
-    store.submit(lease.task_id, lease.token, labeller, [lease.responses.index(text) for text in best_first])
+from tests.labels.labelling import order_as_best_first, store_in, write_lines
 
 
 @pytest.mark.parametrize(

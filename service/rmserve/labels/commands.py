@@ -11,11 +11,16 @@ from typing import Any
 
 from rmserve.arguments import input_file, positive_int
 from rmserve.config import Settings
+from rmserve.labels import argilla_records, label_studio_tasks
 from rmserve.labels.agreement import agreement
 from rmserve.labels.database import database_url
+from rmserve.labels.interchange import read_imported, write_json
 from rmserve.labels.store import LabelStore
 from rmserve.labels.task_file import ranking_records, read_tasks, write_records
+from rmserve.labels.task_import import import_tasks
 from rmserve.usage import UsageError
+
+JSONL, RANKINGS = "jsonl", "rankings"  # rmserve's own formats
 
 
 def _store(args: argparse.Namespace) -> tuple[LabelStore, Settings]:
@@ -26,21 +31,47 @@ def _store(args: argparse.Namespace) -> tuple[LabelStore, Settings]:
     return LabelStore(database_url(settings), settings.label_lease_s), settings
 
 
+# Other tools' files: how an element is read, how a task is written, how a store labeller comes back from the tool.
+TOOLS = {
+    "argilla": (argilla_records.from_record, argilla_records.to_record, argilla_records.same_labeller),
+    "label-studio": (label_studio_tasks.from_task, label_studio_tasks.to_task, lambda labeller: labeller),
+}
+
+
 def add(args: argparse.Namespace) -> int:
     store, settings = _store(args)
-    new_tasks = read_tasks(args.file, args.orderings or settings.label_orderings)
-    added = store.add(new_tasks)
-    print(f"{added} tasks added ({len(new_tasks) - added} were already in the store)")
+    wanted = args.orderings or settings.label_orderings
+    if args.format == JSONL:
+        new_tasks = read_tasks(args.file, wanted)
+        added = store.add(new_tasks)
+        print(f"{added} tasks added ({len(new_tasks) - added} were already in the store)")
+        return 0
+    parse, _, same_labeller = TOOLS[args.format]
+    imported = read_imported(args.file, parse, wanted)
+    summary = import_tasks(store, imported, same_labeller)
+    print(
+        f"{summary.tasks} tasks added ({len(imported) - summary.tasks} were already in the store), "
+        f"{summary.orderings} orderings and {summary.skips} skips ({summary.held} already held, "
+        f"{summary.tied} rankings with ties left out)"
+    )
     return 0
 
 
 def export(args: argparse.Namespace) -> int:
     store, _ = _store(args)
-    answers = list(store.orderings())
-    records = ranking_records(answers)
-    write_records(args.file, records)
-    skips = len(answers) - len(records)
-    print(f"{len(records)} ranking records written to {args.file} ({skips} skips left out)")
+    if args.format == RANKINGS:
+        answers = list(store.orderings())
+        records = ranking_records(answers)
+        write_records(args.file, records)
+        skips = len(answers) - len(records)
+        print(f"{len(records)} ranking records written to {args.file} ({skips} skips left out)")
+        return 0
+    _, write, _ = TOOLS[args.format]
+    stored = store.stored_tasks()
+    # Label Studio would credit imported annotations to whoever imports them: it gets the tasks still to order.
+    chosen = [task for task in stored if task.open] if args.format == "label-studio" else stored
+    written = write_json(args.file, map(write, chosen))
+    print(f"{written} tasks written to {args.file} for {args.format}")
     return 0
 
 
@@ -74,7 +105,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     actions = label.add_subparsers(dest="action", required=True, metavar="ACTION", help="add, export or stats")
     add_parser = actions.add_parser("add", help="add tasks from a JSONL file")
-    add_parser.add_argument("file", type=input_file, help='JSONL: {"prompt": str, "responses": [2 to 9 str]} per line')
+    add_parser.add_argument(
+        "file",
+        type=input_file,
+        help='JSONL: {"prompt": str, "responses": [2 to 9 str]} per line; or an Argilla or Label Studio export',
+    )
+    add_parser.add_argument(
+        "--format",
+        choices=(JSONL, *TOOLS),
+        default=JSONL,
+        help="jsonl (tasks), or another tool's JSON export: its tasks and their orderings",
+    )
     add_parser.add_argument(
         "--orderings", type=positive_int, help="independent orderings wanted per task (RMSERVE_LABEL_ORDERINGS)"
     )
@@ -84,6 +125,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     export_parser.add_argument(
         "file", type=Path, help='output JSONL: {"prompt", "responses": [best, ..., worst]}, one per ordering'
+    )
+    export_parser.add_argument(
+        "--format",
+        choices=(RANKINGS, *TOOLS),
+        default=RANKINGS,
+        help="rankings (for rmserve train), argilla (every task as a record, orderings as responses) or "
+        "label-studio (the tasks still to order, as Ranker tasks)",
     )
     export_parser.set_defaults(handler=export)
     stats_parser = actions.add_parser("stats", help="tasks by state, orderings, and agreement between labellers")

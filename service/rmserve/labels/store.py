@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import secrets
 import time
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -19,6 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from rmserve.errors import InvalidField, LeaseLost
 from rmserve.labels.database import connect
+from rmserve.labels.interchange import StoredTask
 from rmserve.labels.migrations import migrate
 from rmserve.labels.schema import orderings, tasks
 from rmserve.labels.tasks import MAX_RESPONSES, Counts, Lease, NewTask, Ordering
@@ -45,12 +47,12 @@ class LabelStore:
 
         def insert(connection: sa.Connection) -> int:
             held = set(connection.scalars(sa.select(tasks.c.key).where(tasks.c.key.in_(batch))))
-            fresh = [self._row(task) for key, task in batch.items() if key not in held]
+            fresh = [self.new_row(task) for key, task in batch.items() if key not in held]
             if fresh:
                 connection.execute(tasks.insert(), fresh)
             return len(fresh)
 
-        return self._retrying(insert) if batch else 0
+        return self.transaction(insert) if batch else 0
 
     def offer(self, task: NewTask) -> None:
         """A review group: new, or merged into its task while nobody has seen it (workers see different responses)."""
@@ -62,7 +64,7 @@ class LabelStore:
                 .with_for_update()
             ).first()
             if row is None:
-                connection.execute(tasks.insert().values(self._row(task)))
+                connection.execute(tasks.insert().values(self.new_row(task)))
                 return
             seen = row.lease_token is not None or connection.scalar(
                 sa.select(sa.func.count()).where(orderings.c.task_id == row.id)
@@ -78,7 +80,7 @@ class LabelStore:
                 .values(responses=merged, priority=max(row.priority, task.priority))
             )
 
-        self._retrying(merge)
+        self.transaction(merge)
 
     def lease(self, labeller: str) -> Lease | None:
         """The task this labeller holds, or the next one they have not answered, leased to them; None when done."""
@@ -159,23 +161,22 @@ class LabelStore:
 
     def orderings(self) -> Iterator[Ordering]:
         """Every answer, skips included, task by task in the order they were added."""
-        query = (
-            sa.select(orderings, tasks.c.prompt, tasks.c.responses)
-            .join(tasks, tasks.c.id == orderings.c.task_id)
-            .order_by(orderings.c.task_id, orderings.c.id)
-        )
         with self.engine.connect() as connection:
-            for row in connection.execute(query):
-                yield Ordering(
-                    task_id=row.task_id,
-                    labeller=row.labeller,
-                    prompt=row.prompt,
-                    responses=tuple(row.responses),
-                    ranking=None if row.ranking is None else tuple(row.ranking),
-                    shown=tuple(row.shown),
-                )
+            yield from _orderings(connection)
 
-    def _row(self, task: NewTask) -> dict[str, Any]:
+    def stored_tasks(self) -> list[StoredTask]:
+        """Every task with its answers, in the order they were added (for export to other tools)."""
+        answers: defaultdict[int, list[Ordering]] = defaultdict(list)
+        with self.engine.connect() as connection:
+            for ordering in _orderings(connection):
+                answers[ordering.task_id].append(ordering)
+            rows = connection.execute(sa.select(tasks).order_by(tasks.c.id)).all()
+        return [
+            StoredTask(row.key, row.prompt, tuple(row.responses), row.wanted, tuple(answers[row.id])) for row in rows
+        ]
+
+    def new_row(self, task: NewTask) -> dict[str, Any]:
+        """The `label_tasks` row of a task not yet in the store."""
         return {
             "key": task.key,
             "source": task.source,
@@ -187,7 +188,8 @@ class LabelStore:
             "created": self.clock(),
         }
 
-    def _retrying(self, change: Callable[[sa.Connection], Result]) -> Result:
+    def transaction(self, change: Callable[[sa.Connection], Result]) -> Result:
+        """`change` in one transaction, run again when another worker inserted the same task key first."""
         for attempt in range(INSERT_RETRIES):
             try:
                 with self.engine.begin() as connection:
@@ -196,6 +198,23 @@ class LabelStore:
                 if attempt == INSERT_RETRIES - 1:
                     raise
         raise AssertionError("not reached")
+
+
+def _orderings(connection: sa.Connection) -> Iterator[Ordering]:
+    query = (
+        sa.select(orderings, tasks.c.prompt, tasks.c.responses)
+        .join(tasks, tasks.c.id == orderings.c.task_id)
+        .order_by(orderings.c.task_id, orderings.c.id)
+    )
+    for row in connection.execute(query):
+        yield Ordering(
+            task_id=row.task_id,
+            labeller=row.labeller,
+            prompt=row.prompt,
+            responses=tuple(row.responses),
+            ranking=None if row.ranking is None else tuple(row.ranking),
+            shown=tuple(row.shown),
+        )
 
 
 def _not_leased(now: float) -> sa.ColumnElement[bool]:
