@@ -22,12 +22,6 @@ ITEMS = "items"
 PAIR = ("answer1", "answer2")  # the Pairwise template's left and right texts
 KEY = "rmserve_key"
 LABELLER_PREFIX = "label-studio:"  # + the annotation's completed_by (the Label Studio user's id)
-# The labelling config of the tasks rmserve writes (Settings > Labeling Interface > Code in Label Studio).
-RANKER_CONFIG = """<View>
-  <Text name="prompt" value="$prompt"/>
-  <List name="items" value="$items" title="Responses"/>
-  <Ranker name="rank" toName="items"/>
-</View>"""
 
 
 def to_task(task: StoredTask) -> dict[str, Any]:
