@@ -121,73 +121,57 @@ def test_a_bad_record_is_one_line_naming_it_and_its_field_and_adds_nothing(
 
 
 def rmserve_export(tmp_path: Path, data_dir: Path) -> list[dict[str, Any]]:
-    """A store with an ordered task, a skipped one and one still to order, exported for Argilla."""
+    """A store with a task of its own that a labeller ordered on /label, and Argilla's export, exported for Argilla."""
     tasks = write_lines(
-        tmp_path / "tasks.jsonl",
-        {"prompt": "Which is kind?", "responses": ["rude", "kind", "neutral"]},
-        {"prompt": "Which is short?", "responses": ["a long answer", "short"]},
-        {"prompt": "Which is true?", "responses": ["1 + 1 = 3", "1 + 1 = 2"]},
+        tmp_path / "tasks.jsonl", {"prompt": "Which is kind?", "responses": ["rude", "kind", "neutral"]}
     )
     assert main(["label", "add", str(tasks)]) == 0
-    store = store_in(data_dir)
-    order_as_best_first(store, "ana", ["kind", "neutral", "rude"])
-    skipped = store.lease("ana")
-    assert skipped is not None
-    store.submit(skipped.task_id, skipped.token, "ana", None)
+    order_as_best_first(store_in(data_dir), "ana", ["kind", "neutral", "rude"])
+    assert main(["label", "add", "--format", "argilla", str(write_json(tmp_path / "argilla.json", EXPORTED))]) == 0
     exported = tmp_path / "for-argilla.json"
     assert main(["label", "export", "--format", "argilla", str(exported)]) == 0
     return json.loads(exported.read_text())  # type: ignore[no-any-return]
 
 
-def test_every_task_goes_to_argilla_with_its_orderings_and_comes_back_once(
+def test_every_task_goes_to_argilla_with_its_users_answers_and_comes_back_once(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path
 ) -> None:
     records = rmserve_export(tmp_path, data_dir)
-    kind = records[0]
+    kind, basil, sea = records
+    assert basil["fields"] == EXPORTED[0]["fields"]
+    assert basil["responses"]["ranking"] == [
+        {"value": ["response-2", "response-1"], "user_id": user, "status": "submitted"} for user in (ANA, BOB)
+    ]
+    assert sea["responses"] == {"ranking": [{"value": None, "user_id": ANA, "status": "discarded"}]}
     assert kind["fields"] == {
         "prompt": "Which is kind?",
         "response-1": "rude",
         "response-2": "kind",
         "response-3": "neutral",
     }
-    (response,) = kind["responses"]["ranking"]
-    assert response["value"] == ["response-2", "response-3", "response-1"] and response["status"] == "submitted"
-    assert response["user_id"] == argilla_records.user_id("ana") == records[1]["responses"]["ranking"][0]["user_id"]
-    assert records[1]["responses"]["ranking"][0]["status"] == "discarded"
-    assert [record["status"] for record in records] == ["completed", "pending", "pending"]
-    assert records[2]["responses"] == {}
+    assert kind["responses"] == {}  # ana ordered it on /label: Argilla knows no such user
+    assert [record["status"] for record in records] == ["completed", "completed", "pending"]
     capsys.readouterr()
-    back = write_json(tmp_path / "back.json", records)
-    assert main(["label", "add", "--format", "argilla", str(back)]) == 0
+    assert main(["label", "add", "--format", "argilla", str(write_json(tmp_path / "back.json", records))]) == 0
     assert capsys.readouterr().out.startswith("0 tasks added (3 were already in the store), 0 orderings and 0 skips")
 
 
 def test_argillas_own_sdk_reads_the_export_and_what_it_writes_comes_back(tmp_path: Path, data_dir: Path) -> None:
     rg = pytest.importorskip("argilla", reason="Argilla's SDK (the dev extra's argilla) is not installed")
     records = rmserve_export(tmp_path, data_dir)
-    # What Argilla holds after `dataset.records.log([rg.Record.from_dict(r) for r in records])`, and what its
-    # `to_json` writes back: the responses without their status.
-    through_argilla = [rg.Record.from_dict(record).to_dict() for record in records]
-    assert [response.value for response in rg.Record.from_dict(records[0]).responses] == [
-        ["response-2", "response-3", "response-1"]
-    ]
+    # What `dataset.records.log([rg.Record.from_dict(r) for r in records])` sends, and what Argilla's `to_json`
+    # writes back: the responses without their status.
+    sent = [rg.Record.from_dict(record) for record in records]
+    assert [(response.value, response.status) for response in sent[2].responses] == [(None, "discarded")]
+    through_argilla = write_json(tmp_path / "through-argilla.json", [record.to_dict() for record in sent])
     fresh = tmp_path / "fresh"
-    assert (
-        main(
-            [
-                "label",
-                "add",
-                "--format",
-                "argilla",
-                str(write_json(tmp_path / "b.json", through_argilla)),
-                "--data-dir",
-                str(fresh),
-            ]
-        )
-        == 0
-    )
-    answers = [(o.prompt, o.ranking) for o in store_in(fresh).orderings()]
-    assert answers == [("Which is kind?", (1, 2, 0)), ("Which is short?", None)]
+    assert main(["label", "add", "--format", "argilla", str(through_argilla), "--data-dir", str(fresh)]) == 0
+    answers = [(o.prompt, o.labeller, o.ranking) for o in store_in(fresh).orderings()]
+    assert answers == [
+        ("How do I keep basil alive?", f"argilla:{ANA}", (1, 0)),
+        ("How do I keep basil alive?", f"argilla:{BOB}", (1, 0)),
+        ("Is the sea salty?", f"argilla:{ANA}", None),
+    ]
 
 
 def test_an_import_joins_the_task_it_names_on_any_database(make_store: MakeStore) -> None:
@@ -195,7 +179,7 @@ def test_an_import_joins_the_task_it_names_on_any_database(make_store: MakeStore
     review = NewTask("gamed", ("a", "b"), source="review:tiny")  # its key is not its content's
     store.add([review])
     imported = ImportedTask(NewTask("gamed", ("b", "a")), (Answer(f"argilla:{ANA}", (0, 1)),), key=review.key)
-    summary = import_tasks(store, [imported, imported], argilla_records.same_labeller)
+    summary = import_tasks(store, [imported, imported])
     assert (summary.tasks, summary.orderings, summary.held) == (0, 1, 1)
     (ordering,) = store.orderings()
     assert ordering.ranked_responses() == ["b", "a"]  # the file's response order, mapped to the store's

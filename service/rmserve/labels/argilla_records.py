@@ -9,7 +9,6 @@ Argilla's server API spells a ranking as `[{"value": option, "rank": n}]`, which
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from rmserve.errors import InvalidField
@@ -18,32 +17,20 @@ from rmserve.labels.interchange import Answer, ImportedTask, StoredTask, need, o
 QUESTION = "ranking"
 PROMPT = "prompt"
 LABELLER_PREFIX = "argilla:"  # + the Argilla user's id
-# Argilla identifies a user by a UUID: rmserve's labellers get one derived from their name, the same on every export.
-USER_NAMESPACE = uuid.UUID("5b0c3c9e-54a8-4b8f-9d57-0d3f3a4c1e2a")
-
-
-def user_id(labeller: str) -> str:
-    """The Argilla user id of a labeller: their own if they came from Argilla, else one derived from their name."""
-    if labeller.startswith(LABELLER_PREFIX):
-        return labeller.removeprefix(LABELLER_PREFIX)
-    return str(uuid.uuid5(USER_NAMESPACE, labeller))
-
-
-def same_labeller(labeller: str) -> str:
-    """How a labeller of the store comes back from Argilla, so that importing an export adds nothing twice."""
-    return LABELLER_PREFIX + user_id(labeller)
 
 
 def to_record(task: StoredTask) -> dict[str, Any]:
-    """A task and its answers as an Argilla record (a skip is a discarded response)."""
+    """A task as an Argilla record, with the answers of Argilla's own users (a skip is a discarded response):
+    Argilla keeps a response only for a user it knows."""
     fields = {PROMPT: task.prompt} | {option(index): text for index, text in enumerate(task.responses)}
     responses = [
         {
             "value": None if answer.ranking is None else [option(index) for index in answer.ranking],
-            "user_id": user_id(answer.labeller),
+            "user_id": answer.labeller.removeprefix(LABELLER_PREFIX),
             "status": "discarded" if answer.ranking is None else "submitted",
         }
         for answer in task.answers
+        if answer.labeller.startswith(LABELLER_PREFIX)
     ]
     return {
         "id": task.key,

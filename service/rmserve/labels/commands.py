@@ -31,10 +31,10 @@ def _store(args: argparse.Namespace) -> tuple[LabelStore, Settings]:
     return LabelStore(database_url(settings), settings.label_lease_s), settings
 
 
-# Other tools' files: how an element is read, how a task is written, how a store labeller comes back from the tool.
+# Other tools' files: how an element is read, and how a task is written.
 TOOLS = {
-    "argilla": (argilla_records.from_record, argilla_records.to_record, argilla_records.same_labeller),
-    "label-studio": (label_studio_tasks.from_task, label_studio_tasks.to_task, lambda labeller: labeller),
+    "argilla": (argilla_records.from_record, argilla_records.to_record),
+    "label-studio": (label_studio_tasks.from_task, label_studio_tasks.to_task),
 }
 
 
@@ -46,9 +46,9 @@ def add(args: argparse.Namespace) -> int:
         added = store.add(new_tasks)
         print(f"{added} tasks added ({len(new_tasks) - added} were already in the store)")
         return 0
-    parse, _, same_labeller = TOOLS[args.format]
+    parse, _ = TOOLS[args.format]
     imported = read_imported(args.file, parse, wanted)
-    summary = import_tasks(store, imported, same_labeller)
+    summary = import_tasks(store, imported)
     print(
         f"{summary.tasks} tasks added ({len(imported) - summary.tasks} were already in the store), "
         f"{summary.orderings} orderings and {summary.skips} skips ({summary.held} already held, "
@@ -66,7 +66,7 @@ def export(args: argparse.Namespace) -> int:
         skips = len(answers) - len(records)
         print(f"{len(records)} ranking records written to {args.file} ({skips} skips left out)")
         return 0
-    _, write, _ = TOOLS[args.format]
+    _, write = TOOLS[args.format]
     stored = store.stored_tasks()
     # Label Studio would credit imported annotations to whoever imports them: it gets the tasks still to order.
     chosen = [task for task in stored if task.open] if args.format == "label-studio" else stored
@@ -130,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--format",
         choices=(RANKINGS, *TOOLS),
         default=RANKINGS,
-        help="rankings (for rmserve train), argilla (every task as a record, orderings as responses) or "
+        help="rankings (for rmserve train), argilla (every task as a record, with its Argilla users' responses) or "
         "label-studio (the tasks still to order, as Ranker tasks)",
     )
     export_parser.set_defaults(handler=export)

@@ -7,7 +7,7 @@ an answer joins it unless its labeller already answered it, so importing a file 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 
@@ -16,13 +16,11 @@ from rmserve.labels.schema import orderings, tasks
 from rmserve.labels.store import LabelStore
 
 
-def import_tasks(
-    store: LabelStore, imported: Iterable[ImportedTask], same_labeller: Callable[[str], str]
-) -> ImportSummary:
-    """Add the tasks and answers the store lacks; `same_labeller` names a store labeller as the file would."""
+def import_tasks(store: LabelStore, imported: Iterable[ImportedTask]) -> ImportSummary:
+    """Add the tasks and answers the store lacks."""
     summary = ImportSummary()
     for item in imported:
-        added, ordered, skipped, held = store.transaction(functools.partial(_import, store, item, same_labeller))
+        added, ordered, skipped, held = store.transaction(functools.partial(_import, store, item))
         summary.tasks += added
         summary.orderings += ordered
         summary.skips += skipped
@@ -31,9 +29,7 @@ def import_tasks(
     return summary
 
 
-def _import(
-    store: LabelStore, item: ImportedTask, same_labeller: Callable[[str], str], connection: sa.Connection
-) -> tuple[int, int, int, int]:
+def _import(store: LabelStore, item: ImportedTask, connection: sa.Connection) -> tuple[int, int, int, int]:
     """(tasks added, orderings added, skips added, answers already held) for one task."""
     found = _find(connection, item)
     if found is None:
@@ -41,8 +37,7 @@ def _import(
         responses, done, answered = list(item.task.responses), 0, set()
     else:
         task_id, responses, done = found
-        labellers = connection.scalars(sa.select(orderings.c.labeller).where(orderings.c.task_id == task_id))
-        answered = {name for labeller in labellers for name in (labeller, same_labeller(labeller))}
+        answered = set(connection.scalars(sa.select(orderings.c.labeller).where(orderings.c.task_id == task_id)))
     to_store = [responses.index(text) for text in item.task.responses]  # the file's response index -> the store's
     fresh = []
     for answer in item.answers:
