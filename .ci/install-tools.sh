@@ -33,6 +33,9 @@ fi
 
 if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   log "installing postgresql (Debian): the label store's tests on PostgreSQL"
+  # The tests start throwaway servers of their own (tests/labels/conftest.py): no system cluster to create and run.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/rmserve-no-main-cluster.conf
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
