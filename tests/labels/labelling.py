@@ -4,8 +4,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from rmserve.labels.store import LabelStore
+
+# Two tasks of a task file: one of three responses, one of two.
+KIND_AND_SHORT = (
+    {"prompt": "Which is kind?", "responses": ["rude", "kind", "neutral"]},
+    {"prompt": "Which is short?", "responses": ["a long answer", "short"]},
+)
 
 
 def store_in(data_dir: Path) -> LabelStore:
@@ -15,6 +22,11 @@ def store_in(data_dir: Path) -> LabelStore:
 
 def write_lines(path: Path, *records: object) -> Path:
     path.write_text("".join((record if isinstance(record, str) else json.dumps(record)) + "\n" for record in records))
+    return path
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.write_text(json.dumps(value))
     return path
 
 

@@ -21,7 +21,7 @@ from rmserve.labels.interchange import Answer, ImportedTask
 from rmserve.labels.store import LabelStore
 from rmserve.labels.task_import import import_tasks
 from rmserve.labels.tasks import NewTask
-from tests.labels.labelling import order_as_best_first, store_in, write_lines
+from tests.labels.labelling import order_as_best_first, store_in, write_json, write_lines
 from tests.labels.test_store import MakeStore
 
 ANA, BOB = "0f1e6a0c-1a43-4c2b-9d3c-6f1f0b3c2a11", "7d2b9f8e-5c4a-4e3b-8a1d-2c9e0f4b5a66"
@@ -57,11 +57,6 @@ EXPORTED = [
         "_server_id": "9a8b7c6d-0000-4000-8000-000000000002",
     },
 ]
-
-
-def write_json(path: Path, value: Any) -> Path:
-    path.write_text(json.dumps(value))
-    return path
 
 
 def test_an_argilla_export_becomes_tasks_and_orderings_for_training(

@@ -11,7 +11,7 @@ import pytest
 from rmserve.cli import main
 from rmserve.labels.agreement import kendall_tau
 from rmserve.training.data import read_comparisons
-from tests.labels.labelling import order_as_best_first, store_in, write_lines
+from tests.labels.labelling import KIND_AND_SHORT, order_as_best_first, store_in, write_lines
 
 
 @pytest.mark.parametrize(
@@ -37,11 +37,7 @@ def test_a_bad_task_line_is_one_line_naming_line_and_field_and_adds_nothing(
 def test_added_tasks_are_ordered_and_exported_for_training(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path
 ) -> None:
-    tasks = write_lines(
-        tmp_path / "tasks.jsonl",
-        {"prompt": "Which is kind?", "responses": ["rude", "kind", "neutral"]},
-        {"prompt": "Which is short?", "responses": ["a long answer", "short"]},
-    )
+    tasks = write_lines(tmp_path / "tasks.jsonl", *KIND_AND_SHORT)
     assert main(["label", "add", str(tasks)]) == 0
     assert main(["label", "add", str(tasks)]) == 0  # adding again adds nothing
     assert "0 tasks added (2 were already in the store)" in capsys.readouterr().out

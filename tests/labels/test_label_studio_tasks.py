@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from rmserve.cli import main
-from tests.labels.labelling import order_as_best_first, store_in, write_lines
+from tests.labels.labelling import KIND_AND_SHORT, order_as_best_first, store_in, write_json, write_lines
 
 
 def annotation(annotator: int, result: list[dict[str, Any]], cancelled: bool = False) -> dict[str, Any]:
@@ -92,11 +92,6 @@ PAIRWISE_TASK = {
 }
 
 
-def write_json(path: Path, value: Any) -> Path:
-    path.write_text(json.dumps(value))
-    return path
-
-
 def test_ranker_and_pairwise_annotations_become_orderings_for_training(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path
 ) -> None:
@@ -150,11 +145,7 @@ def test_a_bad_task_is_one_line_naming_it_and_its_field_and_adds_nothing(
 def test_the_tasks_still_to_order_go_to_label_studio_and_its_annotations_come_back_to_them(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, data_dir: Path
 ) -> None:
-    tasks = write_lines(
-        tmp_path / "tasks.jsonl",
-        {"prompt": "Which is kind?", "responses": ["rude", "kind", "neutral"]},
-        {"prompt": "Which is short?", "responses": ["a long answer", "short"]},
-    )
+    tasks = write_lines(tmp_path / "tasks.jsonl", *KIND_AND_SHORT)
     assert main(["label", "add", str(tasks)]) == 0
     order_as_best_first(store_in(data_dir), "ana", ["kind", "neutral", "rude"])
     exported = tmp_path / "for-label-studio.json"
