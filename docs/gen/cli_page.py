@@ -23,9 +23,15 @@ This page is generated from the parser itself (`rmserve.cli.build_parser`), so i
 
 
 def commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    """The subcommands' parsers, by name, in the order `--help` lists them."""
+    """The subcommands' parsers, by name, in the order `--help` lists them; a command's own actions follow it
+    (`label`, `label add`, ...)."""
     (subparsers,) = (action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    return dict(subparsers.choices)
+    found: dict[str, argparse.ArgumentParser] = {}
+    for name, command in subparsers.choices.items():
+        found[name] = command
+        if any(isinstance(action, argparse._SubParsersAction) for action in command._actions):
+            found.update({f"{name} {action}": parser for action, parser in commands(command).items()})
+    return found
 
 
 def help_text(parser: argparse.ArgumentParser) -> str:

@@ -13,6 +13,7 @@ from types import ModuleType
 
 from rmserve.arguments import input_file, model_name, positive_int, server_url
 from rmserve.config import Settings
+from rmserve.labels.commands import register as register_labels
 from rmserve.training.commands import register as register_training
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
 
@@ -202,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
         bench_parser.set_defaults(handler=harness.run)
 
     register_training(commands)
+    register_labels(commands)
     for command in commands.choices.values():
         add_debug_flag(command)
     return parser

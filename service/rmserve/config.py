@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,6 +20,7 @@ ACCESS_LOG_CHOICES = ("all", "errors", "off")
 LOG_LEVEL_CHOICES = ("debug", "info", "warning", "error", "critical")
 MAX_PORT = 65535
 DESCRIPTION = "description"  # each field's metadata key
+URL_PASSWORD = re.compile(r"(://[^:/@]*:)[^@]*@")  # postgresql://user:PASSWORD@host/db
 
 
 def setting(default: Any, description: str) -> Any:
@@ -100,6 +102,20 @@ class Settings:
     review_prompts: int = setting(
         0, "Prompts the review buffer keeps per model and worker (it retains their texts); 0 turns it off."
     )
+    labelling: bool = setting(
+        False,
+        "Serve the labelling page `/label` and send the review buffer's groups to the label store, shared by every "
+        "worker and replica.",
+    )
+    data_dir: Path = setting(Path("data"), "Directory of the server's own files: the label store's SQLite file.")
+    label_db: str | None = setting(
+        None,
+        "The label store's database URL (`sqlite:///FILE` or `postgresql://...`); unset: `DATA_DIR/labels.sqlite`.",
+    )
+    label_lease_s: float = setting(
+        600.0, "Seconds a labeller holds a task; an ordering not saved by then returns the task to the queue."
+    )
+    label_orderings: int = setting(1, "Independent orderings, each by a different labeller, asked for each new task.")
     log_level: str = setting("info", "Log level: debug, info, warning or error.")
     access_log: str = setting("errors", "Which requests get an access-log line: all, errors (status >= 400) or off.")
     metrics_dir: Path | None = setting(None, "Prometheus multiprocess directory (`rmserve.gunicorn_conf` sets it).")
@@ -126,6 +142,7 @@ class Settings:
             "max_queue_tokens",
             "max_items",
             "max_inflight_memory_bytes",
+            "label_orderings",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
@@ -146,7 +163,7 @@ class Settings:
             raise ValueError(
                 f"{PREFIX}ACCESS_LOG must be one of {', '.join(ACCESS_LOG_CHOICES)}, got {self.access_log!r}"
             )
-        for name in ("header_timeout_s", "body_timeout_s"):
+        for name in ("header_timeout_s", "body_timeout_s", "label_lease_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{PREFIX}{name.upper()} must be positive, got {getattr(self, name)}")
         if self.max_padding_ratio < 1.0:
@@ -164,6 +181,8 @@ class Settings:
         """Like the dataclass repr, but keys never appear (logs and tracebacks print settings)."""
         shown = {setting.name: getattr(self, setting.name) for setting in fields(self)}
         shown["api_keys"] = f"<{len(self.api_keys)} redacted>"
+        if self.label_db is not None:
+            shown["label_db"] = URL_PASSWORD.sub(r"\1<redacted>@", self.label_db)
         return f"Settings({', '.join(f'{name}={value!r}' for name, value in shown.items())})"
 
     def replace(self, **changes: Any) -> Settings:

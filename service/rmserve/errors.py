@@ -60,6 +60,12 @@ class RequestTimeout(ServiceError):
     status, code = 408, "request_timeout"
 
 
+class LeaseLost(ServiceError):
+    """A labeller saves a task they no longer hold: their lease expired and someone else has it now."""
+
+    status, code = 409, "lease_lost"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -123,6 +123,24 @@ WINDOW_TOTAL_DISAGREEMENT = Gauge(
     ["model"],
     multiprocess_mode="livesum",
 )
+# The label store (rmserve.labels) is shared by every worker and replica: its counts are the database's, set by
+# the worker that changed it last (livemostrecent); answers count per worker and add up.
+LABEL_TASKS = Gauge(
+    "rmserve_label_tasks",
+    "Label-store tasks by state: queued (waiting for a labeller), leased (someone is ordering it), done.",
+    ["state"],
+    multiprocess_mode="livemostrecent",
+)
+LABEL_ANSWERS = Counter(
+    "rmserve_label_answers_total",
+    "Answers saved at /label, by outcome: ordered or skipped; rate() * 3600 is orderings per hour.",
+    ["outcome"],
+)
+LABEL_REVIEW_DROPPED = Counter(
+    "rmserve_label_review_dropped_total",
+    "Review groups not sent to the label store: too many waiting (full) or the store failed (error).",
+    ["reason"],
+)
 READY = Gauge("rmserve_ready", "1 when models are loaded and warmed, 0 while draining.", multiprocess_mode="livemin")
 
 

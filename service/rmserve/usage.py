@@ -27,6 +27,7 @@ EXTRA_OF_PACKAGE = {
     "matplotlib": "train",
     "trl": "examples",
     "datasets": "examples",
+    "psycopg": "postgres",
 }
 
 

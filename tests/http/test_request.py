@@ -102,6 +102,23 @@ def test_a_chunked_body_over_the_budget_as_it_arrives_is_429(make_app: Callable[
     assert admission.in_progress == (0, 0)
 
 
+def test_a_get_without_a_body_is_charged_no_body_bytes(make_app: Callable[..., Flask]) -> None:
+    app = make_app(max_body_bytes=100_000, max_inflight_body_bytes=100_000)
+    admission = app.extensions["rmserve"].admission
+    holder = TricklingBody(padded(90_000), ARRIVED)
+    thread = threading.Thread(
+        target=app.test_client().post, args=("/v1/score",), kwargs={"environ_overrides": chunked(holder)}
+    )
+    thread.start()
+    wait_until(lambda: admission.in_progress[0] == 1, 10, "the upload to be under way")
+    # Charged the largest body a request may have, this GET would find the budget held and get a 429.
+    answer = app.test_client().get("/v1/models")
+    holder.arrive.set()
+    thread.join(10)
+    assert answer.status_code == 200
+    assert admission.in_progress == (0, 0)
+
+
 def test_an_aborted_chunked_upload_is_400_on_every_scoring_route_without_a_traceback(
     make_app: Callable[..., Flask], caplog: pytest.LogCaptureFixture
 ) -> None:

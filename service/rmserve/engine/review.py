@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,8 @@ class ReviewBuffer:
         self.capacity = capacity
         self._groups: OrderedDict[str, ReviewGroup] = OrderedDict()
         self._lock = threading.Lock()
+        # With labelling on, each group a request changed also goes here as its record (the label store's sink).
+        self.on_group: Callable[[dict[str, Any]], None] | None = None
 
     def observe(
         self,
@@ -93,6 +95,12 @@ class ReviewBuffer:
             while len(self._groups) > self.capacity:
                 # The least disagreed-on prompt leaves; among equals (always, for one model) the least recent.
                 del self._groups[min(self._groups, key=lambda prompt: self._groups[prompt].disagreement)]
+            on_group = self.on_group
+            changed = [] if on_group is None else [self._groups[p].record(p) for p in wanted if p in self._groups]
+        if on_group is not None:  # outside the lock: the sink takes its own
+            for record in changed:
+                if len(record["responses"]) >= 2:
+                    on_group(record)
 
     def records(self) -> list[dict[str, Any]]:
         """Ranking records of the prompts with at least two distinct responses: the most disagreed-on first,

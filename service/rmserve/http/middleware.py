@@ -27,7 +27,14 @@ from rmserve.http.state import state
 
 # Probes and scrapes answer without a key, so Kubernetes and Prometheus need none
 # (/metrics needs one with RMSERVE_PROTECT_METRICS).
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready"})
+# /label/login takes a labeller's key into a cookie, which /label's paths accept instead of the header (a
+# browser sends no Authorization header when it opens a page).
+LABEL_PREFIX = "/label"
+LABEL_COOKIE = "rmserve_label_key"
+LABEL_LOGIN = "/label/login"
+OPEN_PATHS = frozenset(
+    {"/healthz", "/readyz", "/metrics", "/openapi.json", "/v2/health/live", "/v2/health/ready", LABEL_LOGIN}
+)
 METRICS_PATH = "/metrics"
 REQUEST_ID_HEADER = "X-Request-ID"
 MAX_REQUEST_ID = 200
@@ -46,7 +53,9 @@ def install(app: Flask) -> None:
 
 def _admit() -> None:
     """Take a scoring slot and the body's bytes before reading it, or answer 429 at once."""
-    if request.path in OPEN_PATHS:
+    # The labelling page is people, not scoring: its short requests must not wait for (or be refused by) a
+    # trainer that fills every scoring slot. Their bodies are still charged where bodies are read.
+    if request.path in OPEN_PATHS or request.path.startswith(LABEL_PREFIX):
         return
     g.admitted_bytes = state().admission.admit(request.content_length)
 
@@ -68,11 +77,20 @@ def _authenticate() -> None:
     app_state = state()
     if not app_state.api_keys or not needs_key(request.path, app_state.settings.protect_metrics):
         return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("missing API key: send 'Authorization: Bearer <key>'")
+    token = presented_key()
+    if not token:
+        hint = f"; in a browser, sign in at {LABEL_LOGIN}" if request.path.startswith(LABEL_PREFIX) else ""
+        raise Unauthorized(f"missing API key: send 'Authorization: Bearer <key>'{hint}")
     if not key_matches(token, app_state.api_keys):
         raise Unauthorized("invalid API key")
+
+
+def presented_key() -> str:
+    """The request's bearer token, or on the labelling page's paths its key cookie; empty when there is none."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        return token
+    return request.cookies.get(LABEL_COOKIE, "") if request.path.startswith(LABEL_PREFIX) else ""
 
 
 def needs_key(path: str, protect_metrics: bool) -> bool:

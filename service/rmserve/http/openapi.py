@@ -26,6 +26,7 @@ ERRORS = {
     400: "Malformed JSON, or a chunked body that did not arrive whole",
     401: "Missing or wrong API key (only when keys are configured)",
     404: "Unknown model",
+    409: "The labelling task's lease expired and another labeller holds it now",
     413: "Body or item count over the limit",
     422: "A field is wrong or a list is empty; `error.field` names it",
     429: "Queue full; retry after `Retry-After` seconds",

@@ -13,6 +13,8 @@ from flask import current_app
 from rmserve.config import Settings
 from rmserve.engine.registry import ModelRegistry
 from rmserve.http.admission import Admission
+from rmserve.labels.review_sink import ReviewSink
+from rmserve.labels.store import LabelStore
 from rmserve.scoring_service import ScoringService
 
 EXTENSION = "rmserve"
@@ -23,6 +25,8 @@ class AppState:
     settings: Settings
     api_keys: frozenset[str]
     registry: ModelRegistry
+    labels: LabelStore | None = None  # RMSERVE_LABELLING: the /label page's store
+    review_sink: ReviewSink | None = None  # and the review buffers' way into it
     scoring: ScoringService = field(init=False)  # every route scores, and asks readiness, through it
     admission: Admission = field(init=False)  # scoring slots and the body-bytes budget
 
@@ -41,6 +45,8 @@ class AppState:
     def drain(self, timeout: float) -> None:
         """Stop the batchers once accepted work is done (gunicorn's worker_exit, after SIGTERM)."""
         self.scoring.drain(timeout)
+        if self.review_sink is not None:  # the groups still waiting go to the store before the worker exits
+            self.review_sink.close(timeout)
 
 
 def state() -> AppState:
