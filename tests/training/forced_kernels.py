@@ -61,7 +61,7 @@ def force_kernels(scratch: Path) -> ForcedKernels:
         pytest.skip("forcing ONNX Runtime's x86 kernels needs Linux on x86-64")
     compiler = shutil.which("cc")
     if compiler is None:
-        pytest.skip("forcing ONNX Runtime's x86 kernels needs a C compiler (cc) for the CPUID shim")
+        pytest.skip("forcing ONNX Runtime's x86 kernels needs a C compiler, cc (.ci/install-tools.sh installs gcc)")
     library = scratch / "cpuid_mask.so"
     subprocess.run([compiler, "-O2", "-shared", "-fPIC", "-o", str(library), str(SHIM)], check=True)
     command = [sys.executable, "-c", "import numpy"]

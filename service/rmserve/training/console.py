@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from rmserve.arguments import input_file
-from rmserve.training.cpu_isa import int8_isa
 from rmserve.training.data import LineRange
 
 DATA_FORMATS = (
@@ -82,14 +81,14 @@ def accuracy_rows(pairs: int, accuracies: dict[str, float]) -> list[tuple[str, s
 def print_accuracy_table(
     data: str, pairs: int, accuracy: float, baselines: dict[str, float], label: str = "reward model"
 ) -> None:
-    """Accuracy with a 95% interval beside each baseline, and the CPU it was measured on (int8 depends on it)."""
+    """Accuracy with a 95% interval beside each baseline."""
     names = {
         "shorter_wins": "shorter response wins",
         "longer_wins": "longer response wins",
         "bag_of_words": "bag of words (TF-IDF + logistic regression)",
     }
     accuracies = {label: accuracy} | {names.get(name, name): value for name, value in baselines.items()}
-    print_table(f"pairwise accuracy on {pairs} pairs of {data} (CPU {int8_isa()})", accuracy_rows(pairs, accuracies))
+    print_table(f"pairwise accuracy on {pairs} pairs of {data}", accuracy_rows(pairs, accuracies))
 
 
 def print_table(title: str, rows: list[tuple[str, str]]) -> None:
