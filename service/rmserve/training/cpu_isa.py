@@ -2,7 +2,9 @@
 
 ONNX Runtime (MLAS) picks its uint8 x int8 matrix kernel by the CPU: AMX, AVX512-VNNI and AVX-VNNI add the
 products in int32; AVX-512 without VNNI and AVX2 first add each pair of them in saturating int16
-(VPMADDUBSW), so a graph whose weights let a pair overflow scores differently on them.
+(VPMADDUBSW), so a graph whose weights let a pair overflow scores differently on them; its fp32 kernels differ
+between AVX-512 and AVX2 in the last bits. rmserve's int8 keeps fp32 arithmetic (onnx_files.quantize_int8); the
+name beside each accuracy tells a number measured on another kind of CPU, or with another runtime, apart.
 """
 
 from __future__ import annotations
