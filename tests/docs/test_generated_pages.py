@@ -146,6 +146,7 @@ def test_the_models_page_shows_each_committed_models_card_and_manifest_numbers()
             manifest = Manifest.read(version)
             evaluation, normalization = manifest.evaluation, manifest.normalization
             assert f"{evaluation.pairwise_accuracy:.3f} ({evaluation.n} pairs)" in section
+            assert evaluation.isa is None or f"(CPU {evaluation.isa})" in section  # the kernels that measured it
             assert f"mean {normalization.mean:.4f}, std {normalization.std:.4f}" in section
             assert manifest.sha256[:16] in section
 
@@ -154,3 +155,4 @@ def assert_ensemble_numbers(section: str, spec: EnsembleSpec) -> None:
     assert ", ".join(f"[{member}](#{member})" for member in spec.members) in section
     assert f"`{spec.reward}`" in section and f"| k | {spec.k:g} |" in section
     assert f"| held-out pairwise accuracy: {spec.reward} | {spec.evaluation[spec.reward]:.3f} " in section
+    assert "isa" not in spec.evaluation or f"(CPU {spec.evaluation['isa']})" in section

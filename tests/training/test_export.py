@@ -19,6 +19,7 @@ from rmserve.engine.session import OnnxScorer
 from rmserve.engine.version import load_version
 from rmserve.training.checkpoint import load_run, torch_score_fn
 from rmserve.training.commands import main as cli_main
+from rmserve.training.cpu_isa import int8_isa
 from rmserve.training.data import read_comparisons
 from rmserve.training.evaluate import encode_comparisons
 from rmserve.training.export import export, export_onnx
@@ -116,9 +117,11 @@ def test_int8_export_agrees_with_fp32_and_says_so(run: Path, tmp_path: Path) -> 
         == 0
     )
     manifest = Manifest.read(tmp_path / "tiny" / "1")
-    assert manifest.quantization == "int8-dynamic"
+    assert manifest.quantization == "int8-weights"
     assert manifest.parity is not None
     assert manifest.parity.int8_agreement_with_fp32 == pytest.approx(1.0, abs=0.1)
+    # int8 numbers depend on the CPU's int8 kernels: each names the instruction set it was measured with.
+    assert manifest.evaluation.isa == manifest.parity.int8_isa == int8_isa()
     served = load_version(tmp_path / "tiny" / "1", intra_op_threads=1)
     assert served.manifest == manifest
     assert manifest.training_stats is not None and manifest.training_stats.embedding is not None
@@ -169,10 +172,11 @@ def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run:
     ) == 0  # fmt: skip
     version_dir = tmp_path / "tiny-int8" / "1"
     manifest = Manifest.read(version_dir)
-    assert manifest.quantization == "int8-dynamic" and manifest.name == "tiny-int8"
+    assert manifest.quantization == "int8-weights" and manifest.name == "tiny-int8"
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
     parity = manifest.parity
-    assert parity is not None and parity.quantized_from == QuantizedFrom(name="tiny", version=1, sha256=fp32.sha256)
+    assert parity is not None and manifest.evaluation.isa == parity.int8_isa == int8_isa()
+    assert parity.quantized_from == QuantizedFrom(name="tiny", version=1, sha256=fp32.sha256)
     assert parity.int8_agreement_with_fp32 is not None and 0.0 <= parity.int8_agreement_with_fp32 <= 1.0
     assert manifest.evaluation.n == fp32.evaluation.n and manifest.evaluation.baselines == fp32.evaluation.baselines
     assert load_version(version_dir, intra_op_threads=1).manifest == manifest

@@ -240,7 +240,7 @@ def test_cli_import_with_calibration_int8_and_external_data_then_eval(
     assert cli_main([*argv, "--calibration", str(calibration)]) == 0
     assert "import summary" in capsys.readouterr().out
     manifest = Manifest.read(tmp_path / "llama-cli" / "1")
-    assert manifest.quantization == "int8-dynamic"
+    assert manifest.quantization == "int8-weights"
     assert manifest.parity is not None and manifest.parity.int8_agreement_with_fp32 is not None
     assert 0.0 <= manifest.parity.int8_agreement_with_fp32 <= 1.0
     assert manifest.normalization.std > 0 and manifest.normalization.mean != 0.0

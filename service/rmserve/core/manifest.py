@@ -59,6 +59,8 @@ class Evaluation(_Frozen):
 
     pairwise_accuracy: float | None = None
     n: int = 0
+    # The x86 instruction set whose kernels measured it (rmserve.training.cpu_isa): amx ... avx2, or the machine.
+    isa: MaybeAbsent[str] = None
     data: str | None = None
     baselines: dict[str, float] = Field(default_factory=dict)
 
@@ -147,6 +149,7 @@ class Parity(_Frozen):
     quantized_from: MaybeAbsent[QuantizedFrom] = None
     int8_agreement_with_fp32: MaybeAbsent[float] = None
     int8_max_abs_diff: MaybeAbsent[float] = None
+    int8_isa: MaybeAbsent[str] = None  # as Evaluation.isa, for the int8 fields
 
 
 class TrainingRecord(_Frozen):

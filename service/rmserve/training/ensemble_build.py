@@ -24,6 +24,7 @@ from rmserve.core.manifest import Quantiles
 from rmserve.core.repository import InvalidModel, ensemble_spec, model_names, version_dirs
 from rmserve.engine.version import ModelVersion, load_model
 from rmserve.training.console import accuracy_rows, add_held_out, line_range, print_table, subcommand
+from rmserve.training.cpu_isa import int8_isa
 from rmserve.training.data import Comparison, LineRange, read_comparisons
 from rmserve.training.evaluate import encode_comparisons, pairwise_accuracy, regroup, score_comparisons
 from rmserve.training.options import EVAL_THREADS
@@ -176,6 +177,7 @@ def _held_out_accuracy(versions: Sequence[ModelVersion], data: Data, k: float) -
     return {
         "data": _describe(data),
         "n": pairs,
+        "isa": int8_isa(),  # the members' int8 kernels depend on it
         "members": {member: pairwise_accuracy(regroup(values, groups)) for member, values in scores.items()},
         **{which: pairwise_accuracy(regroup(combined.reward(which), groups)) for which in REWARDS},
     }

@@ -17,6 +17,7 @@ import numpy as np
 
 from rmserve.core.formats import InputFormat, TextFormat, pair_prompt
 from rmserve.core.manifest import Parity
+from rmserve.training.cpu_isa import int8_isa
 from rmserve.training.data import Comparison
 from rmserve.training.evaluate import ranking_agreement
 from rmserve.usage import UsageError
@@ -80,7 +81,11 @@ def int8_parity(parity: Parity, fp32_scores: list[np.ndarray], int8_scores: list
             f"(at least {INT8_MIN_AGREEMENT:.1%} needed); serve the fp32 graph"
         )
     return parity.model_copy(
-        update={"int8_agreement_with_fp32": agreement, "int8_max_abs_diff": max_abs_diff(fp32_scores, int8_scores)}
+        update={
+            "int8_agreement_with_fp32": agreement,
+            "int8_max_abs_diff": max_abs_diff(fp32_scores, int8_scores),
+            "int8_isa": int8_isa(),
+        }
     )
 
 

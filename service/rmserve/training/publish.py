@@ -40,16 +40,16 @@ from rmserve.core.repository import is_model_name
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.engine.session import OnnxScorer
 from rmserve.engine.version import load_version
+from rmserve.training.cpu_isa import int8_isa
 from rmserve.training.data import Comparison, LineRange
 from rmserve.training.evaluate import EncodedComparison, pairwise_accuracy, score_comparisons
-from rmserve.training.onnx_files import quantize_int8, save_graph
+from rmserve.training.onnx_files import INT8, quantize_int8, save_graph
 from rmserve.training.parity import Reference, fp32_parity, int8_parity
 from rmserve.training.stats import measure_training, score_and_embed_sequences
 from rmserve.usage import UsageError
 
 ONNX_THREADS = 2
 STAGING_PREFIX = ".staging-"
-INT8 = "int8-dynamic"
 
 
 class VersionExists(UsageError):
@@ -127,7 +127,11 @@ class Measured:
         """Held-out accuracy of the served graph on the probes, beside the caller's baselines on the same pairs."""
         pairs = sum(len(group) * (len(group) - 1) // 2 for group in self.served_scores)
         return Evaluation(
-            pairwise_accuracy=pairwise_accuracy(self.served_scores), n=pairs, data=self.data, baselines=baselines
+            pairwise_accuracy=pairwise_accuracy(self.served_scores),
+            n=pairs,
+            data=self.data,
+            baselines=baselines,
+            isa=int8_isa(),
         )
 
     def manifest(

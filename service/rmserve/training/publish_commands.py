@@ -66,7 +66,11 @@ def _add_export(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.add_argument("run", type=Path, help="run directory written by `rmserve train`")
     add_held_out(parser, "parity and evaluation")
     _add_version_written(parser, "hh-harmless")
-    parser.add_argument("--int8", action="store_true", help="serve an int8 dynamically quantized graph")
+    parser.add_argument(
+        "--int8",
+        action="store_true",
+        help="serve a graph with int8 weights (fp32 arithmetic: the same scores on every CPU)",
+    )
     parser.set_defaults(handler=_export)
 
 
@@ -108,7 +112,7 @@ def _add_import(subparsers: argparse._SubParsersAction[Any]) -> None:
         "text (prompt + response + EOS as one sequence: TRL plain data), pair (tokenizer(prompt, response): "
         "cross-encoders); auto takes the checkpoint's chat template, else guesses and says so",
     )
-    parser.add_argument("--int8", action="store_true", help="quantize to dynamic int8 and report agreement with fp32")
+    parser.add_argument("--int8", action="store_true", help="store the weights int8 and report agreement with fp32")
     parser.add_argument(
         "--base", type=hf_checkpoint, metavar="HF_DIR", help="a PEFT adapter's base model (default: the adapter's own)"
     )
@@ -139,9 +143,9 @@ def _add_quantize(subparsers: argparse._SubParsersAction[Any]) -> None:
         subparsers,
         "quantize",
         "an int8 copy of a repository version, with its own accuracy, agreement and normalization",
-        "Write <repository>/<name>/<version>/ from a served fp32 version directory: its graph with int8 "
-        "dynamic quantization of the matrix multiplies and embedding tables (per output channel), the same "
-        "tokenizer, and a manifest whose held-out "
+        "Write <repository>/<name>/<version>/ from a served fp32 version directory: its graph with the weight "
+        "matrices and embedding tables stored int8 (one scale per 32 values of an output channel, per table row; "
+        "fp32 arithmetic, so every CPU and batch scores alike), the same tokenizer, and a manifest whose held-out "
         "accuracy, agreement with fp32 and normalization are measured with the int8 graph.",
     )
     parser.add_argument("source", type=Path, help="fp32 version directory, e.g. models/hh-harmless/1")
