@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from tokenizers import Tokenizer
 
 from rmserve.core.chat_template import ChatTemplate, TemplateError
@@ -12,7 +14,9 @@ from rmserve.core.layouts import prompt_turns
 from rmserve.core.tokenizer import SpecialTokens
 from rmserve.core.transcript import Transcript
 from rmserve.errors import InvalidField
+from tests.conftest import DEFAULT_REPOSITORY
 from tests.hf_checkpoints import QWEN2_TEMPLATE, _tokenizer
+from tests.tiny_model import TOKENS
 
 TOKENIZER = _tokenizer(["<|endoftext|>", "<|unk|>", "<|im_start|>", "<|im_end|>"])
 NO_SPECIAL = SpecialTokens(pad_id=0, bos_id=None, sep_id=None, eos_id=None)
@@ -99,3 +103,26 @@ def test_a_transcript_model_reads_its_own_layout_as_written_and_renders_any_othe
         bot.text(prompt_turns(odd, "prompt", bot.layouts), odd)
         == "\n\nUser: Hi  there\n\nBot: Hello!\n\nUser: Bread?\n\nBot:"
     )
+
+
+# WordPiece splits these into several pieces (hypo ##cr ##ites): a cut inside one must not make a word of its end.
+WORDS = ["hypocrites", "electrocuting", "Assistant:", "bread", "\n\n", "  ", "ça", "🙂", ",", "unbelievably"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(prompt=st.lists(st.sampled_from(WORDS), max_size=120).map(" ".join), max_length=st.integers(8, 64))
+@example(prompt="who would you kill? " + " hypocrites than anyone" * 30, max_length=48)
+def test_a_text_model_reads_a_long_prompt_as_transformers_left_truncation_cuts_it(prompt: str, max_length: int) -> None:
+    """The kept tokens are the last ones transformers makes of the whole text, as `truncation_side="left"` keeps
+    them: cutting the text and tokenizing it again would read `cr ##ites` where the trainer's tokenizer read
+    `hypo ##cr ##ites`."""
+    from transformers import PreTrainedTokenizerFast
+
+    minilm = str(DEFAULT_REPOSITORY / "hh-harmless-minilm" / "1" / "tokenizer.json")
+    text_format = load_format({"style": "text", "eos_token": "[SEP]"}, Tokenizer.from_file(minilm), max_length, TOKENS)
+    hf = PreTrainedTokenizerFast(tokenizer_file=minilm, truncation_side="left")
+    response = " OK."  # short: a cut takes only the prompt's start
+    (encoding,) = text_format.encode([Exchange((), response, "x", prompt_text=prompt)])
+    whole = hf(prompt + response + "[SEP]")["input_ids"]
+    assert encoding.truncated == (len(whole) > max_length)
+    assert encoding.input_ids == hf(prompt + response + "[SEP]", truncation=True, max_length=max_length)["input_ids"]

@@ -34,7 +34,7 @@ from rmserve.core.layouts import HH, LAYOUTS, Layout, detect, prompt_turns, tran
 from rmserve.core.text_window import TextWindow
 from rmserve.core.tokenizer import Encoding, PairEncoder, SpecialTokens, fit_pair, plain
 from rmserve.core.transcript import Transcript
-from rmserve.core.truncation import fit_rendered, token_count
+from rmserve.core.truncation import fit_rendered, fit_tokens, token_count
 from rmserve.errors import InvalidField
 
 STYLES = ("transcript", "pair", "text", "chat_template")
@@ -181,13 +181,16 @@ class TextFormat(InputFormat):
             return prompt + response
         return prompt + response + self.eos_token
 
-    def _ids(self, prompt: str, response: str) -> list[int]:
-        return list(self.tokenizer.encode(self.text(prompt, response), add_special_tokens=True).ids)
-
     def _fit(self, prompt: str, response: str) -> Encoding:
-        """Cut to max_length, the EOS and the tokenizer's special tokens kept (rmserve.core.truncation)."""
-        ids, truncated = fit_rendered(self._ids, self.tokenizer, prompt, response, self.max_length)
-        return Encoding(ids, truncated, response_tokens=token_count(self.tokenizer, response))
+        """The trainer's tokens of the whole text, cut in tokens to max_length, the EOS and the tokenizer's special
+        tokens kept (rmserve.core.truncation)."""
+        text = self.text(prompt, response)
+        response_end = len(prompt) + len(response)
+        if self.eos_token is not None and response.endswith(self.eos_token):
+            response_end -= len(self.eos_token)  # the response's own EOS is kept as an appended one would be
+        encoding = self.tokenizer.encode(text, add_special_tokens=True)
+        ids = fit_tokens(encoding, len(prompt), response_end, self.max_length)
+        return Encoding(ids, len(ids) < len(encoding.ids), response_tokens=token_count(self.tokenizer, response))
 
     def to_manifest(self) -> dict[str, Any]:
         return {"style": self.style, "eos_token": self.eos_token}
