@@ -89,7 +89,7 @@ def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
             [
                 rmserve(
                     "rmserve, int8",
-                    f"as rmserve, serving `{model}-int8` (the same graph, int8 dynamic quantization)",
+                    f"as rmserve, serving `{model}-int8` (the same graph, weights stored int8, fp32 arithmetic)",
                     {"RMSERVE_MODELS": f"{model}-int8"},
                 )
             ]
