@@ -69,7 +69,7 @@ class Point:
     non_2xx: int
     socket_errors: int
     padding_efficiency: float | None
-    cpu_ms_per_item: float  # CPU time of the server's processes over the measured seconds, per item answered
+    cpu_ms_per_item: float | None  # CPU time of the server's processes over the measured seconds, per item answered
     load_average: float  # the machine's 1-minute load average when the point ended
 
 
@@ -147,7 +147,7 @@ def measure(server: Running, shape: Shape, bodies: Path, concurrency: int, secon
         result.non_2xx,
         result.socket_errors,
         efficiency,
-        1000 * cpu_seconds / max(1.0, result.requests * shape.items_per_request),
+        1000 * cpu_seconds / (result.requests * shape.items_per_request) if result.requests else None,
         os.getloadavg()[0],
     )
 

@@ -81,7 +81,7 @@ def _model_section(result: dict[str, Any], run: dict[str, Any]) -> list[str]:
             rates = [f"{points[c]['items_per_s']:.0f}" if c in points else "-" for c in concurrencies]
             peak = max(point["items_per_s"] for point in points.values())
             at = points.get(TARGET_CONCURRENCY) or points[max(points)]
-            cpu = f"{at['cpu_ms_per_item']:.1f}" if "cpu_ms_per_item" in at else "-"
+            cpu = f"{at['cpu_ms_per_item']:.1f}" if at.get("cpu_ms_per_item") is not None else "-"
             efficiency = [p["padding_efficiency"] for p in points.values() if p["padding_efficiency"] is not None]
             lines.append(
                 f"| {server} | "
