@@ -1,8 +1,10 @@
 """The HTTP comparison of `rmserve bench`: every server, the same items, the same load generator, one run.
 
-Servers start one at a time (cold start is measured alone), then every (shape, concurrency)
-point is measured on each server in turn, the order rotating from point to point, so drift in
-machine load falls on all of them alike. Results are ratios to the in-process ceiling.
+Each model is compared in turn: its servers start one at a time (cold start is measured alone),
+then every (shape, concurrency) point is measured on each server in turn, the order rotating from
+point to point, so drift in machine load falls on all of them alike; then they stop, before the
+next model's start. Results are ratios to the model's in-process ceiling; each point also records
+the CPU the server used per item and the load average, so a busy moment of a shared machine shows.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -27,7 +30,7 @@ from bench.ceiling import ROUNDS as CEILING_ROUNDS
 from bench.ceiling import ceiling
 from bench.live_server import ROOT
 from bench.load import drive, wrk_available
-from bench.servers import Running, ServerSpec, server_specs, start
+from bench.servers import Running, ServerSpec, server_specs, start, tree_cpu_seconds
 from bench.texts import prompt_of, synthetic_text
 from rmserve.config import usable_cpus
 from rmserve.engine.version import ModelVersion
@@ -66,6 +69,8 @@ class Point:
     non_2xx: int
     socket_errors: int
     padding_efficiency: float | None
+    cpu_ms_per_item: float | None  # CPU time of the server's processes over the measured seconds, per item answered
+    load_average: float  # the machine's 1-minute load average when the point ended
 
 
 def shapes(model: ModelVersion, data: Path, seed: int) -> list[Shape]:
@@ -119,7 +124,9 @@ def measure(server: Running, shape: Shape, bodies: Path, concurrency: int, secon
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
+    cpu_before = tree_cpu_seconds(server.process.pid)
     result = drive(server.base_url, spec.score_path, bodies, concurrency, seconds)
+    cpu_seconds = tree_cpu_seconds(server.process.pid) - cpu_before
     sampling.set()
     sampler.join()
     server.wait_idle()
@@ -140,6 +147,8 @@ def measure(server: Running, shape: Shape, bodies: Path, concurrency: int, secon
         result.non_2xx,
         result.socket_errors,
         efficiency,
+        1000 * cpu_seconds / (result.requests * shape.items_per_request) if result.requests else None,
+        os.getloadavg()[0],
     )
 
 
@@ -158,7 +167,7 @@ def answers(server: Running, body: str) -> str | None:
 
 
 def compare(
-    model: ModelVersion,
+    models: Sequence[ModelVersion],
     repository: Path,
     data: Path,
     servers: Sequence[str] | None,
@@ -166,10 +175,44 @@ def compare(
     seconds: float,
     seed: int,
 ) -> dict[str, Any]:
-    """Run the whole comparison; the result is what bench/results/*.json holds."""
+    """Run the whole comparison, one model after another; the result is what bench/results/*.json holds."""
     if not wrk_available():
         raise RuntimeError("the HTTP comparison needs wrk (apt-get install wrk; .ci/install-tools.sh installs it)")
     cpus = usable_cpus()
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    sections = {
+        model.name: compare_model(model, repository, data, servers, concurrencies, seconds, seed, cpus)
+        for model in models
+    }
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": _commit(),
+        "machine": {
+            "usable_cpus": cpus,
+            "cpu_model": _cpu_model(),
+            "load_average_before": load_before,
+            "load_average_after": os.getloadavg(),
+        },
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "seconds_per_point": seconds,
+        "concurrencies": list(concurrencies),
+        "ceiling_rounds": CEILING_ROUNDS,
+        "models": sections,
+    }
+
+
+def compare_model(
+    model: ModelVersion,
+    repository: Path,
+    data: Path,
+    servers: Sequence[str] | None,
+    concurrencies: Sequence[int],
+    seconds: float,
+    seed: int,
+    cpus: int,
+) -> dict[str, Any]:
+    """One model's part of the comparison: its ceilings, then its servers side by side."""
     load_before = os.getloadavg()
     workload = shapes(model, data, seed)
     pad_id = model.manifest.tokens.pad_id
@@ -205,7 +248,7 @@ def compare(
                 if concurrency * shape.items_per_request <= MAX_ITEMS_IN_FLIGHT
             ]
             total = sum(server.spec.measures(shape.name) for shape, _ in plan for server in running)
-            progress = tqdm(total=total, desc="HTTP points", unit="point", file=sys.stderr)
+            progress = tqdm(total=total, desc=f"HTTP points, {model.name}", unit="point", file=sys.stderr)
             for turn, (shape, concurrency) in enumerate(plan):
                 # Long enough for every client to see several answers at the ceiling's pace.
                 in_flight = concurrency * shape.items_per_request
@@ -220,19 +263,10 @@ def compare(
         finally:
             for server in running:
                 server.stop()
-    load_after = os.getloadavg()
     return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": _commit(),
-        "machine": {
-            "usable_cpus": cpus,
-            "cpu_model": _cpu_model(),
-            "load_average_before": load_before,
-            "load_average_after": load_after,
-        },
         "model": {"name": model.name, "version": model.manifest.version, "quantization": model.manifest.quantization},
-        "seconds_per_point": seconds,
-        "concurrencies": list(concurrencies),
+        "load_average_before": load_before,
+        "load_average_after": os.getloadavg(),
         "shapes": {
             shape.name: {
                 "description": shape.description,
@@ -242,7 +276,6 @@ def compare(
             for shape in workload
         },
         "ceiling_items_per_s": ceilings,
-        "ceiling_rounds": CEILING_ROUNDS,
         "servers": {
             server.spec.name: {
                 "configuration": server.spec.configuration,

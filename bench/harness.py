@@ -33,6 +33,9 @@ from rmserve.usage import require_model
 DATA = Path("../shared/data/hh-rlhf-harmless-test.jsonl.gz")
 RESULTS = Path("bench/results")
 TRAIN_LINES = 1800  # the data's training split
+# The tiny default model, whose cost is mostly the Python around each run, and a pretrained encoder
+# (MiniLM, int8), whose cost is the network: a change that helps one and hurts the other shows.
+DEFAULT_MODELS = ("hh-harmless", "hh-harmless-minilm")
 
 
 @dataclass(frozen=True)
@@ -168,7 +171,13 @@ def policy_table(workload: Workload, measured: list[Measurement]) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-repository", type=Path, default=Path("models"), help="model repository (models)")
-    parser.add_argument("--model", type=model_name, help="model name (default: the first in the repository)")
+    parser.add_argument(
+        "--models",
+        type=model_name,
+        nargs="+",
+        help=f"models to measure, one after another (default: those of {', '.join(DEFAULT_MODELS)} in the "
+        "repository, or its first model)",
+    )
     parser.add_argument("--data", type=Path, default=DATA, help=f"HH-RLHF JSONL.gz for realistic texts ({DATA})")
     parser.add_argument("--items", type=positive_int, default=256, help="items per workload (default 256)")
     parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds per policy (default 3)")
@@ -183,7 +192,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         help="HTTP servers to compare (default all: rmserve, 'rmserve, telemetry off' (single and GRPO shapes), "
         "'rmserve, batching off', 'rmserve, int8' when <model>-int8 is in the repository, 'naive Flask + ORT', "
-        "LitServe, PyTriton)",
+        "'naive Flask + ORT, 1-thread runs', LitServe, PyTriton)",
     )
     parser.add_argument(
         "--concurrency",
@@ -217,28 +226,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def default_models(repository: Path) -> list[str]:
+    """The models `rmserve bench` measures unless told: the default pair where the repository has them."""
+    held = model_names(repository)
+    return [name for name in DEFAULT_MODELS if name in held] or held[:1]
+
+
 def run(args: argparse.Namespace) -> int:
-    require_model(args.model_repository, args.model, "--model-repository")
+    for name in args.models or [None]:
+        require_model(args.model_repository, name, "--model-repository")
     settings = Settings.from_env({}, model_repository=args.model_repository)
-    name = args.model or model_names(args.model_repository)[0]
     threads = usable_cpus()  # the policies compare batching on one run at a time, with every CPU
-    model = load_model(args.model_repository, name, threads)
-    sections = [
-        f"Model `{name}` v{model.manifest.version} ({model.manifest.architecture.get('type', '?')}, "
-        f"max_length {model.manifest.max_length}, quantization {model.manifest.quantization}); "
-        f"one run at a time with {threads} ONNX Runtime threads; max_batch_tokens {settings.max_batch_tokens}, "
-        f"max_padding_ratio {settings.max_padding_ratio}.",
+    models = [
+        load_model(args.model_repository, name, threads)
+        for name in args.models or default_models(args.model_repository)
     ]
-    loads = workloads(model, args.data, args.items, args.seed)
-    for workload in loads:
-        measured = measure_policies(model, workload, settings, args.rounds, args.padding_ratios)
-        sections.append(policy_table(workload, measured))
+    sections = []
+    for model in models:
+        sections.append(
+            f"Model `{model.name}` v{model.manifest.version} ({model.manifest.architecture.get('type', '?')}, "
+            f"max_length {model.manifest.max_length}, quantization {model.manifest.quantization}); one run at a "
+            f"time with {threads} ONNX Runtime threads; max_batch_tokens {settings.max_batch_tokens}, "
+            f"max_padding_ratio {settings.max_padding_ratio}."
+        )
+        for workload in workloads(model, args.data, args.items, args.seed):
+            measured = measure_policies(model, workload, settings, args.rounds, args.padding_ratios)
+            sections.append(policy_table(workload, measured))
     if args.http:
         from bench.compare import compare
         from bench.report import markdown, plot
 
         result = compare(
-            model, args.model_repository, args.data, args.servers, args.concurrency, args.seconds, args.seed
+            models, args.model_repository, args.data, args.servers, args.concurrency, args.seconds, args.seed
         )
         args.results.mkdir(parents=True, exist_ok=True)
         stamp = result["date"].replace(":", "").replace("-", "")[:13]

@@ -17,6 +17,8 @@ from bench.live_server import ROOT, START_TIMEOUT_S, answers_200, free_port, wai
 Pairs = Sequence[tuple[str, str]]
 IDLE_MARGIN = 0.05  # CPUs' worth above idle use that still counts as idle
 TELEMETRY_OFF = "rmserve, telemetry off"
+NAIVE = "naive Flask + ORT"
+NAIVE_ONE_THREAD = "naive Flask + ORT, 1-thread runs"
 
 
 def items_body(pairs: Pairs) -> str:
@@ -66,6 +68,21 @@ def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
             name, configuration, command, {**served, **env}, "/readyz", "/v1/score", rmserve_metrics=True, shapes=shapes
         )
 
+    def naive(name: str, configuration: str, threads: int, intra_op_threads: int) -> ServerSpec:
+        gunicorn = [python, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1", "--threads", str(threads)]
+        return ServerSpec(
+            name,
+            configuration,
+            [*gunicorn, "--log-level", "warning", "bench.baselines.naive:create_app()"],
+            {
+                "NAIVE_REPOSITORY": str(repository),
+                "NAIVE_MODEL": model,
+                "NAIVE_INTRA_OP_THREADS": str(intra_op_threads),
+            },
+            "/health",
+            "/v1/score",
+        )
+
     return [
         rmserve(
             "rmserve",
@@ -96,27 +113,19 @@ def server_specs(repository: Path, model: str, cpus: int) -> list[ServerSpec]:
             if (repository / f"{model}-int8").is_dir()
             else []
         ),
-        ServerSpec(
-            "naive Flask + ORT",
+        naive(
+            NAIVE,
             "Flask app on gunicorn (gthread, 1 worker, 16 threads); each request tokenizes and runs its own "
-            "items on its thread, one session with ONNX Runtime's default threads",
-            [
-                python,
-                "-m",
-                "gunicorn",
-                "--worker-class",
-                "gthread",
-                "--workers",
-                "1",
-                "--threads",
-                "16",
-                "--log-level",
-                "warning",
-                "bench.baselines.naive:create_app()",
-            ],
-            {"NAIVE_REPOSITORY": str(repository), "NAIVE_MODEL": model},
-            "/health",
-            "/v1/score",
+            "items on its thread, one session with ONNX Runtime's default threads (one run uses every CPU)",
+            threads=16,
+            intra_op_threads=0,
+        ),
+        naive(
+            NAIVE_ONE_THREAD,
+            "the same with 32 gunicorn threads and single-threaded runs (`intra_op_num_threads` 1): one run per "
+            "CPU side by side, the naive server's better setting for an encoder like MiniLM",
+            threads=32,
+            intra_op_threads=1,
         ),
         ServerSpec(
             "LitServe",

@@ -1,8 +1,9 @@
 """The server most people write in an afternoon: Flask + one ONNX Runtime session, each request alone.
 
-Served as rmserve is (gunicorn gthread, 1 worker, 16 threads); every request tokenizes and runs
-its own items on its request thread, with ONNX Runtime's default threads. No queue, no batching
-across requests. `gunicorn 'bench.baselines.naive:create_app()'`, configured by NAIVE_* variables.
+Served as rmserve is (gunicorn gthread, 1 worker); every request tokenizes and runs its own items
+on its request thread, with ONNX Runtime's default threads (NAIVE_INTRA_OP_THREADS, 0: the CPUs).
+No queue, no batching across requests. `gunicorn 'bench.baselines.naive:create_app()'`, configured
+by NAIVE_* variables.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from bench.baselines.common import load, raw_scores, session
 
 def create_app() -> Flask:
     model = load(Path(os.environ["NAIVE_REPOSITORY"]), os.environ["NAIVE_MODEL"])
-    onnx = session(model)
+    onnx = session(model, int(os.environ.get("NAIVE_INTRA_OP_THREADS", "0")))
     app = Flask(__name__)
 
     @app.get("/health")

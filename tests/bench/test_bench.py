@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 
 from bench.baselines.common import load, raw_scores, session
-from bench.servers import TELEMETRY_OFF
+from bench.harness import default_models
+from bench.report import ratios
+from bench.servers import NAIVE, NAIVE_ONE_THREAD, TELEMETRY_OFF
 from rmserve.cli import main
 from tests.conftest import SHARED_DATA
-from tests.tiny_model import expected_raw_scores
+from tests.tiny_model import expected_raw_scores, write_version
 
 
 def bench(tiny_repository: Path, tmp_path: Path, *flags: str) -> str:
@@ -58,7 +60,7 @@ WRK = pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed 
     [
         pytest.param(["rmserve"], [2], id="smoke"),
         pytest.param(
-            ["rmserve", TELEMETRY_OFF, "naive Flask + ORT"], [1, 4], id="three-servers", marks=pytest.mark.slow
+            ["rmserve", TELEMETRY_OFF, NAIVE, NAIVE_ONE_THREAD], [1, 4], id="four-servers", marks=pytest.mark.slow
         ),
     ],
 )
@@ -72,19 +74,75 @@ def test_http_comparison_writes_json_table_and_plot(
     )
     (saved,) = results.glob("*.json")
     result = json.loads(saved.read_text())
-    assert set(result["servers"]) == set(servers) and not result["failed_servers"]
-    measured = {(point["server"], point["shape"], point["concurrency"]) for point in result["points"]}
+    (run,) = result["models"].values()
+    assert set(run["servers"]) == set(servers) and not run["failed_servers"]
+    measured = {(point["server"], point["shape"], point["concurrency"]) for point in run["points"]}
     # The telemetry-off variant only sits beside rmserve where RL traffic is: single items and GRPO groups.
     shapes = dict.fromkeys(servers, ("single", "grpo", "batch64")) | {TELEMETRY_OFF: ("single", "grpo")}
     assert measured == {(s, shape, c) for s in servers for shape in shapes[s] for c in concurrencies}
-    assert all(point["items_per_s"] > 0 and point["non_2xx"] == 0 for point in result["points"])
-    assert all(about["rss_idle_mb"] > 0 and about["cold_start_s"] > 0 for about in result["servers"].values())
+    assert all(point["items_per_s"] > 0 and point["non_2xx"] == 0 for point in run["points"])
+    assert all(point["cpu_ms_per_item"] > 0 and point["load_average"] >= 0 for point in run["points"])
+    assert all(about["rss_idle_mb"] > 0 and about["cold_start_s"] > 0 for about in run["servers"].values())
     assert (results / "http.png").stat().st_size > 0
     assert "**single**" in text and "| rmserve |" in text
     if TELEMETRY_OFF in servers:
         (line,) = [line for line in text.splitlines() if line.startswith("**Telemetry on / off**")]
         assert all(f"{shape} c={c} " in line for shape in ("single", "grpo") for c in concurrencies)
         assert float(line.rsplit("median ", 1)[1].rstrip(".")) > 0
+
+
+@WRK
+def test_every_model_gets_its_ceiling_policies_and_servers_in_one_run(tmp_path: Path) -> None:
+    repository = tmp_path / "repository"
+    for name in ("tiny", "tiny-copy"):
+        write_version(repository / name / "1", name=name)
+    results = tmp_path / "results"
+    flags = ["--models", "tiny", "tiny-copy", "--servers", "rmserve", "--padding-ratios", "1.25", "--seconds", "1"]
+    text = bench(repository, tmp_path, *flags, "--concurrency", "2", "--results", str(results))
+    (saved,) = results.glob("*.json")
+    result = json.loads(saved.read_text())
+    assert list(result["models"]) == ["tiny", "tiny-copy"]
+    for name, run in result["models"].items():
+        assert run["model"]["name"] == name and set(run["ceiling_items_per_s"]) == {"single", "grpo", "batch64"}
+        assert {point["shape"] for point in run["points"]} == {"single", "grpo", "batch64"}
+        assert f"#### {name} v1" in text and f"Model `{name}` v1" in text
+    assert text.count("**rl-groups**") == 2
+
+
+def test_the_default_models_are_the_tiny_default_and_minilm_where_the_repository_has_them(tmp_path: Path) -> None:
+    for name in ("a-model", "hh-harmless", "hh-harmless-minilm"):
+        (tmp_path / name / "1").mkdir(parents=True)
+    assert default_models(tmp_path) == ["hh-harmless", "hh-harmless-minilm"]
+    shutil.rmtree(tmp_path / "hh-harmless")
+    assert default_models(tmp_path) == ["hh-harmless-minilm"]
+    shutil.rmtree(tmp_path / "hh-harmless-minilm")
+    assert default_models(tmp_path) == ["a-model"]
+
+
+def test_report_states_rmserves_ratios_to_the_ceiling_and_the_better_naive_setting() -> None:
+    def point(server: str, shape: str, concurrency: int, items_per_s: float) -> dict[str, object]:
+        return {"server": server, "shape": shape, "concurrency": concurrency, "items_per_s": items_per_s}
+
+    run = {
+        "shapes": {"single": {}, "grpo": {}},
+        "ceiling_items_per_s": {
+            "single": {"serial": 100.0, "parallel": 200.0, "batched": 150.0},
+            "grpo": {"serial": 300.0, "parallel": 200.0, "batched": 400.0},
+        },
+        "points": [
+            point("rmserve", "single", 32, 170.0),
+            point("rmserve", "single", 8, 190.0),  # not the target's concurrency
+            point(NAIVE, "single", 32, 100.0),
+            point(NAIVE_ONE_THREAD, "single", 32, 136.0),
+            point("rmserve", "grpo", 1, 200.0),
+            point("rmserve", "grpo", 8, 360.0),
+        ],
+    }
+    assert ratios(run) == {
+        "single c=32 / ceiling": 0.85,
+        "single c=32 / the naive server's better setting": 1.25,
+        "grpo peak / ceiling": 0.9,
+    }
 
 
 def test_report_gives_telemetrys_cost_where_rmserve_ran_beside_its_telemetry_off_variant() -> None:
