@@ -166,25 +166,26 @@ def answers(server: Running, body: str) -> str | None:
     return None if response.status_code == 200 else f"HTTP {response.status_code}: {response.text[:200]}"
 
 
-def compare(
-    models: Sequence[ModelVersion],
-    repository: Path,
-    data: Path,
-    servers: Sequence[str] | None,
-    concurrencies: Sequence[int],
-    seconds: float,
-    seed: int,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Plan:
+    """What every model of a comparison is measured with."""
+
+    repository: Path
+    data: Path  # the HH file the texts come from
+    servers: Sequence[str] | None  # None: every server
+    concurrencies: Sequence[int]
+    seconds: float  # measured per point, at least
+    seed: int
+
+
+def compare(models: Sequence[ModelVersion], plan: Plan) -> dict[str, Any]:
     """Run the whole comparison, one model after another; the result is what bench/results/*.json holds."""
     if not wrk_available():
         raise RuntimeError("the HTTP comparison needs wrk (apt-get install wrk; .ci/install-tools.sh installs it)")
     cpus = usable_cpus()
     load_before = os.getloadavg()
     started = time.monotonic()
-    sections = {
-        model.name: compare_model(model, repository, data, servers, concurrencies, seconds, seed, cpus)
-        for model in models
-    }
+    sections = {model.name: compare_model(model, plan, cpus) for model in models}
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "commit": _commit(),
@@ -195,26 +196,17 @@ def compare(
             "load_average_after": os.getloadavg(),
         },
         "minutes": round((time.monotonic() - started) / 60, 1),
-        "seconds_per_point": seconds,
-        "concurrencies": list(concurrencies),
+        "seconds_per_point": plan.seconds,
+        "concurrencies": list(plan.concurrencies),
         "ceiling_rounds": CEILING_ROUNDS,
         "models": sections,
     }
 
 
-def compare_model(
-    model: ModelVersion,
-    repository: Path,
-    data: Path,
-    servers: Sequence[str] | None,
-    concurrencies: Sequence[int],
-    seconds: float,
-    seed: int,
-    cpus: int,
-) -> dict[str, Any]:
+def compare_model(model: ModelVersion, plan: Plan, cpus: int) -> dict[str, Any]:
     """One model's part of the comparison: its ceilings, then its servers side by side."""
     load_before = os.getloadavg()
-    workload = shapes(model, data, seed)
+    workload = shapes(model, plan.data, plan.seed)
     pad_id = model.manifest.tokens.pad_id
     ceilings = {}
     for shape in workload:
@@ -224,7 +216,11 @@ def compare_model(
             for request in requests_run
         ]
         ceilings[shape.name] = ceiling(model.directory / "model.onnx", pad_id, tokenized, cpus)
-    specs = [spec for spec in server_specs(repository, model.name, cpus) if servers is None or spec.name in servers]
+    specs = [
+        spec
+        for spec in server_specs(plan.repository, model.name, cpus)
+        if plan.servers is None or spec.name in plan.servers
+    ]
     running: list[Running] = []
     failed: dict[str, str] = {}
     points: list[Point] = []
@@ -241,18 +237,18 @@ def compare_model(
                 for shape in workload
                 if server.spec.measures(shape.name)
             }
-            plan = [
+            schedule = [
                 (shape, concurrency)
                 for shape in workload
-                for concurrency in concurrencies
+                for concurrency in plan.concurrencies
                 if concurrency * shape.items_per_request <= MAX_ITEMS_IN_FLIGHT
             ]
-            total = sum(server.spec.measures(shape.name) for shape, _ in plan for server in running)
+            total = sum(server.spec.measures(shape.name) for shape, _ in schedule for server in running)
             progress = tqdm(total=total, desc=f"HTTP points, {model.name}", unit="point", file=sys.stderr)
-            for turn, (shape, concurrency) in enumerate(plan):
+            for turn, (shape, concurrency) in enumerate(schedule):
                 # Long enough for every client to see several answers at the ceiling's pace.
                 in_flight = concurrency * shape.items_per_request
-                point_s = min(MAX_POINT_S, max(seconds, 3 * in_flight / max(ceilings[shape.name].values())))
+                point_s = min(MAX_POINT_S, max(plan.seconds, 3 * in_flight / max(ceilings[shape.name].values())))
                 for server in running[turn % len(running) :] + running[: turn % len(running)]:
                     if not server.spec.measures(shape.name):
                         continue

@@ -253,12 +253,11 @@ def run(args: argparse.Namespace) -> int:
             measured = measure_policies(model, workload, settings, args.rounds, args.padding_ratios)
             sections.append(policy_table(workload, measured))
     if args.http:
-        from bench.compare import compare
+        from bench.compare import Plan, compare
         from bench.report import markdown, plot
 
-        result = compare(
-            models, args.model_repository, args.data, args.servers, args.concurrency, args.seconds, args.seed
-        )
+        plan = Plan(args.model_repository, args.data, args.servers, args.concurrency, args.seconds, args.seed)
+        result = compare(models, plan)
         args.results.mkdir(parents=True, exist_ok=True)
         stamp = result["date"].replace(":", "").replace("-", "")[:13]
         json_path = args.results / f"{stamp}-{result['commit']}.json"
