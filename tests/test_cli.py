@@ -394,7 +394,7 @@ def test_serve_refuses_a_setting_gunicorn_would_fail_on(
     [
         (["--rounds", "0"], "argument --rounds: must be a whole number of at least 1, got '0'"),
         (["--padding-ratios", "0.5"], "argument --padding-ratios: must be a number of at least 1, got '0.5'"),
-        (["--model", "../tiny"], "argument --model: '../tiny' is not a model name"),
+        (["--models", "../tiny"], "argument --models: '../tiny' is not a model name"),
     ],
 )
 def test_bench_mistakes(
