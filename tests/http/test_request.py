@@ -10,7 +10,8 @@ import io
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -85,19 +86,28 @@ def test_chunked_bodies_under_way_hold_only_the_bytes_read_so_far(make_app: Call
     assert admission.in_progress == (0, 0)
 
 
-def test_a_chunked_body_over_the_budget_as_it_arrives_is_429(make_app: Callable[..., Flask]) -> None:
-    app = make_app(max_body_bytes=100_000, max_inflight_body_bytes=100_000)
-    admission = app.extensions["rmserve"].admission
+@contextmanager
+def upload_under_way(app: Flask) -> Iterator[None]:
+    """A chunked 90 kB upload to /v1/score, ARRIVED bytes of it in, the rest held back until the block ends."""
     holder = TricklingBody(padded(90_000), ARRIVED)
     thread = threading.Thread(
         target=app.test_client().post, args=("/v1/score",), kwargs={"environ_overrides": chunked(holder)}
     )
     thread.start()
-    wait_until(lambda: admission.in_progress[0] == 1, 10, "the first upload to be under way")
-    assert admission.in_progress[1] <= ARRIVED  # what it sent so far, not RMSERVE_MAX_BODY_BYTES
-    response = app.test_client().post("/v1/score", environ_overrides=chunked(io.BytesIO(padded(40_000))))
-    holder.arrive.set()
-    thread.join(10)
+    wait_until(lambda: app.extensions["rmserve"].admission.in_progress[0] == 1, 10, "the upload to be under way")
+    try:
+        yield
+    finally:
+        holder.arrive.set()
+        thread.join(10)
+
+
+def test_a_chunked_body_over_the_budget_as_it_arrives_is_429(make_app: Callable[..., Flask]) -> None:
+    app = make_app(max_body_bytes=100_000, max_inflight_body_bytes=100_000)
+    admission = app.extensions["rmserve"].admission
+    with upload_under_way(app):
+        assert admission.in_progress[1] <= ARRIVED  # what it sent so far, not RMSERVE_MAX_BODY_BYTES
+        response = app.test_client().post("/v1/score", environ_overrides=chunked(io.BytesIO(padded(40_000))))
     assert response.status_code == 429 and "RMSERVE_MAX_INFLIGHT_BODY_BYTES" in response.get_json()["error"]["message"]
     assert admission.in_progress == (0, 0)
 
@@ -105,16 +115,9 @@ def test_a_chunked_body_over_the_budget_as_it_arrives_is_429(make_app: Callable[
 def test_a_get_without_a_body_is_charged_no_body_bytes(make_app: Callable[..., Flask]) -> None:
     app = make_app(max_body_bytes=100_000, max_inflight_body_bytes=100_000)
     admission = app.extensions["rmserve"].admission
-    holder = TricklingBody(padded(90_000), ARRIVED)
-    thread = threading.Thread(
-        target=app.test_client().post, args=("/v1/score",), kwargs={"environ_overrides": chunked(holder)}
-    )
-    thread.start()
-    wait_until(lambda: admission.in_progress[0] == 1, 10, "the upload to be under way")
-    # Charged the largest body a request may have, this GET would find the budget held and get a 429.
-    answer = app.test_client().get("/v1/models")
-    holder.arrive.set()
-    thread.join(10)
+    with upload_under_way(app):
+        # Charged the largest body a request may have, this GET would find the budget held and get a 429.
+        answer = app.test_client().get("/v1/models")
     assert answer.status_code == 200
     assert admission.in_progress == (0, 0)
 
