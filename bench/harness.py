@@ -117,7 +117,7 @@ def run_batcher(model: ModelVersion, sequences: Sequence[list[int]], settings: S
         "bench",
         counting_score,
         model.manifest.tokens.pad_id,
-        settings.max_batch_tokens,
+        settings.batch_tokens(model.manifest.batch_tokens),
         max(settings.max_queue_tokens, sum(map(len, sequences))),
         settings.max_padding_ratio,
         settings.max_batch_size,
@@ -246,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
         sections.append(
             f"Model `{model.name}` v{model.manifest.version} ({model.manifest.architecture.get('type', '?')}, "
             f"max_length {model.manifest.max_length}, quantization {model.manifest.quantization}); one run at a "
-            f"time with {threads} ONNX Runtime threads; max_batch_tokens {settings.max_batch_tokens}, "
+            f"time with {threads} ONNX Runtime threads; max_batch_tokens "
+            f"{settings.batch_tokens(model.manifest.batch_tokens)}, "
             f"max_padding_ratio {settings.max_padding_ratio}."
         )
         for workload in workloads(model, args.data, args.items, args.seed):

@@ -98,7 +98,9 @@ def test_an_unknown_model_lists_the_known_ones(
 def test_a_bad_setting_is_one_line(capsys: pytest.CaptureFixture[str], tiny_repository: Path, tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"prompt": "a", "response": "b"}\n')
     argv = ["score", str(tmp_path / "in.jsonl"), "--model-repository", str(tiny_repository)]
-    assert "MAX_BATCH_TOKENS must be positive" in user_error(capsys, [*argv, "--max-batch-tokens", "0"])
+    assert "MAX_BATCH_TOKENS must be 0 (each model's own) or positive" in user_error(
+        capsys, [*argv, "--max-batch-tokens", "-1"]
+    )
 
 
 def test_a_bad_training_line_is_file_line_what(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -52,7 +52,8 @@ def test_round_trip_through_the_environment() -> None:
         ({"RMSERVE_PORT": "eighty"}, "RMSERVE_PORT"),
         ({"RMSERVE_WORKERS": "0"}, "RMSERVE_WORKERS"),
         ({"RMSERVE_MAX_PADDING_RATIO": "0.5"}, "RMSERVE_MAX_PADDING_RATIO"),
-        ({"RMSERVE_MAX_QUEUE_TOKENS": "10"}, "RMSERVE_MAX_QUEUE_TOKENS"),
+        ({"RMSERVE_MAX_QUEUE_TOKENS": "10", "RMSERVE_MAX_BATCH_TOKENS": "64"}, "RMSERVE_MAX_QUEUE_TOKENS"),
+        ({"RMSERVE_MAX_BATCH_TOKENS": "-1"}, "RMSERVE_MAX_BATCH_TOKENS"),
     ],
 )
 def test_bad_values_name_the_variable(environ: dict[str, str], message: str) -> None:

@@ -40,7 +40,8 @@ SETTINGS_FLAGS: dict[str, tuple[str, type, str]] = {
     "max_batch_tokens": (
         "--max-batch-tokens",
         int,
-        "padded tokens per inference call (RMSERVE_MAX_BATCH_TOKENS, default 1024)",
+        "padded tokens per inference run, all models (RMSERVE_MAX_BATCH_TOKENS; default 0: each model's own, "
+        "else 1024)",
     ),
     "max_queue_tokens": ("--max-queue-tokens", int, "tokens queued before 429 (RMSERVE_MAX_QUEUE_TOKENS)"),
     "log_level": ("--log-level", str, "debug, info, warning, error (RMSERVE_LOG_LEVEL, default info)"),

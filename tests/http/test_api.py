@@ -16,7 +16,7 @@ from flask.testing import FlaskClient
 
 from bench.live_server import wait_until
 from rmserve.app import create_app
-from rmserve.config import Settings
+from rmserve.config import DEFAULT_BATCH_TOKENS, Settings
 from rmserve.core.repository import InvalidModel
 from rmserve.http.openapi import openapi_path
 from tests.http.routes import scoring_paths, served_routes
@@ -143,6 +143,7 @@ def test_models_lists_the_loaded_version(client: FlaskClient) -> None:
     assert card["name"] == "tiny" and card["version"] == 1 and card["default"] is True
     assert len(card["sha256"]) == 64 and card["max_length"] == 64
     assert card["normalization"] == {"mean": 0.5, "std": 2.0}
+    assert card["max_batch_tokens"] == DEFAULT_BATCH_TOKENS  # its manifest measured none
 
 
 def test_health_readiness_and_metrics(client: FlaskClient) -> None:

@@ -168,10 +168,11 @@ def test_quantize_writes_an_int8_copy_the_server_loads_with_its_own_numbers(run:
     fp32 = export(ExportConfig(run=run, repository=tmp_path, name="tiny", version=1, held_out=held_out))
     assert cli_main(
         ["quantize", str(tmp_path / "tiny" / "1"), "--held-out", str(held_out), "--repository", str(tmp_path),
-         "--name", "tiny-int8"]
+         "--name", "tiny-int8", "--max-batch-tokens", "512"]
     ) == 0  # fmt: skip
     version_dir = tmp_path / "tiny-int8" / "1"
     manifest = Manifest.read(version_dir)
+    assert manifest.batch_tokens == 512 and fp32.serving is None  # recorded only where measured
     assert manifest.quantization == "int8-weights" and manifest.name == "tiny-int8"
     assert manifest.sha256 == sha256_of(version_dir / MODEL_FILE) != fp32.sha256
     parity = manifest.parity

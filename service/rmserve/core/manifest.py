@@ -179,6 +179,18 @@ class ImportSource(_Frozen):
     layout: str | None = None  # how input_format was chosen: `--layout text`, the checkpoint's chat template, a guess
 
 
+class Serving(_Frozen):
+    """How the version is best served, measured on the CPUs it was benchmarked on; each setting here gives way to
+    the operator's own (`RMSERVE_*`), as Triton's model configuration does to its command line.
+
+    `max_batch_tokens`: the padded-token budget of one inference run. A model whose cost per row grows with the
+    rows of a run (MiniLM's activations outgrow a core's cache past about 512 tokens) serves more items per
+    second with a smaller budget than the server's default; the docs' benchmarks page has the measurement.
+    """
+
+    max_batch_tokens: MaybeAbsent[PositiveInt] = None
+
+
 class Manifest(_Frozen):
     name: str = Field(pattern=MODEL_NAME_PATTERN)
     version: PositiveInt
@@ -199,6 +211,12 @@ class Manifest(_Frozen):
     # relative path; a manifest written before it existed covers model.onnx only (`sha256`).
     files: dict[str, Annotated[str, StringConstraints(pattern=SHA256_PATTERN)]] = Field(default_factory=dict)
     training_stats: TrainingStats | None = None  # score and length quantiles of the training responses
+    serving: MaybeAbsent[Serving] = None
+
+    @property
+    def batch_tokens(self) -> int | None:
+        """The run budget this version was measured best with, if any (`serving.max_batch_tokens`)."""
+        return None if self.serving is None else self.serving.max_batch_tokens
 
     @classmethod
     def read(cls, version_dir: Path) -> Manifest:

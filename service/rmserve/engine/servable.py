@@ -73,6 +73,7 @@ class ModelInfo:
     normalization: Normalization | None = None
     quantization: str | None = None
     training_stats: TrainingStats | None = None
+    max_batch_tokens: int | None = None  # padded tokens per inference run, as served
     ensemble: EnsembleInfo | None = None
 
 

@@ -57,7 +57,7 @@ class ServedModel(Servable):
             model=version.name,
             score_fn=version.score_batch,
             pad_id=manifest.tokens.pad_id,
-            max_batch_tokens=settings.max_batch_tokens,
+            max_batch_tokens=settings.batch_tokens(manifest.batch_tokens),
             max_queue_tokens=settings.max_queue_tokens,
             max_padding_ratio=settings.max_padding_ratio,
             max_batch_size=settings.max_batch_size,
@@ -94,6 +94,7 @@ class ServedModel(Servable):
             normalization=manifest.normalization,
             quantization=manifest.quantization,
             training_stats=manifest.training_stats,
+            max_batch_tokens=self.batcher.max_batch_tokens,
         )
 
     def score(self, exchanges: Sequence[Exchange], deadline: float, reward: Reward | None = None) -> Scored:

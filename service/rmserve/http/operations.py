@@ -38,6 +38,11 @@ class ModelCard(BaseModel):
     normalization: dict[str, float] | None = Field(description="null for an ensemble (members' scores are normalized)")
     evaluation: dict[str, Any] = Field(description="held-out accuracy (an ensemble: of each member and combination)")
     quantization: str | None
+    max_batch_tokens: int | None = Field(
+        None,
+        description="padded tokens per inference run, as served: RMSERVE_MAX_BATCH_TOKENS, else the manifest's "
+        "serving.max_batch_tokens, else 1024; null for an ensemble (each member runs with its own)",
+    )
     default: bool
     ensemble: EnsembleCard | None = Field(None, description="members, k and reward of an ensemble; null for a model")
 
@@ -129,6 +134,7 @@ def model_card(info: ModelInfo, default: bool) -> ModelCard:
         normalization=None if info.normalization is None else info.normalization.model_dump(),
         evaluation=info.evaluation,
         quantization=info.quantization,
+        max_batch_tokens=info.max_batch_tokens,
         default=default,
         ensemble=ensemble,
     )

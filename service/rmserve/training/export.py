@@ -69,12 +69,19 @@ def export(config: ExportConfig) -> Manifest:
             describe=describe,
             responses=responses,
             int8=config.int8,
+            max_batch_tokens=config.max_batch_tokens,
         )
     )
 
 
 def quantize_version(
-    source: Path, repository: Path, name: str, version: int, held_out: Path, held_out_lines: LineRange | None
+    source: Path,
+    repository: Path,
+    name: str,
+    version: int,
+    held_out: Path,
+    held_out_lines: LineRange | None,
+    max_batch_tokens: int | None = None,
 ) -> Manifest:
     """An int8 copy of a served fp32 version, with its own manifest numbers, beside the original.
 
@@ -117,6 +124,7 @@ def quantize_version(
             describe=describe,
             responses=_training_responses(manifest.training, fp32.format),
             int8=True,
+            max_batch_tokens=max_batch_tokens,
         )
     )
 

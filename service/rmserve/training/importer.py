@@ -127,6 +127,7 @@ def import_checkpoint(config: ImportConfig) -> Manifest:
             responses=responses,
             int8=config.int8,
             external_data_above=config.external_data_above,
+            max_batch_tokens=config.max_batch_tokens,
         )
     )
 

@@ -95,6 +95,7 @@ class ImportConfig:
     layout: ImportLayout = "auto"
     int8: bool = False
     external_data_above: int = 1_800_000_000  # weights past this many bytes go to model.onnx.data (protobuf: 2 GB)
+    max_batch_tokens: int | None = None  # the run budget measured best for it: the manifest's serving hint
 
 
 @dataclass
@@ -106,3 +107,4 @@ class ExportConfig:
     version: int = 1
     held_out_lines: LineRange | None = None
     int8: bool = False
+    max_batch_tokens: int | None = None  # the run budget measured best for it: the manifest's serving hint

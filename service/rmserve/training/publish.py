@@ -32,6 +32,7 @@ from rmserve.core.manifest import (
     Manifest,
     Normalization,
     Parity,
+    Serving,
     TrainingRecord,
     TrainingStats,
     file_digests,
@@ -178,6 +179,7 @@ class Publication:
     responses: Responses | None = None  # None: no normalization (mean 0, std 1) and no flag statistics
     int8: bool = False
     external_data_above: int = 1_800_000_000  # weights past this many bytes go to model.onnx.data (protobuf: 2 GB)
+    max_batch_tokens: int | None = None  # recorded as the manifest's serving hint (`--max-batch-tokens`)
 
 
 def publish(publication: Publication) -> Manifest:
@@ -215,6 +217,8 @@ def publish(publication: Publication) -> Manifest:
                 data=probes.data,
             )
         )
+        if publication.max_batch_tokens is not None:
+            manifest = manifest.model_copy(update={"serving": Serving(max_batch_tokens=publication.max_batch_tokens)})
         manifest.write(staged)
         load_version(staged, ONNX_THREADS)  # as the server loads it: verified files, a graph that scores
         target.refuse_existing()  # another publish may have taken it meanwhile

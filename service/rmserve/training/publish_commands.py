@@ -45,6 +45,12 @@ def _add_version_written(parser: argparse.ArgumentParser, example: str) -> None:
     parser.add_argument(
         "--version", type=positive_int, default=defaults["version"], help="version number (directory name)"
     )
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=positive_int,
+        help="the padded-token run budget this model serves best with, as measured (docs: benchmarks), recorded in "
+        "its manifest as serving.max_batch_tokens; the server uses it unless RMSERVE_MAX_BATCH_TOKENS is set",
+    )
 
 
 def _require_new_version(args: argparse.Namespace) -> None:
@@ -173,6 +179,7 @@ def _export(args: argparse.Namespace) -> int:
             held_out=args.held_out,
             held_out_lines=args.held_out_lines,
             int8=args.int8,
+            max_batch_tokens=args.max_batch_tokens,
         )
     )
     parity = manifest.parity or Parity()
@@ -204,6 +211,7 @@ def _import(args: argparse.Namespace) -> int:
         int8=args.int8,
         base=args.base,
         head=HeadChoice(index=args.head, weights=args.head_weights),
+        max_batch_tokens=args.max_batch_tokens,
     )
     try:
         manifest = import_checkpoint(config)
@@ -237,7 +245,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from rmserve.training.export import quantize_version
 
     manifest = quantize_version(
-        args.source, args.repository, args.name, args.version, args.held_out, args.held_out_lines
+        args.source, args.repository, args.name, args.version, args.held_out, args.held_out_lines, args.max_batch_tokens
     )
     parity = manifest.parity or Parity()
     int8_difference = ("int8 max |fp32 - int8|", f"{parity.int8_max_abs_diff:.3e}")
