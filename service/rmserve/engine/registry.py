@@ -141,6 +141,8 @@ class _Loading:
                 self.threads,
                 settings.pinned_version(name),
                 settings.prompt_cache_bytes,
+                settings.runtime,
+                settings.executor_count(),
             )
         except InvalidModel as error:
             self.refuse(name, str(error), "no_valid_version", named_by)

@@ -74,6 +74,7 @@ class ModelInfo:
     quantization: str | None = None
     training_stats: TrainingStats | None = None
     max_batch_tokens: int | None = None  # padded tokens per inference run, as served
+    runtime: str | None = None  # what runs its graph (RMSERVE_RUNTIME)
     ensemble: EnsembleInfo | None = None
 
 

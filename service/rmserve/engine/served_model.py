@@ -53,6 +53,7 @@ class ServedModel(Servable):
         self.version = version
         self.name = version.name
         self.served_version = manifest.version
+        self.runtime = settings.runtime
         self.batcher: Batcher[ItemScore] = Batcher(
             model=version.name,
             score_fn=version.score_batch,
@@ -95,6 +96,7 @@ class ServedModel(Servable):
             quantization=manifest.quantization,
             training_stats=manifest.training_stats,
             max_batch_tokens=self.batcher.max_batch_tokens,
+            runtime=self.runtime,
         )
 
     def score(self, exchanges: Sequence[Exchange], deadline: float, reward: Reward | None = None) -> Scored:

@@ -4,10 +4,12 @@ exports one, the pooled embedding of each row)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
+from rmserve.config import OPENVINO_BF16
 from rmserve.core.embedding import EMBEDDING_OUTPUT
 
 
@@ -55,9 +57,33 @@ class OnnxScorer:
         return self._raw_scores(raw, len(input_ids)), embedding
 
     def _raw_scores(self, raw: object, rows: int) -> np.ndarray:
-        if not isinstance(raw, np.ndarray):  # ONNX Runtime also returns sparse tensors, sequences and maps
-            raise ValueError(f"model output {self.output_name!r} is a {type(raw).__name__}; expected a dense tensor")
-        raw = raw.astype(np.float64, copy=False)
-        if raw.shape not in ((rows,), (rows, 1)):
-            raise ValueError(f"model output {self.output_name!r} has shape {raw.shape}; expected [batch] or [batch, 1]")
-        return raw.reshape(rows)
+        return raw_rows(raw, rows, self.output_name)
+
+
+class Scorer(Protocol):
+    """What a version scores with: `OnnxScorer`, or `rmserve.engine.openvino_session.OpenVinoScorer`."""
+
+    embedding_output: str | None
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+    def score_and_embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+def open_scorer(runtime: str, model_path: Path, threads: int, runs: int, embedding_output: str) -> Scorer:
+    """A version's scorer on `runtime` (`rmserve.config.RUNTIMES`): `runs` runs at once, `threads` threads each."""
+    if runtime == OPENVINO_BF16:
+        from rmserve.engine.openvino_session import OpenVinoScorer  # the openvino extra, only when chosen
+
+        return OpenVinoScorer(model_path, runs, threads, embedding_output)
+    return OnnxScorer(model_path, threads, embedding_output=embedding_output)
+
+
+def raw_rows(raw: object, rows: int, output_name: str) -> np.ndarray:
+    """A score output as [rows] float64, or ValueError naming the output."""
+    if not isinstance(raw, np.ndarray):  # ONNX Runtime also returns sparse tensors, sequences and maps
+        raise ValueError(f"model output {output_name!r} is a {type(raw).__name__}; expected a dense tensor")
+    raw = raw.astype(np.float64, copy=False)
+    if raw.shape not in ((rows,), (rows, 1)):
+        raise ValueError(f"model output {output_name!r} has shape {raw.shape}; expected [batch] or [batch, 1]")
+    return raw.reshape(rows)

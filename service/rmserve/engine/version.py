@@ -1,4 +1,4 @@
-"""A model version ready to score: verified files plus its ONNX Runtime session, warmed.
+"""A model version ready to score: verified files plus its session (ONNX Runtime, or OpenVINO), warmed.
 
 A version is served only if it verifies (`rmserve.core.repository`) and its graph gives one
 finite score per row of a test batch (and, when the manifest has embedding statistics, an
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from rmserve import metrics
+from rmserve.config import ONNXRUNTIME
 from rmserve.core.conversation import Exchange, Turn
 from rmserve.core.embedding import EMBEDDING_OUTPUT, EmbeddingGaussian
 from rmserve.core.formats import InputFormat
@@ -26,7 +27,7 @@ from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
 from rmserve.core.tokenizer import Encoding, pad_batch
 from rmserve.engine.batcher import FailedRow
-from rmserve.engine.session import OnnxScorer
+from rmserve.engine.session import Scorer, open_scorer
 from rmserve.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -47,7 +48,7 @@ class ModelVersion:
     manifest: Manifest
     directory: Path
     format: InputFormat
-    scorer: OnnxScorer
+    scorer: Scorer
     embedding: EmbeddingGaussian | None = None  # with embedding statistics: each item's distance is measured
     tokens_per_second: float = 0.0  # measured at load, so Retry-After is sensible from the first request
 
@@ -82,14 +83,17 @@ def _non_finite(raw: float, distance: float | None) -> FailedRow:
     return FailedRow(f"the model returned a non-finite score ({raw}, {distance})", "non_finite")
 
 
-def load_version(directory: Path, intra_op_threads: int, prompt_cache_bytes: int = 0) -> ModelVersion:
-    """Verify and load one version directory, or raise InvalidModel saying why."""
+def load_version(
+    directory: Path, intra_op_threads: int, prompt_cache_bytes: int = 0, runtime: str = ONNXRUNTIME, runs: int = 1
+) -> ModelVersion:
+    """Verify and load one version directory, or raise InvalidModel saying why; its graph runs on `runtime`,
+    `runs` runs at once (the server's executors) of `intra_op_threads` threads each."""
     verified = verify_version(directory, prompt_cache_bytes)
     stats = verified.manifest.training_stats
     output = stats.embedding.output if stats is not None and stats.embedding is not None else EMBEDDING_OUTPUT
     try:
-        scorer = OnnxScorer(verified.model_path, intra_op_threads, embedding_output=output)
-    except Exception as error:  # onnxruntime raises its own types; all mean "unusable"
+        scorer = open_scorer(runtime, verified.model_path, intra_op_threads, runs, output)
+    except Exception as error:  # onnxruntime and openvino raise their own types; all mean "unusable"
         raise InvalidModel(f"{directory}: cannot load: {error}") from None
     model = ModelVersion(verified.manifest, directory, verified.format, scorer, verified.embedding)
     _check_graph(model)
@@ -154,7 +158,13 @@ def _warm_up(words: int) -> Exchange:
 
 
 def load_model(
-    repository: Path, name: str, intra_op_threads: int, pinned: int | None = None, prompt_cache_bytes: int = 0
+    repository: Path,
+    name: str,
+    intra_op_threads: int,
+    pinned: int | None = None,
+    prompt_cache_bytes: int = 0,
+    runtime: str = ONNXRUNTIME,
+    runs: int = 1,
 ) -> ModelVersion:
     """The pinned version, or the highest version that verifies; log every version skipped."""
     candidates = version_dirs(repository, name)
@@ -163,13 +173,14 @@ def load_model(
     refusals = []
     for directory in candidates:
         try:
-            model = load_version(directory, intra_op_threads, prompt_cache_bytes)
+            model = load_version(directory, intra_op_threads, prompt_cache_bytes, runtime, runs)
         except InvalidModel as error:
             log.error("refusing model version: %s", error)
             metrics.REPOSITORY_REFUSED.labels(f"{name}/{directory.name}", "invalid_version").set(1)
             refusals.append(str(error))
             continue
-        log.info("loaded model %s version %s (sha256 %s)", name, model.manifest.version, model.manifest.sha256[:12])
+        manifest = model.manifest
+        log.info("loaded model %s version %s (sha256 %s, %s)", name, manifest.version, manifest.sha256[:12], runtime)
         return model
     wanted = f"version {pinned}" if pinned is not None else "version"
     why = f" ({'; '.join(refusals)})" if refusals else ""

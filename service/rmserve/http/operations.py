@@ -43,6 +43,9 @@ class ModelCard(BaseModel):
         description="padded tokens per inference run, as served: RMSERVE_MAX_BATCH_TOKENS, else the manifest's "
         "serving.max_batch_tokens, else 1024; null for an ensemble (each member runs with its own)",
     )
+    runtime: str | None = Field(
+        None, description="what runs its graph: onnxruntime or openvino-bf16 (RMSERVE_RUNTIME); null for an ensemble"
+    )
     default: bool
     ensemble: EnsembleCard | None = Field(None, description="members, k and reward of an ensemble; null for a model")
 
@@ -135,6 +138,7 @@ def model_card(info: ModelInfo, default: bool) -> ModelCard:
         evaluation=info.evaluation,
         quantization=info.quantization,
         max_batch_tokens=info.max_batch_tokens,
+        runtime=info.runtime,
         default=default,
         ensemble=ensemble,
     )

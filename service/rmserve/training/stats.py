@@ -34,7 +34,7 @@ from rmserve.core.manifest import (
 )
 from rmserve.core.repository import verify_version
 from rmserve.core.tokenizer import pad_batch
-from rmserve.engine.session import OnnxScorer
+from rmserve.engine.session import OnnxScorer, Scorer
 from rmserve.training.data import Comparison, LineRange, read_comparisons
 from rmserve.training.evaluate import length_batches
 
@@ -69,7 +69,7 @@ def measure_training(
 
 
 def score_and_embed_sequences(
-    scorer: OnnxScorer, sequences: Sequence[Sequence[int]], pad_id: int
+    scorer: Scorer, sequences: Sequence[Sequence[int]], pad_id: int
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Raw rewards [n] and, when the graph exports them, embeddings [n, dim] of token sequences, batched by length."""
     raw = np.zeros(len(sequences))
