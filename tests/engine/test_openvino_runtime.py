@@ -19,6 +19,7 @@ from rmserve.engine.version import load_version
 
 # Token rows of mixed lengths, padded into one batch: where padding and the attention mask must agree.
 ROWS = [[2, 5, 9, 14, 3], [2, 7, 3], [2, 11, 12, 13, 4, 6, 8, 10, 3], [2, 20, 21, 3]]
+COMMITTED_DEFAULT = Path(__file__).parents[2] / "models" / "hh-harmless" / "1"
 BF16_TOLERANCE = 2e-2  # bf16 keeps 8 bits of mantissa: relative error about 0.4% per rounding
 
 
@@ -40,8 +41,11 @@ def test_openvino_scores_a_padded_batch_as_onnx_runtime_does_within_bf16(tiny_re
     assert np.allclose(alone, served, rtol=BF16_TOLERANCE, atol=BF16_TOLERANCE)  # padding changes no row's score
 
 
-def test_openvino_embeds_where_the_graph_exports_an_embedding(embedding_repository: Path) -> None:
-    onnx_runtime, openvino = both(embedding_repository / "tiny" / "1")
+@pytest.mark.parametrize("committed", [False, True], ids=["tiny", "committed-default"])
+def test_openvino_embeds_where_the_graph_exports_an_embedding(embedding_repository: Path, committed: bool) -> None:
+    """The committed default's graph, as `rmserve export` traces it, names its embedding tensor twice."""
+    version_dir = COMMITTED_DEFAULT if committed else embedding_repository / "tiny" / "1"
+    onnx_runtime, openvino = both(version_dir)
     batch = pad_batch(ROWS, 0)
     (scores, embeddings), (expected_scores, expected_embeddings) = (
         openvino.score_and_embed(*batch),  # type: ignore[attr-defined]

@@ -56,27 +56,31 @@ class OpenVinoScorer:
         inputs = {name for port in self.compiled.inputs for name in port.get_names()}
         if not {"input_ids", "attention_mask"} <= inputs:
             raise ValueError(f"{model_path}: graph inputs are {sorted(inputs)}, need input_ids and attention_mask")
-        outputs = [port.get_any_name() for port in self.compiled.outputs]
-        self.output_name = outputs[0]
-        self.embedding_output = embedding_output if embedding_output in outputs[1:] else None
+        # An output port has every name the graph gives its tensor (an exported graph's embedding is also
+        # the name of the node that made it): look for the one asked for among all of them.
+        score, *others = self.compiled.outputs
+        self.output_name = score.get_any_name()
+        self._score = score
+        self._embedding = next((port for port in others if embedding_output in port.get_names()), None)
+        self.embedding_output = None if self._embedding is None else embedding_output
         self._local = threading.local()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         """[batch, seq] int64 x2 -> [batch] float64 raw rewards."""
         outputs = self._infer(input_ids, attention_mask)
-        return raw_rows(np.asarray(outputs[self.output_name]), len(input_ids), self.output_name)
+        return raw_rows(np.asarray(outputs[self._score]), len(input_ids), self.output_name)
 
     def score_and_embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """[batch, seq] int64 x2 -> raw rewards [batch] float64, pooled embeddings [batch, dim], from one run."""
-        if self.embedding_output is None:
+        if self._embedding is None:
             raise ValueError(f"the graph has no output {EMBEDDING_OUTPUT!r}")
         outputs = self._infer(input_ids, attention_mask)
-        embedding = np.asarray(outputs[self.embedding_output], dtype=np.float32)
+        embedding = np.asarray(outputs[self._embedding], dtype=np.float32)
         if embedding.ndim != 2 or len(embedding) != len(input_ids):
             raise ValueError(
                 f"model output {self.embedding_output!r} has shape {embedding.shape}; expected [batch, dim]"
             )
-        scores = raw_rows(np.asarray(outputs[self.output_name]), len(input_ids), self.output_name)
+        scores = raw_rows(np.asarray(outputs[self._score]), len(input_ids), self.output_name)
         return scores, embedding
 
     def _infer(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> Any:
