@@ -64,7 +64,9 @@ class Settings:
     executors: int = setting(
         0, "Inference runs in flight per model and worker; 0: usable CPUs / workers / inference threads."
     )
-    inference_threads: int = setting(0, "ONNX Runtime intra-op threads per run; 0: usable CPUs / workers / executors.")
+    inference_threads: int = setting(
+        0, "Threads per run (ONNX Runtime's intra-op, OpenVINO's per stream); 0: usable CPUs / workers / executors."
+    )
     max_batch_tokens: int = setting(
         0,
         "Padded-token budget of one inference run, for every model; bounds memory with a run in flight per CPU. "

@@ -1,5 +1,5 @@
-"""ONNX Runtime inference: padded token batches in, one raw reward per row out (and, where the graph
-exports one, the pooled embedding of each row)."""
+"""Inference: padded token batches in, one raw reward per row out (and, where the graph exports one, the
+pooled embedding of each row); ONNX Runtime's session here, and the runtime a server chooses (RMSERVE_RUNTIME)."""
 
 from __future__ import annotations
 
