@@ -1,15 +1,13 @@
-"""Inference: padded token batches in, one raw reward per row out (and, where the graph exports one, the
-pooled embedding of each row); ONNX Runtime's session here, and the runtime a server chooses (RMSERVE_RUNTIME)."""
+"""ONNX Runtime inference: padded token batches in, one raw reward per row out (and, where the graph
+exports one, the pooled embedding of each row)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import onnxruntime as ort
 
-from rmserve.config import OPENVINO_BF16
 from rmserve.core.embedding import EMBEDDING_OUTPUT
 
 
@@ -58,25 +56,6 @@ class OnnxScorer:
 
     def _raw_scores(self, raw: object, rows: int) -> np.ndarray:
         return raw_rows(raw, rows, self.output_name)
-
-
-class Scorer(Protocol):
-    """What a version scores with: `OnnxScorer`, or `rmserve.engine.openvino_session.OpenVinoScorer`."""
-
-    embedding_output: str | None
-
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
-
-    def score_and_embed(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
-
-
-def open_scorer(runtime: str, model_path: Path, threads: int, runs: int, embedding_output: str) -> Scorer:
-    """A version's scorer on `runtime` (`rmserve.config.RUNTIMES`): `runs` runs at once, `threads` threads each."""
-    if runtime == OPENVINO_BF16:
-        from rmserve.engine.openvino_session import OpenVinoScorer  # the openvino extra, only when chosen
-
-        return OpenVinoScorer(model_path, runs, threads, embedding_output)
-    return OnnxScorer(model_path, threads, embedding_output=embedding_output)
 
 
 def raw_rows(raw: object, rows: int, output_name: str) -> np.ndarray:

@@ -27,7 +27,7 @@ from rmserve.core.manifest import MODEL_FILE, Manifest
 from rmserve.core.repository import InvalidModel, verify_version, version_dirs
 from rmserve.core.tokenizer import Encoding, pad_batch
 from rmserve.engine.batcher import FailedRow
-from rmserve.engine.session import Scorer, open_scorer
+from rmserve.engine.runtime import Scorer, open_scorer
 from rmserve.errors import ServiceError
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from rmserve.core.manifest import (
 )
 from rmserve.core.repository import verify_version
 from rmserve.core.tokenizer import pad_batch
-from rmserve.engine.session import OnnxScorer, Scorer
+from rmserve.engine.runtime import Scorer
+from rmserve.engine.session import OnnxScorer
 from rmserve.training.data import Comparison, LineRange, read_comparisons
 from rmserve.training.evaluate import length_batches
 
