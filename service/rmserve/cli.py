@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from rmserve.arguments import input_file, model_name, positive_int, server_url
-from rmserve.config import Settings
+from rmserve.config import DEFAULT_BATCH_TOKENS, Settings
 from rmserve.labels.commands import register as register_labels
 from rmserve.training.commands import register as register_training
 from rmserve.usage import CommandParser, UsageError, add_debug_flag, parse_command_line, require_model, run
@@ -41,7 +41,7 @@ SETTINGS_FLAGS: dict[str, tuple[str, type, str]] = {
         "--max-batch-tokens",
         int,
         "padded tokens per inference run, all models (RMSERVE_MAX_BATCH_TOKENS; default 0: each model's own, "
-        "else 1024)",
+        f"else {DEFAULT_BATCH_TOKENS})",
     ),
     "max_queue_tokens": ("--max-queue-tokens", int, "tokens queued before 429 (RMSERVE_MAX_QUEUE_TOKENS)"),
     "log_level": ("--log-level", str, "debug, info, warning, error (RMSERVE_LOG_LEVEL, default info)"),
